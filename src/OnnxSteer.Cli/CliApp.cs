@@ -1,0 +1,39 @@
+using System.CommandLine;
+
+namespace OnnxSteer.Cli;
+
+/// <summary>Builds the command tree and maps errors to exit codes. Each verb lives in its own
+/// <c>Commands/*Command.cs</c> factory that only parses options and hands them to a library worker.</summary>
+public static class CliApp
+{
+    /// <summary>Runs the CLI with the given arguments and returns the process exit code.</summary>
+    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    {
+        var output = stdout ?? Console.Out;
+        var error = stderr ?? Console.Error;
+        var root = BuildRoot(output, error);
+        var parse = root.Parse(args);
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        }
+        catch (OnnxSteerException e)
+        {
+            error.WriteLine($"onnxsteer: error: {e.Message}");
+            return e.ExitCode;
+        }
+        catch (OperationCanceledException)
+        {
+            error.WriteLine("onnxsteer: cancelled");
+            return 130;
+        }
+    }
+
+    /// <summary>The root command with every verb.</summary>
+    public static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
+    {
+        var root = new RootCommand("onnxsteer: activation steering for exported ONNX decoders (patch, extract, generate).");
+        foreach (var command in Commands.All(stdout, stderr)) root.Subcommands.Add(command);
+        return root;
+    }
+}

@@ -1,0 +1,3 @@
+using OnnxSteer.Cli;
+
+return CliApp.Run(args);

@@ -1,0 +1,80 @@
+namespace OnnxSteer.Onnx;
+
+/// <summary>Writes files and folders so that readers see either nothing or the complete result:
+/// content goes to a temporary sibling and is renamed into place at the end.</summary>
+public static class AtomicFile
+{
+    /// <summary>Writes a file atomically; on any failure the temporary file is removed and the target is untouched.</summary>
+    public static void Write(string path, Action<Stream> write)
+    {
+        var full = Path.GetFullPath(path);
+        var dir = Path.GetDirectoryName(full)!;
+        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch (Exception e)
+        {
+            TryDelete(tmp);
+            if (e is IOException or UnauthorizedAccessException)
+                throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{path}': {e.Message}", e);
+            throw;
+        }
+    }
+
+    /// <summary>Creates a temporary folder next to <paramref name="finalDirectory"/>, lets <paramref name="fill"/> write into it,
+    /// then renames it to <paramref name="finalDirectory"/>. With <paramref name="overwrite"/> an existing folder is replaced
+    /// only after the new one is complete.</summary>
+    public static void WriteDirectory(string finalDirectory, bool overwrite, Action<string> fill)
+    {
+        var full = Path.GetFullPath(finalDirectory.TrimEnd('/', '\\'));
+        if (File.Exists(full))
+            throw new OnnxSteerException(ErrorKind.Output, $"output '{finalDirectory}' exists and is a file.");
+        if (Directory.Exists(full) && !overwrite)
+            throw new OnnxSteerException(ErrorKind.Output, $"output folder '{finalDirectory}' already exists; pass --overwrite to replace it.");
+        var parent = Path.GetDirectoryName(full)!;
+        try { Directory.CreateDirectory(parent); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new OnnxSteerException(ErrorKind.Output, $"cannot create '{parent}': {e.Message}", e); }
+        var tmp = Path.Combine(parent, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
+        try
+        {
+            Directory.CreateDirectory(tmp);
+            fill(tmp);
+            if (Directory.Exists(full))
+            {
+                var old = tmp + ".old";
+                Directory.Move(full, old);
+                Directory.Move(tmp, full);
+                Directory.Delete(old, recursive: true);
+            }
+            else
+            {
+                Directory.Move(tmp, full);
+            }
+        }
+        catch (Exception e)
+        {
+            TryDeleteDirectory(tmp);
+            if (e is IOException or UnauthorizedAccessException)
+                throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{finalDirectory}': {e.Message}", e);
+            throw;
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { if (File.Exists(path)) File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    private static void TryDeleteDirectory(string path)
+    {
+        try { if (Directory.Exists(path)) Directory.Delete(path, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}

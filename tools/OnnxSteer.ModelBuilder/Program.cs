@@ -1,0 +1,1 @@
+namespace OnnxSteer.ModelBuilder; internal static class Program { private static int Main() => 0; }
