@@ -85,6 +85,24 @@ public sealed class GraphBuilder
         return outs;
     }
 
+    private readonly Dictionary<string, int> _autoNames = new(StringComparer.Ordinal);
+
+    /// <summary>A node name in TorchScript's style: <c>{scope}/{op}</c>, then <c>{scope}/{op}_1</c>, <c>_2</c>, ...</summary>
+    public string AutoName(string scope, string opType)
+    {
+        var key = $"{scope}/{opType}";
+        var n = _autoNames.GetValueOrDefault(key);
+        _autoNames[key] = n + 1;
+        return n == 0 ? key : $"{key}_{n}";
+    }
+
+    /// <summary>Adds a single-output node named by <see cref="AutoName"/> in <paramref name="scope"/>.</summary>
+    public string In(string scope, string opType, params string[] inputs) => Op(opType, AutoName(scope, opType), inputs);
+
+    /// <summary>Like <see cref="In"/> with attributes.</summary>
+    public string InA(string scope, string opType, string[] inputs, params (string Name, object Value)[] attributes) =>
+        OpA(opType, AutoName(scope, opType), inputs, attributes);
+
     /// <summary>Adds a single-output node and returns its output name.</summary>
     public string Op(string opType, string name, params string[] inputs) => Node(opType, name, inputs)[0];
 

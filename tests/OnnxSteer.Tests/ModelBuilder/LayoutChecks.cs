@@ -72,6 +72,14 @@ internal static class LayoutChecks
         }
     }
 
+    /// <summary>Random weights must give logits with real spread, or every comparison passes trivially.</summary>
+    public static void AssertNotDegenerate(float[] logits)
+    {
+        var mean = logits.Average();
+        var std = Math.Sqrt(logits.Average(v => (v - mean) * (v - mean)));
+        Assert.InRange(std, 0.3, 100);
+    }
+
     /// <summary>The ONNX model's logits at every position equal the plain C# reference forward's.</summary>
     public static void MatchesReference(string modelPath, DecoderSpec spec, IWeightSource weights, double tol, int length = 7)
     {
@@ -79,6 +87,7 @@ internal static class LayoutChecks
         using var runner = DecoderRunner.Load(modelPath);
         var onnx = runner.Forward([ids])[0];
         var reference = new ReferenceDecoder(spec, weights).Forward(ids);
+        AssertNotDegenerate(reference[^1]);
         for (var t = 0; t < length; t++)
         {
             var d = MaxAbsDiff(reference[t], onnx[t]);
