@@ -56,7 +56,8 @@ public sealed record InstructionArgs
     public string? EndPhrase { get; init; }
     /// <summary>length_constraints:number_sentences: the threshold.</summary>
     public int? NumSentences { get; init; }
-    /// <summary>length_constraints:number_sentences: "less than", "at most" or "at least".</summary>
+    /// <summary>length_constraints:number_sentences: IFEval's "less than" or "at least", or "at most" / "exactly"
+    /// (the paper's length runs and the bundled data use these).</summary>
     public string? Relation { get; init; }
     /// <summary>keywords:existence: words that must all occur.</summary>
     public IReadOnlyList<string>? Keywords { get; init; }
@@ -261,7 +262,8 @@ public sealed class InstructionCheck
             "less than" => c => c < n,
             "at most" => c => c <= n,
             "at least" => c => c >= n,
-            _ => throw Invalid(id, $"relation must be \"less than\", \"at most\" or \"at least\", not \"{relation}\""),
+            "exactly" => c => c == n,
+            _ => throw Invalid(id, $"relation must be \"less than\", \"at most\", \"at least\" or \"exactly\", not \"{relation}\""),
         };
         return r => compare(SentenceCounter.Count(r));
     }

@@ -67,4 +67,7 @@ public interface IVectorCatalog
 
     /// <summary>|u_L|, the norm of the mean difference at <paramref name="layer"/>: the natural unit for additive weights.</summary>
     float Norm(string name, int layer);
+
+    /// <summary>Share of extraction pairs the direction separates at <paramref name="layer"/> (null when unknown).</summary>
+    double? Separability(string name, int layer);
 }

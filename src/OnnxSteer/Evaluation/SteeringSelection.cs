@@ -160,20 +160,15 @@ public static class VectorNaming
     /// <summary>The placeholder for a per-word vector.</summary>
     public const string WordPlaceholder = "{word}";
 
-    /// <summary>Default vector name per instruction id: the name <c>demo</c> and docs/evaluation.md extract under.</summary>
+    /// <summary>Default vector name per instruction id: the stem of its extraction-pair file in <c>models/data/pairs/</c>
+    /// (the id with ':' replaced by '.'), which is the name <c>demo</c> and docs/evaluation.md extract under. Length uses
+    /// the "at most N sentences" (conciseness) vector; both word instructions use the per-word inclusion vector
+    /// <c>keywords.existence.{word}</c> (exclusion subtracts it, the paper's choice).</summary>
     public static string DefaultFor(string id) => id switch
     {
-        InstructionIds.Lowercase => "lowercase",
-        InstructionIds.Capital => "capital",
-        InstructionIds.Json => "json",
-        InstructionIds.BulletLists => "bullets",
-        InstructionIds.Title => "title",
-        InstructionIds.EndChecker => "end_checker",
-        InstructionIds.Quotation => "quotation",
-        InstructionIds.NoComma => "no_comma",
-        InstructionIds.NumberSentences => "conciseness",
-        // Exclusion uses the inclusion vector of the same word, negated (the paper's choice).
-        InstructionIds.KeywordExistence or InstructionIds.ForbiddenWords => "keyword." + WordPlaceholder,
+        InstructionIds.NumberSentences => "length_constraints.number_sentences.at_most",
+        InstructionIds.KeywordExistence or InstructionIds.ForbiddenWords => "keywords.existence." + WordPlaceholder,
+        _ when InstructionIds.All.Contains(id) => id.Replace(':', '.'),
         _ => throw new OnnxSteerException(ErrorKind.InvalidData, $"unknown instruction id '{id}'."),
     };
 

@@ -109,6 +109,9 @@ public class CheckerTests
     [InlineData("One.", "less than", 2, true)]
     [InlineData("One. Two. Three.", "at least", 3, true)]
     [InlineData("One. Two.", "at least", 3, false)]
+    [InlineData("One. Two.", "exactly", 2, true)]
+    [InlineData("One. Two. Three.", "exactly", 2, false)]
+    [InlineData("One.", "exactly", 2, false)]
     public void NumberSentences(string response, string relation, int n, bool expected) =>
         Assert.Equal(expected, C(InstructionIds.NumberSentences, new InstructionArgs { NumSentences = n, Relation = relation }).IsFollowedBy(response));
 
@@ -221,8 +224,8 @@ public class CheckerTests
     public void UnknownRelationAndIdAreInvalidData()
     {
         var e = Assert.Throws<OnnxSteerException>(() =>
-            InstructionCheck.Create(InstructionIds.NumberSentences, new InstructionArgs { NumSentences = 2, Relation = "exactly" }));
-        Assert.Contains("exactly", e.Message);
+            InstructionCheck.Create(InstructionIds.NumberSentences, new InstructionArgs { NumSentences = 2, Relation = "around" }));
+        Assert.Contains("around", e.Message);
         e = Assert.Throws<OnnxSteerException>(() => InstructionCheck.Create("detectable_format:haiku"));
         Assert.Equal(ErrorKind.InvalidData, e.Kind);
         Assert.Contains("haiku", e.Message);

@@ -76,8 +76,8 @@ public class DatasetAndSelectionTests
             Data = "validation.jsonl",
             Instructions = new Dictionary<string, SelectionEntry>
             {
-                [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "lowercase", Layer = 3, Score = 0.9, Baseline = 0 },
-                [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keyword.{word}", Layer = 5, Scale = -4 },
+                [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 3, Score = 0.9, Baseline = 0 },
+                [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keywords.existence.{word}", Layer = 5, Scale = -4 },
                 [InstructionIds.Json] = new() { Mode = "none" },
             },
         };
@@ -85,13 +85,13 @@ public class DatasetAndSelectionTests
         File.WriteAllText(path, selection.ToJson());
         var loaded = SteeringSelection.Load(path);
         Assert.Equal(3, loaded.Instructions.Count);
-        Assert.Equal("add keyword.{word}@5 -4×|u|", loaded.Instructions[InstructionIds.ForbiddenWords].Describe());
+        Assert.Equal("add keywords.existence.{word}@5 -4×|u|", loaded.Instructions[InstructionIds.ForbiddenWords].Describe());
 
         var item = EvalDataset.Parse(new StringReader("""
             {"prompt": "p", "instruction": "i", "instruction_id_list": ["keywords:forbidden_words", "change_case:english_lowercase", "detectable_format:json_format"], "kwargs": [{"forbidden_words": ["Ocean", "salt"]}, {}, {}]}
             """), "x")[0];
         var ops = loaded.OpsFor(item, new FakeModel());
-        Assert.Equal([new SteerOp("keyword.ocean", 5, SteerMode.Add, -8), new SteerOp("keyword.salt", 5, SteerMode.Add, -8), new SteerOp("lowercase", 3, SteerMode.Project)], ops);
+        Assert.Equal([new SteerOp("keywords.existence.ocean", 5, SteerMode.Add, -8), new SteerOp("keywords.existence.salt", 5, SteerMode.Add, -8), new SteerOp("change_case.english_lowercase", 3, SteerMode.Project)], ops);
     }
 
     [Theory]

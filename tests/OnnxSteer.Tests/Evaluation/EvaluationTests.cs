@@ -22,11 +22,11 @@ public class EvaluationTests
     {
         Instructions = new Dictionary<string, SelectionEntry>
         {
-            [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "lowercase", Layer = 3 },
-            [InstructionIds.Capital] = new() { Mode = "project", Vector = "capital", Layer = 3 },
+            [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 3 },
+            [InstructionIds.Capital] = new() { Mode = "project", Vector = "change_case.english_capital", Layer = 3 },
             [InstructionIds.Json] = new() { Mode = "none" },
-            [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keyword.{word}", Layer = 5, Scale = -4 },
-            [InstructionIds.NumberSentences] = new() { Mode = "add", Vector = "conciseness", Layer = 4, Weight = 4 },
+            [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keywords.existence.{word}", Layer = 5, Scale = -4 },
+            [InstructionIds.NumberSentences] = new() { Mode = "add", Vector = "length_constraints.number_sentences.at_most", Layer = 4, Weight = 4 },
         },
     };
 
@@ -38,7 +38,7 @@ public class EvaluationTests
         Assert.Equal(["no_instruction", "no_instruction_steered", "with_instruction", "with_instruction_steered"], report.Settings);
         var lower = report.Rows.Single(r => r.Instruction == InstructionIds.Lowercase);
         Assert.Equal(3, lower.Count);
-        Assert.Equal("project lowercase@3", lower.Steering);
+        Assert.Equal("project change_case.english_lowercase@3", lower.Steering);
         Assert.Equal(0, lower.Scores["no_instruction"].Loose);
         Assert.Equal(1, lower.Scores["no_instruction_steered"].Loose);
         Assert.Equal(1, lower.Scores["with_instruction"].Loose);
@@ -59,7 +59,7 @@ public class EvaluationTests
 
         // Prompt 7 composes lowercase@3 and conciseness@4: both followed when steered.
         var composed = report.Items.Single(i => i.Key == "7" && i.Setting == "no_instruction_steered");
-        Assert.Equal(["project lowercase@3", "add conciseness@4 w=4"], composed.Steering);
+        Assert.Equal(["project change_case.english_lowercase@3", "add length_constraints.number_sentences.at_most@4 w=4"], composed.Steering);
         Assert.Equal([true, true], composed.Loose);
 
         Assert.Equal(0, report.Overall["no_instruction"].PromptLoose);
@@ -98,7 +98,7 @@ public class EvaluationTests
         var report = await Evaluator.RunAsync(Items(), Selection, model, model);
         var md = report.ToMarkdown();
         Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | with instr. | with instr. + steer |", md);
-        Assert.Contains("| change_case:english_lowercase | 3 | project lowercase@3 | 0.00 | 1.00 | 1.00 | 1.00 |", md);
+        Assert.Contains("| change_case:english_lowercase | 3 | project change_case.english_lowercase@3 | 0.00 | 1.00 | 1.00 | 1.00 |", md);
         Assert.Contains("| **all, prompt-level** | 7 |", md);
         Assert.Contains("perplexity", md);
 
@@ -110,6 +110,25 @@ public class EvaluationTests
         var svg = XDocument.Parse(report.ToSvg("tiny-instruct, test split"));
         XNamespace ns = "http://www.w3.org/2000/svg";
         Assert.Equal(6 * 4, svg.Descendants(ns + "rect").Count(r => r.Element(ns + "title") is not null)); // 5 rows + all, 4 settings
+    }
+
+    [Fact]
+    public void DefaultSelectionUsesTheMostSeparableLayerAndFamilyMode()
+    {
+        var model = new FakeModel { Vectors = ["change_case.english_capital", "keywords.existence.ocean", "length_constraints.number_sentences.at_most"] };
+        var sel = EvalWorkflow.DefaultSelection(Items(), model).Instructions;
+        Assert.Equal(new SelectionEntry { Mode = "project", Vector = "change_case.english_capital", Layer = 3 }, sel[InstructionIds.Capital]);
+        Assert.Equal("none", sel[InstructionIds.Lowercase].Mode); // its vector is missing
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keywords.existence.{word}", Layer = 0, Scale = -4 }, sel[InstructionIds.ForbiddenWords]);
+        Assert.Equal(4, sel[InstructionIds.NumberSentences].Scale);
+    }
+
+    [Fact]
+    public void LimitKeepsTheFirstItemsOfEachCombination()
+    {
+        var items = EvalWorkflow.Limit(Items(), 1);
+        Assert.Equal(["1", "3", "4", "5", "6", "7"], items.Select(i => i.Key));
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => EvalWorkflow.Limit(Items(), 0)).Kind);
     }
 
     [Fact]

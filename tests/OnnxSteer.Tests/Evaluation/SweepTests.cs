@@ -31,15 +31,15 @@ public class SweepTests
         var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model);
         var sel = result.Selection.Instructions;
 
-        Assert.Equal(new SelectionEntry { Mode = "project", Vector = "lowercase", Layer = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.Lowercase]);
+        Assert.Equal(new SelectionEntry { Mode = "project", Vector = "change_case.english_lowercase", Layer = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.Lowercase]);
         Assert.Equal(3, sel[InstructionIds.Capital].Layer);
         Assert.Equal("none", sel[InstructionIds.Json].Mode); // never steers: the tie goes to no steering
         // Conciseness works from 2 x |u| at layer 4; 8 x |u| collapses into repetition and scores 0.
-        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "conciseness", Layer = 4, Scale = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.NumberSentences]);
-        Assert.All(result.Candidates.Where(c => c.Vector == "conciseness" && c.Scale == 8), c => { Assert.Equal(0, c.Score); Assert.Equal(1, c.DegenerateRate); });
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "length_constraints.number_sentences.at_most", Layer = 4, Scale = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.NumberSentences]);
+        Assert.All(result.Candidates.Where(c => c.Vector == "length_constraints.number_sentences.at_most" && c.Scale == 8), c => { Assert.Equal(0, c.Score); Assert.Equal(1, c.DegenerateRate); });
         // Exclusion subtracts the inclusion vector of the word.
-        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keyword.{word}", Layer = 5, Scale = -4, Score = 1, Baseline = 0 }, sel[InstructionIds.ForbiddenWords]);
-        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keyword.{word}", Layer = 1, Scale = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.KeywordExistence]);
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keywords.existence.{word}", Layer = 5, Scale = -4, Score = 1, Baseline = 0 }, sel[InstructionIds.ForbiddenWords]);
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keywords.existence.{word}", Layer = 1, Scale = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.KeywordExistence]);
         Assert.DoesNotContain(result.Candidates, c => c.Instruction == InstructionIds.ForbiddenWords && c.Scale > 0);
         Assert.Empty(result.Skipped);
 
@@ -47,17 +47,17 @@ public class SweepTests
         Assert.Equal(7, result.Candidates.Count(c => c.Instruction == InstructionIds.Lowercase));
         Assert.Equal(25, result.Candidates.Count(c => c.Instruction == InstructionIds.NumberSentences));
         // The composition prompt v8 is not used for single-instruction selection.
-        Assert.DoesNotContain(model.Batches.SelectMany(b => b), r => r.Prompt.Contains("mountain") && r.Steering.Any(o => o.Vector == "conciseness"));
+        Assert.DoesNotContain(model.Batches.SelectMany(b => b), r => r.Prompt.Contains("mountain") && r.Steering.Any(o => o.Vector == "length_constraints.number_sentences.at_most"));
     }
 
     [Fact]
     public async Task MissingVectorsLeaveTheInstructionUnsteered()
     {
-        var model = new FakeModel { Vectors = ["lowercase"] };
+        var model = new FakeModel { Vectors = ["change_case.english_lowercase"] };
         var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model,
             new SweepOptions { Instructions = [InstructionIds.Lowercase, InstructionIds.Json] });
         Assert.Equal("none", result.Selection.Instructions[InstructionIds.Json].Mode);
-        Assert.Contains("no vector named json", result.Skipped[InstructionIds.Json]);
+        Assert.Contains("no vector named detectable_format.json_format", result.Skipped[InstructionIds.Json]);
         Assert.Equal(2, result.Selection.Instructions.Count);
     }
 
@@ -92,7 +92,7 @@ public class SweepTests
         var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model);
         var md = result.ToMarkdown();
         Assert.Contains("| instruction | none | L0 | L1 | L2 | L3 | L4 | L5 | chosen |", md);
-        Assert.Contains("| change_case:english_capital | 0.00 | 0.00 | 0.00 | 0.00 | 1.00 | 0.00 | 0.00 | project capital@3 |", md);
+        Assert.Contains("| change_case:english_capital | 0.00 | 0.00 | 0.00 | 0.00 | 1.00 | 0.00 | 0.00 | project change_case.english_capital@3 |", md);
         var svg = XDocument.Parse(result.ToSvg("sweep"));
         XNamespace ns = "http://www.w3.org/2000/svg";
         Assert.Equal(6, svg.Descendants(ns + "polyline").Count()); // one line per swept instruction
