@@ -9,7 +9,7 @@ namespace OnnxSteer.ModelBuilder;
 ///       [--no-position-ids] [--external-data|--embedded] [--medium] [--seed S] -o OUTDIR
 /// dump MODEL.onnx
 /// </code></summary>
-public static class Cli
+public static class BuilderCli
 {
     /// <summary>Runs one command; returns the exit code.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
@@ -35,6 +35,12 @@ public static class Cli
             case "dump":
                 ModelDump.Write(opts.Positional.Single(), stdout);
                 return 0;
+            case "check":
+                {
+                    var r = SelfCheck.Run(opts.Positional.Single(), opts.Int("--prefill") ?? 16, opts.Int("--steps") ?? 8);
+                    stdout.WriteLine($"prefill {r.Prefill} tokens: {r.PrefillMs:F1} ms; decode: {r.DecodeMsPerToken:F2} ms/token; cached vs full-run logits max |diff| {r.MaxAbsDiff:G3}");
+                    return 0;
+                }
             case "export-llama":
                 return LlamaExport.RunCli(opts, stdout);
             default:
@@ -52,6 +58,7 @@ public static class Cli
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
                 [--dtype fp32|fp16] [--attention mha|gqa] [--reference reference.json] -o OUTDIR
           modelbuilder dump MODEL.onnx
+          modelbuilder check MODEL.onnx [--prefill N] [--steps M]   (KV-cache decode vs full run, timings)
         """;
 
     /// <summary>Parses a layout name: genai, genai-gqa, optimum, optimum-merged.</summary>
