@@ -11,9 +11,11 @@ namespace OnnxSteer.ModelBuilder;
 /// <param name="DType">Element type of the exported model.</param>
 /// <param name="Attention">GenAi attention operator; null picks MultiHead when kv_heads == heads, else GroupQuery.</param>
 /// <param name="ReferencePath">Optional reference.json to check the export against (see <see cref="LlamaExport.CheckReference"/>).</param>
-/// <param name="Tolerance">Max abs logit difference allowed by the reference check; null: 1e-3 (fp32) or 2e-2 x max(1, max |logit|) (fp16).</param>
+/// <param name="Tolerance">Max abs logit difference allowed by the reference check; null: 1e-3 (fp32) or 2e-2 x max(1, max |logit|) (fp16, int4).</param>
+/// <param name="Quantization">Int4 writes MatMulNBits (genai layout only).</param>
 public sealed record LlamaExportOptions(string WeightsPath, string ConfigPath, string OutputDirectory, DecoderLayout Layout = DecoderLayout.GenAi,
-    DecoderDType DType = DecoderDType.Float32, AttentionKind? Attention = null, string? ReferencePath = null, double? Tolerance = null);
+    DecoderDType DType = DecoderDType.Float32, AttentionKind? Attention = null, string? ReferencePath = null, double? Tolerance = null,
+    WeightQuantization Quantization = WeightQuantization.None);
 
 /// <summary>Result of a reference check.</summary>
 /// <param name="Rows">Rows compared.</param>
@@ -100,7 +102,7 @@ public static class LlamaExport
     /// (the model folder is left in place for inspection).</exception>
     public static LlamaExportResult Export(LlamaExportOptions o)
     {
-        var spec = ReadConfig(o.ConfigPath) with { Layout = o.Layout, DType = o.DType };
+        var spec = ReadConfig(o.ConfigPath) with { Layout = o.Layout, DType = o.DType, Quantization = o.Quantization };
         spec = spec with { Attention = o.Attention ?? (spec.KvHeads == spec.Heads ? AttentionKind.MultiHead : AttentionKind.GroupQuery) };
         using var weights = SafetensorsWeights.Open(o.WeightsPath);
         var fixture = DecoderFixtures.Write(spec, o.OutputDirectory, weights);
@@ -121,7 +123,7 @@ public static class LlamaExport
         ReferenceCheck? check = null;
         if (o.ReferencePath is not null)
         {
-            check = CheckReference(fixture.ModelPath, o.ReferencePath, o.Tolerance ?? (o.DType == DecoderDType.Float32 ? 1e-3 : -1));
+            check = CheckReference(fixture.ModelPath, o.ReferencePath, o.Tolerance ?? (o.DType == DecoderDType.Float32 && o.Quantization == WeightQuantization.None ? 1e-3 : -1));
             if (!check.Passed)
                 throw new OnnxSteerException(ErrorKind.VerificationFailed,
                     $"exported model differs from the reference: max |logit diff| {check.MaxAbsDiff:G4} > tolerance {check.Tolerance:G4} over {check.Rows} rows ({check.ArgmaxAgreement} argmax agree).");
@@ -178,7 +180,8 @@ public static class LlamaExport
     {
         var (layout, attention) = BuilderCli.ParseLayout(o.Get("--layout") ?? "genai");
         var options = new LlamaExportOptions(o.Required("--weights"), o.Required("--config"), o.Required("-o"), layout,
-            BuilderCli.ParseDType(o.Get("--dtype")), BuilderCli.ParseAttention(o.Get("--attention")) ?? attention, o.Get("--reference"), o.Double("--tolerance"));
+            BuilderCli.ParseDType(o.Get("--dtype")), BuilderCli.ParseAttention(o.Get("--attention")) ?? attention, o.Get("--reference"), o.Double("--tolerance"),
+            BuilderCli.ParseQuant(o.Get("--quant")));
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var result = Export(options);
         var s = result.Fixture.Spec;
