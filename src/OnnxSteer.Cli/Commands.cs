@@ -11,6 +11,9 @@ internal static partial class Commands
         yield return InspectCommand.Create(stdout, stderr);
         yield return PatchCommand.Create(stdout, stderr);
         yield return VerifyCommand.Create(stdout, stderr);
+        yield return VectorsCommand.Create(stdout, stderr);
+        yield return EvalCommand.Create(stdout, stderr);
+        yield return SweepCommand.Create(stdout, stderr);
     }
 }
 
