@@ -111,15 +111,7 @@ public static class LlamaExport
             // Keep the trained model's own config.json (generation settings, names) rather than the generated one.
             File.Copy(o.ConfigPath, Path.Combine(o.OutputDirectory, "config.json"), overwrite: true);
         }
-        var copied = new List<string>();
-        var source = Path.GetDirectoryName(Path.GetFullPath(o.WeightsPath))!;
-        foreach (var f in CompanionFiles)
-        {
-            var from = Path.Combine(source, f);
-            if (!File.Exists(from)) continue;
-            File.Copy(from, Path.Combine(o.OutputDirectory, f), overwrite: true);
-            copied.Add(f);
-        }
+        var copied = DecoderFixtures.CopyTokenizerFiles(Path.GetDirectoryName(Path.GetFullPath(o.WeightsPath))!, o.OutputDirectory);
         ReferenceCheck? check = null;
         if (o.ReferencePath is not null)
         {

@@ -105,3 +105,24 @@ public sealed class GenAiInt4Tests
             Assert.True(Math.Abs(w[i] - d[i]) <= q.Scales[(i / 40) * 3 + (i % 40) / 16] / 2 + 1e-6);
     }
 }
+
+public sealed class GenAiGqaPaddingTests
+{
+    /// <summary>GroupQueryAttention on CPU takes each row's length from seqlens_k (attention_mask sum - 1) and assumes the
+    /// valid tokens start at position 0: right padding works in prefill, left padding does not (documented limitation).</summary>
+    [Fact]
+    public void RightPaddedPrefillMatchesSingleRows()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, attention: AttentionKind.GroupQuery) with { Heads = 4, KvHeads = 2 };
+        var fixture = DecoderFixtures.Write(spec, dir.Path);
+        var a = LayoutChecks.Tokens(6, spec.Vocab, 1);
+        var b = LayoutChecks.Tokens(3, spec.Vocab, 2);
+        using var runner = DecoderRunner.Load(fixture.ModelPath);
+        var aloneA = runner.Forward([a])[0];
+        var aloneB = runner.Forward([b])[0];
+        var batch = runner.Forward([a, [.. b, 0, 0, 0]], [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]);
+        for (var t = 0; t < 6; t++) Assert.True(LayoutChecks.MaxAbsDiff(aloneA[t], batch[0][t]) <= 1e-4, $"row 0 position {t}");
+        for (var t = 0; t < 3; t++) Assert.True(LayoutChecks.MaxAbsDiff(aloneB[t], batch[1][t]) <= 1e-4, $"row 1 position {t}");
+    }
+}
