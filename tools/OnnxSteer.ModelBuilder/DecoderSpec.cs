@@ -35,6 +35,15 @@ public enum AttentionKind
     GroupQuery,
 }
 
+/// <summary>Weight quantization of the Linear layers (GenAi layout only).</summary>
+public enum WeightQuantization
+{
+    /// <summary>Plain MatMul with float weights.</summary>
+    None,
+    /// <summary>com.microsoft::MatMulNBits, 4 bits, symmetric round-to-nearest per block (zero point 8, no zero_points input).</summary>
+    Int4,
+}
+
 /// <summary>Shape and format of a Llama-style decoder to write. Defaults describe a tiny test fixture.</summary>
 public sealed record DecoderSpec
 {
@@ -70,6 +79,11 @@ public sealed record DecoderSpec
     /// <summary>Weights in an external data file (<c>model.onnx.data</c> for genai, <c>model.onnx_data</c> for optimum);
     /// null picks the exporter's habit: genai yes, optimum no.</summary>
     public bool? ExternalData { get; init; }
+    /// <summary>Linear-layer weight quantization (GenAi only): <see cref="WeightQuantization.Int4"/> writes MatMulNBits for
+    /// q/k/v/o, gate/up/down and lm_head.</summary>
+    public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
+    /// <summary>MatMulNBits block size (power of two, at least 16).</summary>
+    public int QuantBlockSize { get; init; } = 32;
     /// <summary>Beginning-of-sequence token id (genai_config / config.json).</summary>
     public int BosTokenId { get; init; } = 1;
     /// <summary>End-of-sequence token id.</summary>
@@ -109,6 +123,10 @@ public sealed record DecoderSpec
         if (Heads % KvHeads != 0) throw new OnnxSteerException(ErrorKind.Usage, $"heads ({Heads}) must be a multiple of kv_heads ({KvHeads}).");
         if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.MultiHead && KvHeads != Heads)
             throw new OnnxSteerException(ErrorKind.Usage, $"MultiHeadAttention needs kv_heads == heads (got {KvHeads} vs {Heads}); use GroupQueryAttention.");
+        if (Quantization != WeightQuantization.None && Layout != DecoderLayout.GenAi)
+            throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai layout, not {Layout}.");
+        if (Quantization != WeightQuantization.None && (QuantBlockSize < 16 || (QuantBlockSize & (QuantBlockSize - 1)) != 0))
+            throw new OnnxSteerException(ErrorKind.Usage, $"block size must be a power of two >= 16, got {QuantBlockSize}.");
         if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.GroupQuery && HeadDim % 16 != 0)
             throw new OnnxSteerException(ErrorKind.Usage, $"GroupQueryAttention on CPU needs head_dim a multiple of 16, got {HeadDim}.");
     }
