@@ -37,6 +37,7 @@ public sealed class GenAiLayoutMatcher : IDecoderLayoutMatcher
         while (current.Output(FusedNormResidualPoint.ResidualOutputIndex) is { Uses.Count: > 0 } residual)
         {
             var next = residual.Uses.Where(u => u.InputIndex is 0 or 1 && IsSkipNorm(u.Node)).Select(u => u.Node).Distinct().ToList();
+            if (next.Count == 0) break; // a final norm whose residual output is exposed (e.g. by onnxsteer)
             if (next.Count != 1)
                 return LayoutMatch.Failed(Name, $"its output 3 (the residual) feeds {next.Count} skip norms; expected exactly 1", current, 20 + chain.Count);
             if (chain.Contains(next[0]))
