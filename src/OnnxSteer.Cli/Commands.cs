@@ -8,6 +8,7 @@ internal static partial class Commands
     public static IEnumerable<Command> All(TextWriter stdout, TextWriter stderr)
     {
         yield return VersionCommand.Create(stdout);
+        yield return VectorsCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
         yield return SweepCommand.Create(stdout, stderr);
     }
