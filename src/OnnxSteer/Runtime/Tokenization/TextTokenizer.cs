@@ -303,7 +303,7 @@ public sealed class StreamingDecoder
     private readonly bool _skipSpecial;
     private bool _stripLeadingSpace;
     private readonly List<byte> _pending = new(16);
-    private readonly Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
+    private readonly System.Text.Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
     private readonly char[] _chars = new char[64];
 
     internal StreamingDecoder(TextTokenizer tokenizer, bool skipSpecial, bool stripLeadingSpace)
