@@ -12,6 +12,10 @@ public enum DecoderLayout
     /// <summary>Optimum <c>--legacy</c> merged decoder: <c>decoder_model_merged.onnx</c> whose graph is one
     /// <c>If</c> on <c>use_cache_branch</c> with a full decoder in each branch.</summary>
     OptimumMerged,
+    /// <summary>ONNX Runtime transformer optimizer's fused GPT-2 (see <see cref="OrtFusedGpt2Writer"/>).</summary>
+    OrtFused,
+    /// <summary>onnxruntime-genai builder's Gemma 2 (sandwich norms, fp32 residual; see <see cref="Gemma2Writer"/>).</summary>
+    Gemma2,
 }
 
 /// <summary>Element type of weights, activations, KV cache and logits.</summary>
@@ -92,10 +96,10 @@ public sealed record DecoderSpec
     public int PadTokenId { get; init; } = 0;
 
     /// <summary>Whether this spec writes weights externally after applying the layout default.</summary>
-    public bool UsesExternalData => ExternalData ?? Layout == DecoderLayout.GenAi;
+    public bool UsesExternalData => ExternalData ?? Layout is DecoderLayout.GenAi or DecoderLayout.Gemma2;
 
     /// <summary>Whether the written graph has a position_ids input.</summary>
-    public bool HasPositionIdsInput => Layout == DecoderLayout.GenAi ? Attention == AttentionKind.MultiHead : PositionIds;
+    public bool HasPositionIdsInput => Layout is DecoderLayout.GenAi or DecoderLayout.Gemma2 ? Attention == AttentionKind.MultiHead : Layout == DecoderLayout.OrtFused || PositionIds;
 
     /// <summary>Q projection width.</summary>
     public int QWidth => Heads * HeadDim;
