@@ -42,6 +42,25 @@ public sealed class GenAiLayoutTests
         LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, tol);
     }
 
+    /// <summary>kv_heads &lt; heads with MultiHeadAttention (the builder's make_repeat_kv) and a head size that
+    /// GroupQueryAttention on CPU refuses.</summary>
+    [Theory]
+    [InlineData(DecoderDType.Float32, 1e-4)]
+    [InlineData(DecoderDType.Float16, 2e-2)]
+    public void MultiHeadAttentionWithFewerKvHeadsRepeatsKv(DecoderDType dtype, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype) with { Heads = 4, KvHeads = 2, HeadDim = 10 };
+        var weights = new RandomWeights(3);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, tol);
+        LayoutChecks.LeftPaddedBatchMatchesRows(fixture.ModelPath, spec, tol);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, dtype == DecoderDType.Float32 ? 1e-4 : 5e-2);
+        var nodes = OnnxModelFile.Load(fixture.ModelPath).Proto.Graph.Node;
+        Assert.Equal(spec.Layers, nodes.Count(n => n.OpType == "MultiHeadAttention"));
+        Assert.Equal("Concat", nodes.Single(n => n.Output.Contains("present.1.value")).OpType);
+    }
+
     [Fact]
     public void GraphMirrorsTheRealBuilderExport()
     {
