@@ -14,6 +14,7 @@ internal static partial class Commands
         yield return VectorsCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
         yield return SweepCommand.Create(stdout, stderr);
+        yield return GenerateCommand.Create(stdout, stderr);
     }
 }
 

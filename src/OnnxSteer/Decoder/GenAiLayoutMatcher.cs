@@ -66,6 +66,8 @@ public sealed class GenAiLayoutMatcher : IDecoderLayoutMatcher
             var postAttention = chain[2 * layer];
             var residualIn = layer == 0 ? embedding : chain[2 * layer - 1].Output(FusedNormResidualPoint.ResidualOutputIndex);
             var sublayer = postAttention.Input(0) == residualIn ? postAttention.Input(1) : postAttention.Input(0);
+            if (Gemma2LayoutMatcher.PlainNormBehind(sublayer) is { } sandwich)
+                return LayoutMatch.Failed(Name, $"block {layer}'s post-attention skip operand is itself a norm (sandwich norms: the gemma2 layout)", sandwich, 55);
             if (sublayer is null || FindBackward(sublayer, residualIn, n => AttentionOps.Contains(n.OpType)) is null)
                 return LayoutMatch.Failed(Name, $"no attention op feeds block {layer}'s post-attention norm", postAttention, 60 + layer * 30 / numLayers);
         }
