@@ -30,6 +30,8 @@ public static class DecoderFixtures
         switch (spec.Layout)
         {
             case DecoderLayout.GenAi: GenAiWriter.Write(spec, weights, directory); break;
+            case DecoderLayout.OrtFused: OrtFusedGpt2Writer.Write(spec, weights, directory); break;
+            case DecoderLayout.Gemma2: Gemma2Writer.Write(spec, weights, directory); break;
             case DecoderLayout.Optimum:
             case DecoderLayout.OptimumMerged: OptimumWriter.Write(spec, weights, directory); break;
             default: throw new ArgumentOutOfRangeException(nameof(spec));

@@ -12,6 +12,10 @@ public enum DecoderLayout
     /// <summary>Optimum <c>--legacy</c> merged decoder: <c>decoder_model_merged.onnx</c> whose graph is one
     /// <c>If</c> on <c>use_cache_branch</c> with a full decoder in each branch.</summary>
     OptimumMerged,
+    /// <summary>ONNX Runtime transformer optimizer's fused GPT-2 (see <see cref="OrtFusedGpt2Writer"/>).</summary>
+    OrtFused,
+    /// <summary>onnxruntime-genai builder's Gemma 2 (sandwich norms, fp32 residual; see <see cref="Gemma2Writer"/>).</summary>
+    Gemma2,
 }
 
 /// <summary>Element type of weights, activations, KV cache and logits.</summary>
@@ -33,6 +37,15 @@ public enum AttentionKind
     /// total_sequence_length derived from attention_mask, no position_ids input (as the builder does for CPU).
     /// On CPU it supports right padding only (rows' valid tokens must start at position 0).</summary>
     GroupQuery,
+}
+
+/// <summary>Weight quantization of the Linear layers (GenAi layout only).</summary>
+public enum WeightQuantization
+{
+    /// <summary>Plain MatMul with float weights.</summary>
+    None,
+    /// <summary>com.microsoft::MatMulNBits, 4 bits, symmetric round-to-nearest per block (zero point 8, no zero_points input).</summary>
+    Int4,
 }
 
 /// <summary>Shape and format of a Llama-style decoder to write. Defaults describe a tiny test fixture.</summary>
@@ -70,6 +83,11 @@ public sealed record DecoderSpec
     /// <summary>Weights in an external data file (<c>model.onnx.data</c> for genai, <c>model.onnx_data</c> for optimum);
     /// null picks the exporter's habit: genai yes, optimum no.</summary>
     public bool? ExternalData { get; init; }
+    /// <summary>Linear-layer weight quantization (GenAi only): <see cref="WeightQuantization.Int4"/> writes MatMulNBits for
+    /// q/k/v/o, gate/up/down and lm_head.</summary>
+    public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
+    /// <summary>MatMulNBits block size (power of two, at least 16).</summary>
+    public int QuantBlockSize { get; init; } = 32;
     /// <summary>Beginning-of-sequence token id (genai_config / config.json).</summary>
     public int BosTokenId { get; init; } = 1;
     /// <summary>End-of-sequence token id.</summary>
@@ -78,10 +96,10 @@ public sealed record DecoderSpec
     public int PadTokenId { get; init; } = 0;
 
     /// <summary>Whether this spec writes weights externally after applying the layout default.</summary>
-    public bool UsesExternalData => ExternalData ?? Layout == DecoderLayout.GenAi;
+    public bool UsesExternalData => ExternalData ?? Layout is DecoderLayout.GenAi or DecoderLayout.Gemma2;
 
     /// <summary>Whether the written graph has a position_ids input.</summary>
-    public bool HasPositionIdsInput => Layout == DecoderLayout.GenAi ? Attention == AttentionKind.MultiHead : PositionIds;
+    public bool HasPositionIdsInput => Layout is DecoderLayout.GenAi or DecoderLayout.Gemma2 ? Attention == AttentionKind.MultiHead : Layout == DecoderLayout.OrtFused || PositionIds;
 
     /// <summary>Q projection width.</summary>
     public int QWidth => Heads * HeadDim;
@@ -109,6 +127,10 @@ public sealed record DecoderSpec
         if (Heads % KvHeads != 0) throw new OnnxSteerException(ErrorKind.Usage, $"heads ({Heads}) must be a multiple of kv_heads ({KvHeads}).");
         if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.MultiHead && KvHeads != Heads)
             throw new OnnxSteerException(ErrorKind.Usage, $"MultiHeadAttention needs kv_heads == heads (got {KvHeads} vs {Heads}); use GroupQueryAttention.");
+        if (Quantization != WeightQuantization.None && Layout != DecoderLayout.GenAi)
+            throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai layout, not {Layout}.");
+        if (Quantization != WeightQuantization.None && (QuantBlockSize < 16 || (QuantBlockSize & (QuantBlockSize - 1)) != 0))
+            throw new OnnxSteerException(ErrorKind.Usage, $"block size must be a power of two >= 16, got {QuantBlockSize}.");
         if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.GroupQuery && HeadDim % 16 != 0)
             throw new OnnxSteerException(ErrorKind.Usage, $"GroupQueryAttention on CPU needs head_dim a multiple of 16, got {HeadDim}.");
     }

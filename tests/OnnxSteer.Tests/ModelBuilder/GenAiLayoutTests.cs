@@ -73,3 +73,35 @@ public sealed class GenAiLayoutTests
             model.Proto.Graph.Output.Select(i => i.Name));
     }
 }
+
+public sealed class GenAiInt4Tests
+{
+    [Theory]
+    [InlineData(DecoderDType.Float32, AttentionKind.MultiHead, 1e-4)]
+    [InlineData(DecoderDType.Float16, AttentionKind.MultiHead, 5e-2)]
+    [InlineData(DecoderDType.Float32, AttentionKind.GroupQuery, 1e-4)]
+    public void MatMulNBitsModelMatchesDequantizedReference(DecoderDType dtype, AttentionKind attention, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype, attention) with { Quantization = WeightQuantization.Int4, Intermediate = 80 };
+        var weights = new RandomWeights(9);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, tol);
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, dtype == DecoderDType.Float32 ? 1e-4 : 2e-2);
+        var nodes = OnnxSteer.Onnx.OnnxModelFile.Load(fixture.ModelPath).Proto.Graph.Node;
+        Assert.Equal(7 * spec.Layers + 1, nodes.Count(n => n.OpType == "MatMulNBits" && n.Domain == "com.microsoft"));
+        Assert.DoesNotContain(nodes, n => n.OpType == "MatMul");
+        Assert.Equal("/lm_head/MatMul_Q4", nodes.Single(n => n.Output.Contains("logits")).Name);
+    }
+
+    [Fact]
+    public void QuantizeDequantizeRoundTripsWithinHalfAStep()
+    {
+        var w = new RandomWeights(3).Get("x", [5, 40]).Data;
+        var q = Int4.Quantize(w, 5, 40, 16);
+        Assert.Equal(3, q.BlocksPerRow);
+        var d = Int4.Dequantize(q, 5, 40, 16, roundScalesToHalf: false);
+        for (var i = 0; i < w.Length; i++)
+            Assert.True(Math.Abs(w[i] - d[i]) <= q.Scales[(i / 40) * 3 + (i % 40) / 16] / 2 + 1e-6);
+    }
+}
