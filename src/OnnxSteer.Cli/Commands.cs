@@ -9,6 +9,7 @@ internal static partial class Commands
     {
         yield return VersionCommand.Create(stdout);
         yield return VectorsCommand.Create(stdout, stderr);
+        yield return ExtractCommand.Create(stdout, stderr);
     }
 }
 
