@@ -79,7 +79,12 @@ public sealed class InstructionVectorFile
     /// <exception cref="OnnxSteerException">Missing file (NotFound) or an invalid file of either format (InvalidVector).</exception>
     public static InstructionVectorFile Load(string path)
     {
-        var bytes = VectorFileIO.ReadBounded(path, Safetensors.MaxFileBytes);
+        return Parse(VectorFileIO.ReadBounded(path, Safetensors.MaxFileBytes), path);
+    }
+
+    /// <summary>Parses a whole vector file held in memory; <paramref name="path"/> names it in messages.</summary>
+    internal static InstructionVectorFile Parse(byte[] bytes, string path)
+    {
         if (bytes.Length >= 4 && BitConverter.ToUInt32(bytes, 0) == Gguf.Magic && BitConverter.IsLittleEndian)
             return FromGguf(Gguf.Parse(bytes, path), path);
         var (tensors, metadata) = Safetensors.Parse(bytes, path);
