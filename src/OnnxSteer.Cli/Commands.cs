@@ -10,6 +10,8 @@ internal static partial class Commands
         yield return VersionCommand.Create(stdout);
         yield return VectorsCommand.Create(stdout, stderr);
         yield return ExtractCommand.Create(stdout, stderr);
+        yield return EvalCommand.Create(stdout, stderr);
+        yield return SweepCommand.Create(stdout, stderr);
     }
 }
 

@@ -1,0 +1,197 @@
+"""Trains one variant of OnnxSteer's tiny Llama and writes HF-format weights plus reference outputs.
+
+    python3 train.py --variant base     --steps 300  --max-minutes 9
+    python3 train.py --variant instruct --steps 700  --max-minutes 20 --init work/tiny-base/ckpt.pt
+
+Determinism: data order, init and dropout-free training are seeded, so a run that finishes its step
+budget is reproducible. The learning-rate schedule follows progress = max(step/steps,
+elapsed/max_minutes): on a busy machine the wall-clock cap shortens the run but the model is still
+annealed (the log records how many steps ran).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from model import LlamaConfig, LlamaForCausalLM, save_safetensors  # noqa: E402
+from tokenizer import Tokenizer, render_chat, IM_END, ENDOFTEXT  # noqa: E402
+
+
+def log(f, msg):
+    line = time.strftime("%H:%M:%S ") + msg
+    print(line, flush=True)
+    f.write(line + "\n")
+    f.flush()
+
+
+def encode_example(tok, ex, max_len):
+    """(ids, loss mask): loss on the assistant response and its closing <|im_end|> only;
+    plain documents are trained on every token."""
+    if "messages" in ex:
+        prompt = render_chat(ex["messages"][:-1], add_generation_prompt=True)
+        p = tok.encode(prompt)
+        r = tok.encode(ex["messages"][-1]["content"]) + [IM_END]
+        ids, mask = p + r, [0] * len(p) + [1] * len(r)
+    else:
+        ids = [ENDOFTEXT] + tok.encode(ex["text"]) + [ENDOFTEXT]
+        mask = [0] + [1] * (len(ids) - 1)
+    return ids[:max_len], mask[:max_len]
+
+
+def make_batch(examples, idx):
+    rows = [examples[i] for i in idx]
+    t = max(len(r[0]) for r in rows)
+    ids = torch.zeros(len(rows), t, dtype=torch.long)
+    mask = torch.zeros(len(rows), t, dtype=torch.float32)
+    for j, (a, m) in enumerate(rows):
+        ids[j, : len(a)] = torch.tensor(a)
+        mask[j, : len(m)] = torch.tensor(m, dtype=torch.float32)
+    return ids, mask
+
+
+def loss_fn(model, ids, mask):
+    logits = model(ids[:, :-1])
+    tgt = ids[:, 1:]
+    m = mask[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
+    return (ce * m.reshape(-1)).sum() / m.sum()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", choices=["base", "instruct"], required=True)
+    ap.add_argument("--work", default=os.path.join(HERE, "work"))
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--max-minutes", type=float, default=18.0)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--init", default=None, help="checkpoint to start from (instruct starts from base)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=160)
+    ap.add_argument("--intermediate", type=int, default=432)
+    ap.add_argument("--layers", type=int, default=6)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    name = "tiny-" + args.variant
+    out = os.path.join(args.work, name)
+    os.makedirs(out, exist_ok=True)
+    logf = open(os.path.join(out, "train.log"), "w")
+
+    tok = Tokenizer.load(os.path.join(args.work, "tokenizer"))
+    corpus_file = os.path.join(args.work, "corpus", "instruct.jsonl" if args.variant == "instruct" else "base.jsonl")
+    with open(corpus_file, encoding="utf-8") as f:
+        examples = [encode_example(tok, json.loads(line), args.max_len) for line in f]
+    n_tok = sum(len(e[0]) for e in examples)
+    log(logf, f"{name}: {len(examples)} examples, {n_tok} tokens, from {corpus_file}")
+
+    cfg = LlamaConfig(vocab_size=len(tok.vocab), hidden_size=args.hidden, intermediate_size=args.intermediate,
+                      num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, bos_token_id=ENDOFTEXT, eos_token_id=IM_END,
+                      pad_token_id=ENDOFTEXT)
+    model = LlamaForCausalLM(cfg)
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
+        log(logf, f"initialised from {args.init}")
+    log(logf, f"parameters: {model.num_parameters()} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+              f"ffn {cfg.intermediate_size}, heads {cfg.num_attention_heads}/{cfg.num_key_value_heads}, vocab {cfg.vocab_size})")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    rng = random.Random(args.seed + 17)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    pos = 0
+    t0 = time.time()
+    cap = args.max_minutes * 60
+    step = 0
+    ema = None
+    history = []
+    model.train()
+    while step < args.steps:
+        elapsed = time.time() - t0
+        progress = max(step / args.steps, elapsed / cap)
+        if progress >= 1.0:
+            log(logf, f"wall-clock cap reached after {step} steps")
+            break
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if pos + args.batch > len(order):
+            rng.shuffle(order)
+            pos = 0
+        ids, mask = make_batch(examples, order[pos: pos + args.batch])
+        pos += args.batch
+        loss = loss_fn(model, ids, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+        if step % 10 == 0 or step == 1:
+            history.append({"step": step, "loss": round(loss.item(), 4), "ema": round(ema, 4),
+                            "s": round(time.time() - t0, 1)})
+            log(logf, f"step {step:5d} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} t {time.time() - t0:7.1f}s")
+    train_s = time.time() - t0
+    log(logf, f"done: {step} steps in {train_s:.1f}s, final ema loss {ema:.4f}")
+
+    model.eval()
+    torch.save(model.state_dict(), os.path.join(out, "ckpt.pt"))
+    save_safetensors(os.path.join(out, "model.safetensors"), model.state_dict())
+    with open(os.path.join(out, "config.json"), "w", newline="\n") as f:
+        json.dump(cfg.to_hf(), f, indent=1)
+    with open(os.path.join(out, "generation_config.json"), "w", newline="\n") as f:
+        json.dump({"bos_token_id": ENDOFTEXT, "eos_token_id": [IM_END, ENDOFTEXT], "pad_token_id": ENDOFTEXT,
+                   "do_sample": False}, f, indent=1)
+    tok.save(out)
+    with open(os.path.join(out, "train_log.json"), "w", newline="\n") as f:
+        json.dump({"variant": name, "seed": args.seed, "steps_done": step, "steps_budget": args.steps,
+                   "max_minutes": args.max_minutes, "train_seconds": round(train_s, 1), "batch": args.batch,
+                   "lr": args.lr, "init": args.init, "final_ema_loss": round(ema, 4),
+                   "parameters": model.num_parameters(), "history": history}, f, indent=1)
+    write_reference(model, tok, out)
+    log(logf, f"wrote {out}")
+
+
+@torch.no_grad()
+def write_reference(model, tok, out):
+    """Logits and a greedy continuation that an ONNX export must reproduce."""
+    a = tok.encode(render_chat([{"role": "user", "content": "Tell me about the river."}], True))
+    b = tok.encode(render_chat([{"role": "user", "content": "Describe the owl. Answer in all caps."}], True))
+    n = min(len(a), len(b))
+    ids = [a[:n], b[:n]]
+    logits = model(torch.tensor(ids))[:, -1, :]
+    prompt = tok.encode(render_chat([{"role": "user", "content":
+                                      "Describe the moon. Answer with exactly 5 bullet points."}], True))
+    gen = []
+    seq = list(prompt)
+    for _ in range(32):  # exactly 32 tokens, not stopping at <|im_end|>, so the check is always 32 long
+        nxt = int(model(torch.tensor([seq]))[0, -1].argmax())
+        gen.append(nxt)
+        seq.append(nxt)
+    ref = {"input_ids": ids, "logits": [[[float(x) for x in row.tolist()]] for row in logits],
+           "logits_note": "logits[b][0] = logits at the last position of input_ids[b], float32",
+           "greedy": {"prompt_ids": prompt, "generated_ids": gen, "note": "32 argmax tokens, no stop at eos",
+                      "generated_text": tok.decode(gen)}}
+    with open(os.path.join(out, "reference.json"), "w", newline="\n") as f:
+        json.dump(ref, f)
+
+
+if __name__ == "__main__":
+    main()
