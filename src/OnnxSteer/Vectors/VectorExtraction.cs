@@ -1,3 +1,7 @@
+using OnnxSteer.Runtime;
+using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Runtime.Tokenization;
+
 namespace OnnxSteer.Vectors;
 
 /// <summary>What <c>onnxsteer extract</c> asks for.</summary>
@@ -38,15 +42,18 @@ public static class VectorExtraction
 }
 
 /// <summary>Turns a user prompt into the token ids a generation would see: the model's chat template with the assistant
-/// turn opened (or the raw text with the tokenizer's special tokens when the template is off).</summary>
+/// turn opened (or the raw text with the tokenizer's special tokens when the template is off). It mirrors
+/// <see cref="SteeredModel.EncodePrompt"/> without loading a second inference session.</summary>
 internal static class PromptEncoding
 {
     public static Func<string, IReadOnlyList<int>> Create(string modelDirectory, bool chatTemplate, List<string> warnings)
     {
-        // Tokenizers and chat templates belong to the runtime (src/OnnxSteer/Runtime); this is wired to them once they land.
-        _ = modelDirectory;
-        _ = chatTemplate;
-        _ = warnings;
-        throw new OnnxSteerException(ErrorKind.UnsupportedModel, "this build has no tokenizer support yet (the runtime's tokenizer and chat templates are not merged).");
+        var tokenizer = TextTokenizer.Load(modelDirectory);
+        if (!chatTemplate) return prompt => tokenizer.Encode(prompt, addSpecialTokens: true);
+        var template = ChatTemplate.Load(modelDirectory, tokenizer);
+        if (template.Warning is { } w) warnings.Add(w);
+        // A real chat template writes BOS and role markers itself (as transformers' apply_chat_template assumes).
+        return prompt => tokenizer.Encode(template.Apply([new ChatTurn("user", prompt)], addGenerationPrompt: true),
+            addSpecialTokens: !template.WritesSpecialTokens);
     }
 }
