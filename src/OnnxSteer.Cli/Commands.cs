@@ -11,6 +11,7 @@ internal static partial class Commands
         yield return VectorsCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
         yield return SweepCommand.Create(stdout, stderr);
+        yield return DemoCommand.Create(stdout);
     }
 }
 

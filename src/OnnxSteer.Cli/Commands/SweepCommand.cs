@@ -54,7 +54,7 @@ internal static class SweepCommand
                 Options = options,
                 Generation = shared.Generation(parse),
             };
-            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), ct);
+            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
             EvalCliOptions.EndProgress(stderr);
             EvalCliOptions.WriteText(outPath, result.Selection.ToJson() + Environment.NewLine);
             stdout.Write(parse.GetValue(json) ? result.ToJson() + Environment.NewLine : result.ToMarkdown());
