@@ -16,6 +16,7 @@ internal static partial class Commands
         yield return EvalCommand.Create(stdout, stderr);
         yield return SweepCommand.Create(stdout, stderr);
         yield return GenerateCommand.Create(stdout, stderr);
+        yield return DemoCommand.Create(stdout);
     }
 }
 
