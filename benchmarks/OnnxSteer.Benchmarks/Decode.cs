@@ -5,10 +5,10 @@ using OnnxSteer.Runtime;
 namespace OnnxSteer.Benchmarks;
 
 /// <summary>One decode configuration: which model folder, which steering, or the bare ONNX Runtime loop.</summary>
-internal sealed record DecodeCase(string Name, string Folder, Func<int, Steering> Steering, bool Bare = false);
+internal sealed record DecodeCase(string Name, string Folder, Func<int, Steering> Steering, bool Bare = false, bool Bound = false);
 
 /// <summary>One decode measurement: per-step latency and aggregate throughput of the decode phase (prefill excluded).</summary>
-internal readonly record struct DecodeSample(double MsPerStep, double TokensPerSecond, double PrefillMs, int Steps);
+internal readonly record struct DecodeSample(double MsPerStep, double TokensPerSecond, double PrefillMs, int Steps, double CpuMsPerStep = double.NaN);
 
 /// <summary>Decode benchmarks (issue items 1, 2 and 6): our generation loop against the bare InferenceSession.Run loop.</summary>
 internal static class DecodeBench
@@ -25,6 +25,7 @@ internal static class DecodeBench
         var cases = new List<DecodeCase>
         {
             new("bare ORT loop, original", m.Original, None, Bare: true),
+            new("bare IOBinding loop (bindings prebuilt), original", m.Original, None, Bound: true),
             new("original", m.Original, None),
             new("patched (expose all), nothing fed", m.PatchedExposeAll, None),
             new("patched (expose none), nothing fed", m.PatchedExposeNone, None),
@@ -59,12 +60,25 @@ internal static class DecodeBench
     public static DecodeSample RunOurs(SteeredModel model, int[][] prompts, Steering steering, int newTokens)
     {
         var requests = prompts.Select(p => new GenerationRequest { PromptTokenIds = p, Steering = steering }).ToList();
-        var results = model.Generate(requests, new GeneratorOptions { MaxNewTokens = newTokens, UseChatTemplate = false });
+        // The first piece arrives when the prefill has produced its token: decode CPU time starts there.
+        double cpuStart = double.NaN;
+        int pieces = 0;
+        var results = model.Generate(requests, new GeneratorOptions { MaxNewTokens = newTokens, UseChatTemplate = false },
+            _ => { if (pieces++ == 0) cpuStart = ThreadCpu.Ms(); });
+        double cpuEnd = ThreadCpu.Ms();
         var r = results[0];
         if (results.Any(x => x.TokenIds.Length != newTokens))
             throw new InvalidOperationException($"a row stopped early ({string.Join(",", results.Select(x => x.TokenIds.Length))} of {newTokens} tokens)");
         double ms = r.DecodeTime.TotalMilliseconds / r.DecodeSteps;
-        return new DecodeSample(ms, prompts.Length * 1000.0 / ms, r.PrefillTime.TotalMilliseconds, r.DecodeSteps);
+        return new DecodeSample(ms, prompts.Length * 1000.0 / ms, r.PrefillTime.TotalMilliseconds, r.DecodeSteps, (cpuEnd - cpuStart) / r.DecodeSteps);
+    }
+
+    /// <summary>The bound loop; PrefillMs carries the time spent building the bindings.</summary>
+    public static DecodeSample RunBound(SteeredModel model, int[][] prompts, int newTokens)
+    {
+        using var loop = new BoundLoop(model.Session, model.Signature, prompts, newTokens);
+        var (sample, setup) = loop.Run();
+        return sample with { PrefillMs = setup };
     }
 
     public static DecodeSample RunBare(SteeredModel model, int[][] prompts, int newTokens)
@@ -93,7 +107,7 @@ internal sealed class BareLoop : IDisposable
     private readonly int _maskAt, _idsAt, _posAt, _pastAt;
     private readonly RunOptions _runOptions = new();
 
-    public BareLoop(InferenceSession session, ModelSignature sig, int[][] prompts, int newTokens)
+    public BareLoop(InferenceSession session, ModelSignature sig, int[][] prompts, int newTokens, IReadOnlyList<(string Name, OrtValue Value)>? extra = null)
     {
         _session = session; _sig = sig; _batch = prompts.Length; _prompt = prompts[0].Length; _newTokens = newTokens;
         int total = _prompt + newTokens;
@@ -127,8 +141,11 @@ internal sealed class BareLoop : IDisposable
         if (sig.UseCacheBranch is not null) throw new NotSupportedException("the bare loop handles genai-layout models (no use_cache_branch)");
         _pastAt = names.Count;
         names.AddRange(sig.Cache.Select(c => c.Input));
+        int extraAt = names.Count;
+        if (extra is not null) names.AddRange(extra.Select(e => e.Name));
         _inputNames = [.. names];
         _inputs = new OrtValue[_inputNames.Length];
+        if (extra is not null) for (int i = 0; i < extra.Count; i++) _inputs[extraAt + i] = extra[i].Value;
         _outputNames = [sig.Logits, .. sig.Cache.Select(c => c.Output)];
     }
 
@@ -143,6 +160,7 @@ internal sealed class BareLoop : IDisposable
         Step(_prompt);
         double prefillMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
 
+        double c1 = ThreadCpu.Ms();
         long t1 = Stopwatch.GetTimestamp();
         _inputs[_idsAt] = _stepIds;
         if (_posAt >= 0) _inputs[_posAt] = _stepPositions;
@@ -156,8 +174,30 @@ internal sealed class BareLoop : IDisposable
             steps++;
         }
         double ms = Stopwatch.GetElapsedTime(t1).TotalMilliseconds / Math.Max(steps, 1);
-        return new DecodeSample(ms, _batch * 1000.0 / ms, prefillMs, steps);
+        double cpu = (ThreadCpu.Ms() - c1) / Math.Max(steps, 1);
+        return new DecodeSample(ms, _batch * 1000.0 / ms, prefillMs, steps, cpu);
     }
+
+    /// <summary>Runs the prefill only and hands over its presents (the caller disposes them) and first tokens.</summary>
+    public (IReadOnlyList<OrtValue> Values, int Vocab, Action Dispose) PrefillPresentsCore(long[] firstTokens)
+    {
+        _inputs[_idsAt] = _prefillIds;
+        if (_maskAt >= 0) _inputs[_maskAt] = _masks[_prompt];
+        if (_posAt >= 0) _inputs[_posAt] = _prefillPositions;
+        Step(_prompt);
+        _ids.CopyTo(firstTokens, 0);
+        var presents = _past.ToArray();
+        for (int i = 0; i < _past.Length; i++) _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _sig.Cache[i].Type, [0]);
+        return (presents, _vocab, () => { foreach (var p in presents) p.Dispose(); });
+    }
+
+    public PrefillResult PrefillPresents(long[] firstTokens)
+    {
+        var (values, vocab, dispose) = PrefillPresentsCore(firstTokens);
+        return new PrefillResult(values, vocab, dispose);
+    }
+
+    private int _vocab;
 
     private void Step(int seq)
     {
@@ -169,6 +209,7 @@ internal sealed class BareLoop : IDisposable
             throw new NotSupportedException("the bare loop reads float32 logits");
         var logits = list[0].GetTensorDataAsSpan<float>();
         int vocab = logits.Length / (_batch * seq);
+        _vocab = vocab;
         for (int b = 0; b < _batch; b++)
             _ids[b] = OnnxSteer.Runtime.Generation.Sampler.ArgMax(logits.Slice((b * seq + seq - 1) * vocab, vocab));
     }
@@ -179,4 +220,10 @@ internal sealed class BareLoop : IDisposable
         foreach (var v in _owned) v.Dispose();
         _runOptions.Dispose();
     }
+}
+
+/// <summary>The presents of a prefill run, owned by the caller.</summary>
+internal sealed record PrefillResult(IReadOnlyList<OrtValue> Values, int Vocab, Action DisposeAction) : IDisposable
+{
+    public void Dispose() => DisposeAction();
 }

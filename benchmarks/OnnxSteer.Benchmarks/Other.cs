@@ -63,11 +63,20 @@ internal static class AllocBench
             var cases = new (string Name, Action<int> Run)[]
             {
                 ("bare ORT loop, original", t => DecodeBench.RunBare(load(m.Original), prompts, t)),
+                ("bare IOBinding loop (decode only; bindings prebuilt), original", t => DecodeBench.RunBound(load(m.Original), prompts, t)),
                 ("ours, original", t => DecodeBench.RunOurs(load(m.Original), prompts, Steering.None, t)),
                 ($"ours, patched, add @ layer {mid}", t => DecodeBench.RunOurs(load(m.PatchedExposeAll), prompts, Steering.None.Add(v, mid, 4f), t)),
             };
             foreach (var (name, run) in cases)
             {
+                if (name.Contains("IOBinding", StringComparison.Ordinal))
+                {
+                    // Its setup allocates in proportion to the token count, so only the decode loop itself is measured.
+                    run(2 * n);
+                    var perStep = Enumerable.Range(0, o.Repeats).Select(_ => { run(2 * n); return BoundLoop.LastDecodeAllocatedPerStep; }).Min();
+                    report.Row(name, $"{batch}", $"{perStep:F0}", "(decode loop only)");
+                    continue;
+                }
                 run(n); run(2 * n); // warm up (JIT, ORT arenas)
                 var thread = new List<double>();
                 var total = new List<double>();

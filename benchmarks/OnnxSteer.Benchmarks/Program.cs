@@ -20,7 +20,7 @@ internal sealed record Options
     public string? Keep { get; init; }
 
     public const string Usage = """
-        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [patch] [all]
+        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [patch] [profile] [all]
                  [--model tiny|medium|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--sizes 10M,1G,10G] [--markdown FILE] [--keep DIR]
           decode   decode ms/token and tokens/s: bare ORT loop, original, patched (nothing fed, add @ 1 layer,
@@ -29,6 +29,7 @@ internal sealed record Options
           alloc    managed bytes allocated per generated token in steady state
           extract  extraction pairs/s at batch 1/8/16 and peak memory against pair count
           patch    patch time and bytes read against a sparse external data file of each --sizes
+          profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
         models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights);
         bundled = models/tiny-instruct. All are written or linked into a temp folder deleted at exit.
         """;
@@ -43,7 +44,7 @@ internal sealed record Options
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "decode" or "prefill" or "alloc" or "extract" or "patch": suites.Add(args[i]); break;
+                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile": suites.Add(args[i]); break;
                 case "all": suites.AddRange(["decode", "prefill", "alloc", "extract", "patch"]); break;
                 case "--model": models.Add(Next()); break;
                 case "--repeats": o = o with { Repeats = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
@@ -109,7 +110,7 @@ internal static class Program
             if (o.Suites.Contains("patch")) PatchBench.Run(scratch, o, report);
             foreach (var name in o.Models)
             {
-                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract")) break;
+                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile")) break;
                 var m = Models.Prepare(name, scratch, Console.Out);
                 report.Note($"Model **{m.Name}**: {m.Description}.");
                 var loaded = new Dictionary<string, SteeredModel>();
@@ -130,6 +131,7 @@ internal static class Program
                     foreach (var model in loaded.Values) model.Dispose();
                 }
                 if (o.Suites.Contains("extract")) ExtractBench.Run(m, o, report);
+                if (o.Suites.Contains("profile")) ProfileBench.Run(m, o, scratch, report);
             }
             report.Note($"Load average at end: {Machine.Load()}.");
             return 0;
@@ -155,27 +157,36 @@ internal static class Program
                 {
                     var k = cases[c];
                     var model = load(k.Folder);
-                    var s = k.Bare ? DecodeBench.RunBare(model, prompts, o.Tokens) : DecodeBench.RunOurs(model, prompts, k.Steering(batch), o.Tokens);
+                    // The warm-up round is short: it only has to JIT the code and size ONNX Runtime's arenas.
+                    int tokens = rep < 0 ? Math.Min(8, o.Tokens) : o.Tokens;
+                    var s = k.Bare ? DecodeBench.RunBare(model, prompts, tokens)
+                        : k.Bound ? DecodeBench.RunBound(model, prompts, tokens)
+                        : DecodeBench.RunOurs(model, prompts, k.Steering(batch), tokens);
                     if (rep < 0) continue;
                     samples[c].Add(s);
                     loads[c].Add(Machine.LoadValue());
                 }
             report.Heading($"Decode, {m.Name}, batch {batch}: {o.Tokens} new tokens after a {o.Prompt}-token prompt (median (min-max) of {o.Repeats}; {samples[0][0].Steps} decode steps each)");
-            report.Row("case", "ms/step", "tokens/s (all rows)", "vs original", "vs bare loop", "load");
-            report.Rule(6);
+            report.Row("case", "wall ms/step", "tokens/s (all rows)", "CPU ms/step", "CPU vs original", "CPU vs bare loop", "wall vs original", "load");
+            report.Rule(8);
             var medians = samples.Select(s => Summary.Of(s.Select(x => x.MsPerStep)).Median).ToArray();
+            var cpuMedians = samples.Select(s => Summary.Of(s.Select(x => x.CpuMsPerStep)).Median).ToArray();
             int orig = cases.ToList().FindIndex(c => c.Name == "original");
             for (int c = 0; c < cases.Count; c++)
             {
                 var ms = Summary.Of(samples[c].Select(x => x.MsPerStep));
                 var tps = Summary.Of(samples[c].Select(x => x.TokensPerSecond));
-                report.Row(cases[c].Name, ms.Format("F2"), tps.Format("F1"),
-                    Pct(medians[c], medians[orig]), Pct(medians[c], medians[0]), Summary.Of(loads[c]).Format("F1"));
+                var cpu = Summary.Of(samples[c].Select(x => x.CpuMsPerStep));
+                report.Row(cases[c].Name, ms.Format("F2"), tps.Format("F1"), cpu.Format("F2"),
+                    Pct(cpuMedians[c], cpuMedians[orig]), Pct(cpuMedians[c], cpuMedians[0]), Pct(medians[c], medians[orig]), Summary.Of(loads[c]).Format("F1"));
             }
+            int bound = cases.ToList().FindIndex(c => c.Bound);
+            if (bound >= 0)
+                report.Note($"The IOBinding loop spent {Summary.Of(samples[bound].Select(x => x.PrefillMs)).Format("F1")} ms building its {o.Tokens - 1} bindings before decoding (not in ms/step).");
             // Paired ratios: each repeat's case against the original run just before it, which cancels slow load drift.
-            report.Note("Paired overhead per repeat (case / original in the same round, median (min-max)): " + string.Join("; ",
+            report.Note("Paired CPU-time overhead per repeat (case / original in the same round, median (min-max)): " + string.Join("; ",
                 cases.Select((k, c) => (k, c)).Where(x => x.c != orig).Select(x =>
-                    $"{x.k.Name}: {Summary.Of(samples[x.c].Zip(samples[orig], (a, b) => (a.MsPerStep / b.MsPerStep - 1) * 100)).Format("F1")}%")));
+                    $"{x.k.Name}: {Summary.Of(samples[x.c].Zip(samples[orig], (a, b) => (a.CpuMsPerStep / b.CpuMsPerStep - 1) * 100)).Format("F1")}%")));
         }
     }
 
