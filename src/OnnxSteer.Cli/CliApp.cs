@@ -13,6 +13,19 @@ public static class CliApp
         var error = stderr ?? Console.Error;
         var root = BuildRoot(output, error);
         var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            if (args.Length == 0)
+            {
+                root.Parse("--help").Invoke(new InvocationConfiguration { Output = output, Error = error });
+                return (int)ErrorKind.Usage;
+            }
+            // One line, like every other error. "Required command" is reported alongside the more useful
+            // "Unrecognized command 'x'", so prefer the latter.
+            var first = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
+            error.WriteLine($"onnxsteer: error: {first.Message} (see 'onnxsteer --help')");
+            return (int)ErrorKind.Usage;
+        }
         try
         {
             return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });

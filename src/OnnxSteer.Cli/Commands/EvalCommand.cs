@@ -1,0 +1,52 @@
+using System.CommandLine;
+using OnnxSteer.Evaluation;
+
+namespace OnnxSteer.Cli;
+
+/// <summary><c>onnxsteer eval</c>: the paper's four settings per instruction on an IFEval-style data file.</summary>
+internal static class EvalCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Argument<string>("patched-dir") { Description = "A patched model folder (onnxsteer patch)." };
+        var data = new Option<string>("--data") { Description = "Evaluation prompts (.jsonl: key, prompt, instruction, instruction_id_list, kwargs).", Required = true };
+        var vectors = new Option<string>("--vectors") { Description = "A vector file or a folder of .safetensors vector files.", Required = true };
+        var selection = new Option<string?>("--selection") { Description = "Per-instruction layer/mode/weight (from onnxsteer sweep). Default: each vector's most separable layer." };
+        var settings = new Option<string?>("--settings")
+        {
+            Description = "Comma-separated settings to run (default all): no_instruction, no_instruction_steered, with_instruction, with_instruction_steered.",
+        };
+        var json = new Option<bool>("--json") { Description = "Print the report (with every response) as JSON instead of a Markdown table." };
+        var plot = new Option<string?>("--plot") { Description = "Write a bar chart of accuracy per instruction and setting (.svg)." };
+        var shared = EvalCliOptions.Create();
+        var command = new Command("eval", "Evaluate instruction following with and without steering (IFEval strict/loose checks), in the paper's four settings.");
+        command.Arguments.Add(model);
+        foreach (var o in new Option[] { data, vectors, selection, settings, json, plot }) command.Options.Add(o);
+        shared.AddTo(command);
+        command.SetAction(async (parse, ct) =>
+        {
+            var plotPath = parse.GetValue(plot);
+            EvalCliOptions.CheckSvgPath(plotPath);
+            var job = new EvalJob
+            {
+                ModelDirectory = parse.GetValue(model)!,
+                DataPath = parse.GetValue(data)!,
+                VectorsPath = parse.GetValue(vectors)!,
+                SelectionPath = parse.GetValue(selection),
+                Settings = parse.GetValue(settings) is { } s ? [.. s.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(EvalSettings.Parse)] : EvalSettings.All,
+                LimitPerInstruction = parse.GetValue(shared.Limit),
+                Generation = shared.Generation(parse),
+            };
+            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), ct);
+            EvalCliOptions.EndProgress(stderr);
+            stdout.Write(parse.GetValue(json) ? report.ToJson() + Environment.NewLine : report.ToMarkdown());
+            if (plotPath is not null)
+            {
+                EvalCliOptions.WriteText(plotPath, report.ToSvg($"{Path.GetFileName(Path.GetFullPath(job.ModelDirectory))}: {Path.GetFileName(job.DataPath)}"));
+                stderr.WriteLine($"wrote {plotPath}");
+            }
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,119 @@
+namespace OnnxSteer.Evaluation;
+
+/// <summary>Generation settings shared by <c>eval</c>, <c>sweep</c> and <c>demo</c>.</summary>
+public sealed record EvalGenerationOptions
+{
+    /// <summary>Maximum new tokens per response (default 128).</summary>
+    public int MaxNewTokens { get; init; } = 128;
+
+    /// <summary>Prompts generated together (default 8).</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Wrap prompts in the model's chat template (default true, as extraction does).</summary>
+    public bool UseChatTemplate { get; init; } = true;
+
+    /// <summary>ONNX Runtime intra-op threads (null: ONNX Runtime's default).</summary>
+    public int? Threads { get; init; }
+}
+
+/// <summary>What <c>onnxsteer eval</c> runs.</summary>
+public sealed record EvalJob
+{
+    /// <summary>The patched model folder.</summary>
+    public required string ModelDirectory { get; init; }
+    /// <summary>The evaluation .jsonl.</summary>
+    public required string DataPath { get; init; }
+    /// <summary>A vector file or a folder of them.</summary>
+    public required string VectorsPath { get; init; }
+    /// <summary>A selection file (from <c>sweep</c>); null for <see cref="EvalWorkflow.DefaultSelection"/>.</summary>
+    public string? SelectionPath { get; init; }
+    /// <summary>Settings to run.</summary>
+    public IReadOnlyList<EvalSetting> Settings { get; init; } = EvalSettings.All;
+    /// <summary>Use only the first N prompts of each instruction combination (null: all).</summary>
+    public int? LimitPerInstruction { get; init; }
+    /// <summary>Generation settings.</summary>
+    public EvalGenerationOptions Generation { get; init; } = new();
+}
+
+/// <summary>What <c>onnxsteer sweep</c> runs.</summary>
+public sealed record SweepJob
+{
+    /// <summary>The patched model folder.</summary>
+    public required string ModelDirectory { get; init; }
+    /// <summary>Validation .jsonl (disjoint from the extraction pairs).</summary>
+    public required string DataPath { get; init; }
+    /// <summary>A vector file or a folder of them.</summary>
+    public required string VectorsPath { get; init; }
+    /// <summary>Use only the first N prompts of each instruction (null: all).</summary>
+    public int? LimitPerInstruction { get; init; }
+    /// <summary>Sweep options (layers, weights, objective).</summary>
+    public SweepOptions Options { get; init; } = new();
+    /// <summary>Generation settings.</summary>
+    public EvalGenerationOptions Generation { get; init; } = new();
+}
+
+/// <summary>The library side of the <c>eval</c> and <c>sweep</c> verbs: opens the model and vectors, runs, returns the result.</summary>
+public static class EvalWorkflow
+{
+    /// <summary>Runs an evaluation.</summary>
+    public static async Task<EvalReport> EvaluateAsync(EvalJob job, IProgress<EvalProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
+        var selection = job.SelectionPath is null ? null : SteeringSelection.Load(job.SelectionPath);
+        using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
+        selection ??= DefaultSelection(items, backend.Vectors);
+        return await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
+            new EvalOptions { Settings = job.Settings, Progress = progress }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs a sweep.</summary>
+    public static async Task<SweepResult> SweepAsync(SweepJob job, IProgress<EvalProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
+        using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
+        var result = await Sweeper.RunAsync(items, backend.Vectors, backend.Generator, job.Options with { Progress = progress }, cancellationToken).ConfigureAwait(false);
+        return result with { Selection = result.Selection with { Data = Path.GetFileName(job.DataPath) } };
+    }
+
+    /// <summary>The first <paramref name="limit"/> items of each instruction combination, in file order.</summary>
+    public static IReadOnlyList<EvalItem> Limit(IReadOnlyList<EvalItem> items, int? limit)
+    {
+        if (limit is not { } n) return items;
+        if (n <= 0) throw new OnnxSteerException(ErrorKind.Usage, $"--limit must be positive, not {n}.");
+        var taken = new Dictionary<string, int>();
+        return [.. items.Where(i => (taken[i.IdSignature] = taken.GetValueOrDefault(i.IdSignature) + 1) <= n)];
+    }
+
+    /// <summary>The steering used when no selection file is given: for each instruction of the data whose default
+    /// vector (<see cref="VectorNaming.DefaultFor"/>) exists, the layer where the vector separates the with- and
+    /// without-instruction prompts best (ties: the earlier layer), in the family's mode, with additive weights of
+    /// 4 × |u_L| (−4 × |u_L| for word exclusion). A sweep on validation data chooses better; this is the fallback.</summary>
+    public static SteeringSelection DefaultSelection(IReadOnlyList<EvalItem> items, IVectorCatalog catalog)
+    {
+        var entries = new Dictionary<string, SelectionEntry>();
+        foreach (var id in items.SelectMany(i => i.Checks.Select(c => c.Id)).Distinct())
+        {
+            var template = VectorNaming.DefaultFor(id);
+            var names = items.SelectMany(i => i.Checks.Where(c => c.Id == id)).SelectMany(c => VectorNaming.Expand(template, c)).Distinct().ToList();
+            if (names.Count == 0 || names.Any(n => !catalog.Contains(n)))
+            {
+                entries[id] = new SelectionEntry { Mode = "none" };
+                continue;
+            }
+            var layers = names.Select(n => catalog.Layers(n)).Aggregate((a, b) => [.. a.Intersect(b)]);
+            if (layers.Count == 0)
+            {
+                entries[id] = new SelectionEntry { Mode = "none" };
+                continue;
+            }
+            var best = layers.OrderByDescending(l => names.Average(n => catalog.Separability(n, l) ?? 0)).ThenBy(l => l).First();
+            entries[id] = InstructionIds.FamilyOf(id) switch
+            {
+                InstructionFamily.Format => new SelectionEntry { Mode = "project", Vector = template, Layer = best },
+                InstructionFamily.WordExclusion => new SelectionEntry { Mode = "add", Vector = template, Layer = best, Scale = -4 },
+                _ => new SelectionEntry { Mode = "add", Vector = template, Layer = best, Scale = 4 },
+            };
+        }
+        return new SteeringSelection { Objective = "default: most separable layer per vector", Instructions = entries };
+    }
+}

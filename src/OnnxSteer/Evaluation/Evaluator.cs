@@ -1,0 +1,119 @@
+namespace OnnxSteer.Evaluation;
+
+/// <summary>The paper's four evaluation settings.</summary>
+public enum EvalSetting
+{
+    /// <summary>The base query alone, unsteered.</summary>
+    NoInstruction,
+    /// <summary>The base query alone, with the instruction's steering.</summary>
+    NoInstructionSteered,
+    /// <summary>The base query with the instruction appended, unsteered.</summary>
+    WithInstruction,
+    /// <summary>The base query with the instruction appended, with steering.</summary>
+    WithInstructionSteered,
+}
+
+/// <summary>Names and properties of <see cref="EvalSetting"/>.</summary>
+public static class EvalSettings
+{
+    /// <summary>All four settings in the paper's column order.</summary>
+    public static IReadOnlyList<EvalSetting> All { get; } =
+        [EvalSetting.NoInstruction, EvalSetting.NoInstructionSteered, EvalSetting.WithInstruction, EvalSetting.WithInstructionSteered];
+
+    /// <summary>Whether the prompt carries the instruction text.</summary>
+    public static bool HasInstruction(this EvalSetting s) => s is EvalSetting.WithInstruction or EvalSetting.WithInstructionSteered;
+
+    /// <summary>Whether steering is applied.</summary>
+    public static bool IsSteered(this EvalSetting s) => s is EvalSetting.NoInstructionSteered or EvalSetting.WithInstructionSteered;
+
+    /// <summary>Column label: "no instr.", "no instr. + steer", "with instr.", "with instr. + steer".</summary>
+    public static string Label(this EvalSetting s) => s switch
+    {
+        EvalSetting.NoInstruction => "no instr.",
+        EvalSetting.NoInstructionSteered => "no instr. + steer",
+        EvalSetting.WithInstruction => "with instr.",
+        _ => "with instr. + steer",
+    };
+
+    /// <summary>Machine name used in JSON and on the command line.</summary>
+    public static string Key(this EvalSetting s) => s switch
+    {
+        EvalSetting.NoInstruction => "no_instruction",
+        EvalSetting.NoInstructionSteered => "no_instruction_steered",
+        EvalSetting.WithInstruction => "with_instruction",
+        _ => "with_instruction_steered",
+    };
+
+    /// <summary>Parses a <see cref="Key"/>.</summary>
+    /// <exception cref="OnnxSteerException">(Usage) an unknown name.</exception>
+    public static EvalSetting Parse(string key)
+    {
+        foreach (var s in All)
+            if (s.Key() == key.Trim()) return s;
+        throw new OnnxSteerException(ErrorKind.Usage, $"unknown setting '{key}'; use {string.Join(", ", All.Select(x => x.Key()))}.");
+    }
+
+    /// <summary>The prompt an item sends in a setting.</summary>
+    public static string PromptFor(this EvalSetting s, EvalItem item) => s.HasInstruction() ? item.PromptWithInstruction : item.Prompt;
+}
+
+/// <summary>Options of <see cref="Evaluator"/>.</summary>
+public sealed record EvalOptions
+{
+    /// <summary>Settings to run (default: all four).</summary>
+    public IReadOnlyList<EvalSetting> Settings { get; init; } = EvalSettings.All;
+
+    /// <summary>The degenerate-output test behind the quality figure.</summary>
+    public QualityGuard Quality { get; init; } = new();
+
+    /// <summary>Keep every response in the report (for <c>--json</c>).</summary>
+    public bool KeepResponses { get; init; } = true;
+
+    /// <summary>Receives progress after each batch.</summary>
+    public IProgress<EvalProgress>? Progress { get; init; }
+}
+
+/// <summary>Runs evaluation items through a generator in the four settings and scores them with IFEval's checks.</summary>
+public static class Evaluator
+{
+    /// <summary>Evaluates <paramref name="items"/> with the steering a selection chooses per instruction.</summary>
+    /// <param name="items">Evaluation prompts.</param>
+    /// <param name="selection">Per-instruction steering; instructions it does not list stay unsteered.</param>
+    /// <param name="catalog">Vector norms, for entries given as a scale of |u|.</param>
+    /// <param name="generator">The model.</param>
+    /// <param name="options">Settings, quality guard, progress.</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    public static Task<EvalReport> RunAsync(IReadOnlyList<EvalItem> items, SteeringSelection selection, IVectorCatalog? catalog,
+        IResponseGenerator generator, EvalOptions? options = null, CancellationToken cancellationToken = default) =>
+        RunAsync(items, item => selection.OpsFor(item, catalog),
+            id => selection.Instructions.TryGetValue(id, out var e) ? e.Describe() : "none", generator, options, cancellationToken);
+
+    /// <summary>Evaluates with steering given by a function of the item.</summary>
+    public static async Task<EvalReport> RunAsync(IReadOnlyList<EvalItem> items, Func<EvalItem, IReadOnlyList<SteerOp>> steeringFor,
+        Func<string, string> describeSteering, IResponseGenerator generator, EvalOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new EvalOptions();
+        var steering = items.ToDictionary(i => i, steeringFor);
+        var requests = new List<(EvalItem Item, EvalSetting Setting, EvalRequest Request)>();
+        foreach (var setting in options.Settings)
+            foreach (var item in items)
+                requests.Add((item, setting, new EvalRequest(setting.PromptFor(item), setting.IsSteered() ? steering[item] : [])));
+        var responses = await GenerationPool.RunAsync(requests.Select(r => r.Request), generator, options.Progress, cancellationToken).ConfigureAwait(false);
+        var results = requests.Select(r => Score(r.Item, r.Setting, r.Request, responses[r.Request.CacheKey], options.Quality)).ToList();
+        return EvalReport.Build(items, options.Settings, results, describeSteering, options.KeepResponses);
+    }
+
+    internal static ItemResult Score(EvalItem item, EvalSetting setting, EvalRequest request, GeneratedResponse response, QualityGuard quality) => new()
+    {
+        Key = item.Key,
+        Setting = setting.Key(),
+        Instructions = [.. item.Checks.Select(c => c.Id)],
+        Prompt = request.Prompt,
+        Steering = [.. request.Steering.Select(o => o.ToString())],
+        Response = response.Text,
+        Strict = [.. item.Checks.Select(c => IfEval.FollowsStrict(c, response.Text))],
+        Loose = [.. item.Checks.Select(c => IfEval.FollowsLoose(c, response.Text))],
+        Degenerate = quality.IsDegenerate(response.Text),
+        MeanLogProb = response.MeanLogProb,
+    };
+}

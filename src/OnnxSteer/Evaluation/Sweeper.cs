@@ -1,0 +1,234 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace OnnxSteer.Evaluation;
+
+/// <summary>What a sweep maximises.</summary>
+public enum SweepObjective
+{
+    /// <summary>Loose accuracy without the instruction in the prompt, steered (the paper's layer selection).</summary>
+    WithoutInstruction,
+    /// <summary>The mean of the steered accuracies without and with the instruction: also guards the with-instruction setting.</summary>
+    Both,
+}
+
+/// <summary>Options of <see cref="Sweeper"/>.</summary>
+public sealed record SweepOptions
+{
+    /// <summary>Candidate layers; null for <see cref="Sweeper.CandidateLayers"/> of the model.</summary>
+    public IReadOnlyList<int>? Layers { get; init; }
+
+    /// <summary>Additive weights tried for length and word inclusion, as multiples of |u_L| (default 1, 2, 4, 8).</summary>
+    public IReadOnlyList<float> AddScales { get; init; } = [1, 2, 4, 8];
+
+    /// <summary>Weights tried for word exclusion, as multiples of the inclusion vector's |u_L| (default −1, −2, −4, −8).</summary>
+    public IReadOnlyList<float> ExclusionScales { get; init; } = [-1, -2, -4, -8];
+
+    /// <summary>What is maximised (default: without the instruction, as the paper does).</summary>
+    public SweepObjective Objective { get; init; } = SweepObjective.WithoutInstruction;
+
+    /// <summary>Degenerate responses score 0.</summary>
+    public QualityGuard Quality { get; init; } = new();
+
+    /// <summary>Vector name (template) per instruction id, overriding <see cref="VectorNaming.DefaultFor"/>.</summary>
+    public IReadOnlyDictionary<string, string>? VectorNames { get; init; }
+
+    /// <summary>Instruction ids to sweep (default: every id with single-instruction prompts in the data).</summary>
+    public IReadOnlyList<string>? Instructions { get; init; }
+
+    /// <summary>Receives progress after each batch.</summary>
+    public IProgress<EvalProgress>? Progress { get; init; }
+}
+
+/// <summary>One configuration tried for one instruction.</summary>
+public sealed record SweepCandidate
+{
+    public required string Instruction { get; init; }
+    /// <summary>"none", "project" or "add".</summary>
+    public required string Mode { get; init; }
+    public string? Vector { get; init; }
+    public int? Layer { get; init; }
+    /// <summary>Additive weight as a multiple of |u_L| (add mode only).</summary>
+    public float? Scale { get; init; }
+    /// <summary>Loose accuracy without the instruction, degenerate responses counted as failures.</summary>
+    public required double Accuracy { get; init; }
+    /// <summary>Loose accuracy with the instruction (only with <see cref="SweepObjective.Both"/>).</summary>
+    public double? AccuracyWithInstruction { get; init; }
+    /// <summary>Share of degenerate responses.</summary>
+    public required double DegenerateRate { get; init; }
+    /// <summary>The objective's value.</summary>
+    public required double Score { get; init; }
+
+    internal SelectionEntry ToEntry(double? baseline) => new()
+    {
+        Mode = Mode, Vector = Vector, Layer = Layer, Scale = Scale, Score = Math.Round(Score, 4), Baseline = baseline is null ? null : Math.Round(baseline.Value, 4),
+    };
+}
+
+/// <summary>The outcome of a sweep: every candidate's score and the chosen selection.</summary>
+public sealed record SweepResult
+{
+    public required IReadOnlyList<int> Layers { get; init; }
+    public required IReadOnlyList<SweepCandidate> Candidates { get; init; }
+    public required SteeringSelection Selection { get; init; }
+    /// <summary>Instructions that could not be swept, with the reason (e.g. a missing vector).</summary>
+    public required IReadOnlyDictionary<string, string> Skipped { get; init; }
+
+    /// <summary>The whole result as JSON.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, EvalReport.JsonOptions);
+
+    /// <summary>Best score per instruction and layer (over modes and weights) against "none", and the choice.</summary>
+    public string ToMarkdown()
+    {
+        var sb = new StringBuilder();
+        sb.Append("| instruction | none |");
+        foreach (var l in Layers) sb.Append($" L{l} |");
+        sb.AppendLine(" chosen |");
+        sb.Append("|---|--:|");
+        foreach (var _ in Layers) sb.Append("--:|");
+        sb.AppendLine("---|");
+        foreach (var (id, entry) in Selection.Instructions)
+        {
+            var mine = Candidates.Where(c => c.Instruction == id).ToList();
+            sb.Append($"| {id} | {EvalReport.F(mine.First(c => c.Mode == "none").Score)} |");
+            foreach (var l in Layers)
+            {
+                var best = Best(mine.Where(c => c.Layer == l));
+                sb.Append(best is null ? " – |" : $" {EvalReport.F(best.Score)}{(best.Scale is { } s ? $" ({s.ToString("0.##", CultureInfo.InvariantCulture)}×)" : "")} |");
+            }
+            sb.AppendLine($" {entry.Describe()} |");
+        }
+        foreach (var (id, why) in Skipped) sb.AppendLine($"| {id} | skipped: {why} |");
+        return sb.ToString();
+    }
+
+    /// <summary>Accuracy against layer per instruction (best over modes and weights), with the unsteered score dashed.</summary>
+    public string ToSvg(string title)
+    {
+        var ids = Selection.Instructions.Keys.ToList();
+        var series = ids.ToDictionary(EvalReport.ShortName, id =>
+            Layers.Select(l => Best(Candidates.Where(c => c.Instruction == id && c.Layer == l))?.Score).ToArray());
+        var baselines = ids.ToDictionary(EvalReport.ShortName, id => Candidates.First(c => c.Instruction == id && c.Mode == "none").Score);
+        return SvgCharts.Lines(title, Layers, series, baselines);
+    }
+
+    // Candidates are ordered "none" first, then by layer and |weight|: the first maximum wins, so ties go to no steering.
+    internal static SweepCandidate? Best(IEnumerable<SweepCandidate> candidates)
+    {
+        SweepCandidate? best = null;
+        foreach (var c in candidates)
+            if (best is null || c.Score > best.Score + 1e-9) best = c;
+        return best;
+    }
+}
+
+/// <summary>Chooses, per instruction, the layer, mode and weight on validation prompts (the paper's procedure,
+/// with validation prompts disjoint from the extraction pairs and a quality guard).</summary>
+public static class Sweeper
+{
+    /// <summary>The paper's candidates: every other layer from n_layers/5 to the last. Models of 8 layers or fewer
+    /// try every layer, since skipping half of six layers leaves too little to choose from.</summary>
+    public static IReadOnlyList<int> CandidateLayers(int numLayers)
+    {
+        if (numLayers <= 0) throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"a model with {numLayers} layers has nothing to sweep.");
+        if (numLayers <= 8) return [.. Enumerable.Range(0, numLayers)];
+        var layers = new List<int>();
+        for (var l = numLayers / 5; l < numLayers; l += 2) layers.Add(l);
+        if (layers[^1] != numLayers - 1) layers.Add(numLayers - 1);
+        return layers;
+    }
+
+    /// <summary>Runs the sweep on <paramref name="items"/> (validation prompts with one instruction each; others are ignored).</summary>
+    public static async Task<SweepResult> RunAsync(IReadOnlyList<EvalItem> items, IVectorCatalog catalog, IResponseGenerator generator,
+        SweepOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new SweepOptions();
+        var layers = options.Layers ?? CandidateLayers(generator.NumLayers);
+        foreach (var l in layers)
+            if (l < 0 || l >= generator.NumLayers)
+                throw new OnnxSteerException(ErrorKind.Usage, $"layer {l} requested; the model has {generator.NumLayers} layers (0-{generator.NumLayers - 1}).");
+        var single = items.Where(i => i.Checks.Count == 1).ToList();
+        var ids = (options.Instructions ?? InstructionIds.All.Where(id => single.Any(i => i.Checks[0].Id == id)).ToList()).ToList();
+        var skipped = new Dictionary<string, string>();
+        var plans = new List<(SweepCandidate Template, SelectionEntry Entry, List<EvalItem> Items)>();
+        foreach (var id in ids)
+        {
+            var mine = single.Where(i => i.Checks[0].Id == id).ToList();
+            if (mine.Count == 0) { skipped[id] = "no single-instruction prompts in the data"; continue; }
+            plans.Add((new SweepCandidate { Instruction = id, Mode = "none", Accuracy = 0, DegenerateRate = 0, Score = 0 }, new SelectionEntry { Mode = "none" }, mine));
+            var vector = options.VectorNames?.GetValueOrDefault(id) ?? VectorNaming.DefaultFor(id);
+            var names = mine.SelectMany(i => VectorNaming.Expand(vector, i.Checks[0])).Distinct().ToList();
+            var missing = names.Where(n => !catalog.Contains(n)).ToList();
+            if (missing.Count > 0)
+            {
+                skipped[id] = $"no vector named {string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", ..." : "")}; only \"none\" was scored";
+                continue;
+            }
+            var family = InstructionIds.FamilyOf(id);
+            foreach (var layer in layers)
+            {
+                if (names.Any(n => !catalog.Layers(n).Contains(layer))) continue;
+                if (family == InstructionFamily.Format)
+                    plans.Add((new SweepCandidate { Instruction = id, Mode = "project", Vector = vector, Layer = layer, Accuracy = 0, DegenerateRate = 0, Score = 0 },
+                        new SelectionEntry { Mode = "project", Vector = vector, Layer = layer }, mine));
+                else
+                    foreach (var scale in (family == InstructionFamily.WordExclusion ? options.ExclusionScales : options.AddScales).OrderBy(Math.Abs))
+                        plans.Add((new SweepCandidate { Instruction = id, Mode = "add", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
+                            new SelectionEntry { Mode = "add", Vector = vector, Layer = layer, Scale = scale }, mine));
+            }
+        }
+
+        var both = options.Objective == SweepObjective.Both;
+        var requests = new List<(int Plan, EvalItem Item, EvalSetting Setting, EvalRequest Request)>();
+        for (var p = 0; p < plans.Count; p++)
+            foreach (var item in plans[p].Items)
+            {
+                var ops = plans[p].Entry.OpsFor(item.Checks[0], catalog);
+                requests.Add((p, item, EvalSetting.NoInstruction, new EvalRequest(item.Prompt, ops)));
+                if (both) requests.Add((p, item, EvalSetting.WithInstruction, new EvalRequest(item.PromptWithInstruction, ops)));
+            }
+        var responses = await GenerationPool.RunAsync(requests.Select(r => r.Request), generator, options.Progress, cancellationToken).ConfigureAwait(false);
+
+        var candidates = new List<SweepCandidate>();
+        for (var p = 0; p < plans.Count; p++)
+        {
+            var scored = requests.Where(r => r.Plan == p).Select(r =>
+            {
+                var response = responses[r.Request.CacheKey].Text;
+                var degenerate = options.Quality.IsDegenerate(response);
+                return (r.Setting, Pass: !degenerate && IfEval.FollowsLoose(r.Item.Checks[0], response), Degenerate: degenerate);
+            }).ToList();
+            var without = scored.Where(s => s.Setting == EvalSetting.NoInstruction).ToList();
+            var with = scored.Where(s => s.Setting == EvalSetting.WithInstruction).ToList();
+            var acc = without.Count(s => s.Pass) / (double)without.Count;
+            double? accWith = both ? with.Count(s => s.Pass) / (double)with.Count : null;
+            candidates.Add(plans[p].Template with
+            {
+                Accuracy = acc,
+                AccuracyWithInstruction = accWith,
+                DegenerateRate = scored.Count(s => s.Degenerate) / (double)scored.Count,
+                Score = both ? (acc + accWith!.Value) / 2 : acc,
+            });
+        }
+
+        var selection = new Dictionary<string, SelectionEntry>();
+        foreach (var id in ids.Where(id => candidates.Any(c => c.Instruction == id)))
+        {
+            var mine = candidates.Where(c => c.Instruction == id).ToList();
+            var best = SweepResult.Best(mine)!;
+            selection[id] = best.ToEntry(mine[0].Score);
+        }
+        return new SweepResult
+        {
+            Layers = layers,
+            Candidates = candidates,
+            Selection = new SteeringSelection
+            {
+                Objective = both ? "mean of loose accuracy without and with the instruction, degenerate = 0" : "loose accuracy without the instruction, degenerate = 0",
+                Instructions = selection,
+            },
+            Skipped = skipped,
+        };
+    }
+}

@@ -1,0 +1,378 @@
+using System.Diagnostics;
+using System.Text;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxSteer.Runtime.Tokenization;
+
+namespace OnnxSteer.Runtime.Generation;
+
+/// <summary>A prompt ready to run: token ids, the text they came from and the row's steering.</summary>
+internal sealed record PreparedRow(int[] PromptIds, string? PromptText, Steering Steering);
+
+/// <summary>The state of one generation call (a batch of rows): input buffers, the KV cache as OrtValues handed
+/// from each run's presents to the next run's pasts, steering feeds, samplers and decoders. Everything here is
+/// per call, so one <see cref="SteeredModel"/> can run many loops at once.</summary>
+/// <remarks>Buffers are allocated once: ids/positions for a decode step are OrtValues over fixed arrays, the
+/// attention mask is rewritten in place in one array, and presents become the next pasts without copying. What a
+/// step still allocates is ONNX Runtime's small OrtValue wrappers for its outputs and the mask view.</remarks>
+internal sealed class DecodeLoop : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly ModelSignature _sig;
+    private readonly TextTokenizer _tokenizer;
+    private readonly IReadOnlyList<PreparedRow> _rows;
+    private readonly GeneratorOptions _options;
+    private readonly HashSet<int> _eos;
+    private readonly int _batch;
+    private readonly int _promptLength;
+    private readonly int _padId;
+
+    private readonly long[] _mask;
+    private readonly long[] _maskShape = new long[2];
+    private readonly long[] _stepIds;
+    private readonly long[] _stepPositions;
+    private readonly OrtValue[] _past;
+    private readonly List<OrtValue> _owned = [];
+    private readonly List<string> _inputNames = [];
+    private readonly List<OrtValue> _inputValues = [];
+    private readonly List<string> _outputNames = [];
+    private int _maskIndex = -1, _idsIndex = -1, _positionsIndex = -1, _pastIndex = -1, _useCacheIndex = -1;
+    private readonly RunOptions _runOptions = new();
+
+    private readonly RowState[] _state;
+    private float[] _scratch = [];
+
+    private sealed class RowState
+    {
+        public required int PromptLength;
+        public required int Pad;
+        public required Sampler Sampler;
+        public required StreamingDecoder Decoder;
+        public readonly List<int> Tokens = [];
+        public readonly StringBuilder Text = new();
+        public int Emitted;
+        public bool Done;
+        public FinishReason Reason = FinishReason.Length;
+    }
+
+    public DecodeLoop(InferenceSession session, ModelSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
+        GeneratorOptions options, IReadOnlySet<int> eos, int padId)
+    {
+        _session = session; _sig = signature; _tokenizer = tokenizer; _rows = rows; _options = options;
+        _eos = [.. eos, .. options.ExtraEosTokenIds];
+        _padId = padId;
+        _batch = rows.Count;
+        _promptLength = rows.Max(r => r.PromptIds.Length);
+        int total = _promptLength + Math.Max(options.MaxNewTokens, 1);
+        _mask = GC.AllocateArray<long>(_batch * total, pinned: true);
+        _stepIds = GC.AllocateArray<long>(_batch, pinned: true);
+        _stepPositions = GC.AllocateArray<long>(_batch, pinned: true);
+        _past = new OrtValue[signature.Cache.Count];
+        _state = new RowState[_batch];
+        for (int b = 0; b < _batch; b++)
+            _state[b] = new RowState
+            {
+                PromptLength = rows[b].PromptIds.Length,
+                Pad = _promptLength - rows[b].PromptIds.Length,
+                Sampler = new Sampler(options, 0), // vocab size is known after the first run; see EnsureScratch
+                Decoder = tokenizer.CreateStreamingDecoder(),
+            };
+    }
+
+    public TimeSpan PrefillTime { get; private set; }
+    public TimeSpan DecodeTime { get; private set; }
+    public int DecodeSteps { get; private set; }
+
+    /// <summary>Runs prefill and decode until every row is done; <paramref name="onPiece"/> sees each token's text.</summary>
+    public IReadOnlyList<GenerationResult> Run(Func<bool, SteeringFeed> steeringForPhase, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    {
+        using var cancel = ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions);
+        if (_options.MaxNewTokens == 0) return Results();
+        ct.ThrowIfCancellationRequested();
+
+        // Prefill: the whole (left-padded) prompt, empty pasts.
+        using (var steering = steeringForPhase(true))
+        {
+            long start = Stopwatch.GetTimestamp();
+            var prefillIds = new long[_batch * _promptLength];
+            var prefillPositions = new long[_batch * _promptLength];
+            for (int b = 0; b < _batch; b++)
+            {
+                var s = _state[b];
+                for (int j = 0; j < _promptLength; j++)
+                {
+                    int k = b * _promptLength + j;
+                    bool real = j >= s.Pad;
+                    prefillIds[k] = real ? _rows[b].PromptIds[j - s.Pad] : _padId;
+                    // Hugging Face's convention: cumulative mask − 1, and 1 on padding (masked anyway).
+                    prefillPositions[k] = real ? j - s.Pad : 1;
+                }
+            }
+            WriteMask(_promptLength);
+            var idsValue = Own(OrtValue.CreateTensorValueFromMemory(prefillIds, [_batch, _promptLength]));
+            var posValue = Own(OrtValue.CreateTensorValueFromMemory(prefillPositions, [_batch, _promptLength]));
+            var maskValue = MaskValue(_promptLength);
+            for (int i = 0; i < _past.Length; i++)
+            {
+                var c = _sig.Cache[i];
+                long[] shape = c.Combined ? [2, _batch, c.Heads, 0, c.HeadSize] : [_batch, c.Heads, 0, c.HeadSize];
+                _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, c.Type, shape);
+            }
+            BuildInputs(idsValue, posValue, maskValue, useCache: false, steering);
+            using var outputs = RunOnce();
+            maskValue.Dispose();
+            PickTokens(outputs, SequenceLength(outputs[0]), onPiece);
+            PrefillTime = Stopwatch.GetElapsedTime(start);
+        }
+
+        // Decode: one token per row per run, the cache carried over.
+        if (_state.All(s => s.Done)) return Results();
+        using (var steering = steeringForPhase(false))
+        {
+            long start = Stopwatch.GetTimestamp();
+            var idsValue = Own(OrtValue.CreateTensorValueFromMemory(_stepIds, [_batch, 1]));
+            var posValue = Own(OrtValue.CreateTensorValueFromMemory(_stepPositions, [_batch, 1]));
+            bool first = true;
+            while (!_state.All(s => s.Done))
+            {
+                ct.ThrowIfCancellationRequested();
+                int generated = _state[0].Tokens.Count; // every row has produced the same number of steps
+                int length = _promptLength + generated;
+                for (int b = 0; b < _batch; b++)
+                {
+                    var s = _state[b];
+                    _stepIds[b] = s.Done ? _padId : s.Tokens[^1];
+                    _stepPositions[b] = s.PromptLength + generated - 1;
+                }
+                WriteMask(length);
+                var maskValue = MaskValue(length);
+                OrtValue ids = idsValue, pos = posValue;
+                OrtValue? fullIds = null, fullPos = null;
+                if (_sig.Layout == CacheLayout.None)
+                {
+                    (fullIds, fullPos) = FullSequence(length);
+                    ids = fullIds; pos = fullPos;
+                }
+                if (first || _sig.Layout == CacheLayout.None) { BuildInputs(ids, pos, maskValue, useCache: true, steering); first = false; }
+                else
+                {
+                    _inputValues[_maskIndex] = maskValue;
+                    for (int i = 0; i < _past.Length; i++) _inputValues[_pastIndex + i] = _past[i];
+                }
+                using var outputs = RunOnce();
+                maskValue.Dispose();
+                fullIds?.Dispose(); fullPos?.Dispose();
+                // With a cache each decode run sees one position; without, the whole sequence.
+                PickTokens(outputs, _sig.Layout == CacheLayout.None ? SequenceLength(outputs[0]) : 1, onPiece);
+                DecodeSteps++;
+            }
+            DecodeTime = Stopwatch.GetElapsedTime(start);
+        }
+        return Results();
+    }
+
+    private void BuildInputs(OrtValue ids, OrtValue positions, OrtValue mask, bool useCache, SteeringFeed steering)
+    {
+        _inputNames.Clear(); _inputValues.Clear();
+        _idsIndex = Add(_sig.InputIds, ids);
+        if (_sig.AttentionMask is not null) _maskIndex = Add(_sig.AttentionMask, mask);
+        if (_sig.PositionIds is not null) _positionsIndex = Add(_sig.PositionIds, positions);
+        if (_sig.UseCacheBranch is not null)
+            _useCacheIndex = Add(_sig.UseCacheBranch, Own(OrtValue.CreateTensorValueFromMemory(new[] { useCache }, [1])));
+        _pastIndex = _inputNames.Count;
+        for (int i = 0; i < _past.Length; i++) Add(_sig.Cache[i].Input, _past[i]);
+        foreach (var (name, value) in steering.Inputs) Add(name, value);
+        if (_outputNames.Count == 0)
+        {
+            _outputNames.Add(_sig.Logits);
+            foreach (var c in _sig.Cache) _outputNames.Add(c.Output);
+        }
+
+        int Add(string name, OrtValue value)
+        {
+            _inputNames.Add(name);
+            _inputValues.Add(value);
+            return _inputNames.Count - 1;
+        }
+    }
+
+    private IDisposableReadOnlyCollection<OrtValue> RunOnce()
+    {
+        IDisposableReadOnlyCollection<OrtValue> outputs;
+        try
+        {
+            outputs = _session.Run(_runOptions, _inputNames, _inputValues, _outputNames);
+        }
+        catch (OnnxRuntimeException) when (_runOptions.Terminate)
+        {
+            throw new OperationCanceledException("generation was cancelled");
+        }
+        // The presents become the next pasts: take them out of the collection's ownership by swapping in the
+        // old pasts, which the collection then disposes with the logits.
+        var list = (IList<OrtValue>)outputs;
+        for (int i = 0; i < _past.Length; i++)
+        {
+            var present = list[1 + i];
+            list[1 + i] = _past[i];
+            _past[i] = present;
+        }
+        return outputs;
+    }
+
+    /// <summary>Logits are [batch, seq, vocab]; some exports keep only the last position. Reading the shape
+    /// allocates, so it is done for prefill (and cache-less models) only; this also learns the vocabulary size.</summary>
+    private int SequenceLength(OrtValue logits)
+    {
+        var shape = logits.GetTensorTypeAndShape().Shape;
+        if (_scratch.Length == 0)
+        {
+            _vocab = (int)shape[^1];
+            _scratch = new float[_vocab];
+            for (int b = 0; b < _batch; b++) _state[b].Sampler = new Sampler(_options, _vocab);
+        }
+        return (int)shape[1];
+    }
+
+    private void PickTokens(IReadOnlyList<OrtValue> outputs, int seq, Action<GeneratedPiece>? onPiece)
+    {
+        var logits = outputs[0];
+        int vocab = _vocab;
+        for (int b = 0; b < _batch; b++)
+        {
+            var s = _state[b];
+            if (s.Done) continue;
+            var row = TensorConvert.Row(logits, _sig.LogitsType, ((long)b * seq + seq - 1) * vocab, vocab, _scratch);
+            int token = s.Sampler.Next(row);
+            s.Tokens.Add(token);
+            if (_eos.Contains(token))
+            {
+                s.Done = true;
+                s.Reason = FinishReason.EndOfSequence;
+                Emit(b, s, s.Decoder.Flush(), token, onPiece, final: true);
+                continue;
+            }
+            var text = s.Decoder.Append(token);
+            bool last = s.Tokens.Count >= _options.MaxNewTokens;
+            if (last) { s.Done = true; s.Reason = FinishReason.Length; text += s.Decoder.Flush(); }
+            Emit(b, s, text, token, onPiece, final: last);
+        }
+    }
+
+    private int _vocab;
+
+    /// <summary>Appends a token's text to the row, cutting at a stop string and holding back a tail that may
+    /// still become one, and reports what became final.</summary>
+    private void Emit(int b, RowState s, string text, int token, Action<GeneratedPiece>? onPiece, bool final)
+    {
+        var stops = _options.StopStrings;
+        if (stops.Count == 0)
+        {
+            s.Text.Append(text);
+            onPiece?.Invoke(new GeneratedPiece(b, token, text));
+            return;
+        }
+        int before = s.Text.Length;
+        s.Text.Append(text);
+        var all = s.Text.ToString();
+        int cut = -1;
+        foreach (var stop in stops)
+        {
+            if (stop.Length == 0) continue;
+            int from = Math.Max(0, before - stop.Length + 1);
+            int at = all.IndexOf(stop, from, StringComparison.Ordinal);
+            if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+        }
+        int safe;
+        if (cut >= 0)
+        {
+            s.Text.Length = cut;
+            s.Done = true;
+            s.Reason = FinishReason.StopString;
+            safe = cut;
+        }
+        else if (final) safe = all.Length;
+        else
+        {
+            int hold = 0;
+            foreach (var stop in stops)
+                for (int k = Math.Min(stop.Length - 1, all.Length); k > hold; k--)
+                    if (all.AsSpan(all.Length - k).SequenceEqual(stop.AsSpan(0, k))) { hold = k; break; }
+            safe = all.Length - hold;
+        }
+        var piece = safe > s.Emitted ? all[s.Emitted..safe] : string.Empty;
+        s.Emitted = Math.Max(s.Emitted, safe);
+        onPiece?.Invoke(new GeneratedPiece(b, token, piece));
+    }
+
+    private void WriteMask(int length)
+    {
+        for (int b = 0; b < _batch; b++)
+        {
+            int pad = _state[b].Pad;
+            var row = _mask.AsSpan(b * length, length);
+            row[..pad].Clear();
+            row[pad..].Fill(1);
+        }
+    }
+
+    private OrtValue MaskValue(int length)
+    {
+        _maskShape[0] = _batch; _maskShape[1] = length;
+        return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _mask.AsMemory(0, _batch * length), _maskShape);
+    }
+
+    // Models without a cache re-run the whole sequence: rebuild [batch, length] ids and positions.
+    private (OrtValue Ids, OrtValue Positions) FullSequence(int length)
+    {
+        var ids = new long[_batch * length];
+        var pos = new long[_batch * length];
+        for (int b = 0; b < _batch; b++)
+        {
+            var s = _state[b];
+            for (int j = 0; j < length; j++)
+            {
+                int k = b * length + j;
+                if (j < s.Pad) { ids[k] = _padId; pos[k] = 1; continue; }
+                int p = j - s.Pad;
+                ids[k] = p < s.PromptLength ? _rows[b].PromptIds[p] : s.Tokens[p - s.PromptLength];
+                pos[k] = p;
+            }
+        }
+        return (OrtValue.CreateTensorValueFromMemory(ids, [_batch, length]), OrtValue.CreateTensorValueFromMemory(pos, [_batch, length]));
+    }
+
+    private List<GenerationResult> Results()
+    {
+        var results = new List<GenerationResult>(_batch);
+        for (int b = 0; b < _batch; b++)
+        {
+            var s = _state[b];
+            results.Add(new GenerationResult
+            {
+                PromptText = _rows[b].PromptText,
+                PromptTokenIds = _rows[b].PromptIds,
+                TokenIds = [.. s.Tokens],
+                Text = s.Text.ToString(),
+                FinishReason = s.Reason,
+                PrefillTime = PrefillTime,
+                DecodeTime = DecodeTime,
+                DecodeSteps = DecodeSteps,
+            });
+        }
+        return results;
+    }
+
+    private OrtValue Own(OrtValue value)
+    {
+        _owned.Add(value);
+        return value;
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _past) p?.Dispose();
+        foreach (var v in _owned) v.Dispose();
+        _owned.Clear();
+        _runOptions.Dispose();
+    }
+}

@@ -1,0 +1,52 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace OnnxSteer.Runtime;
+
+/// <summary>What the runtime needs from genai_config.json, config.json and generation_config.json.</summary>
+internal sealed record ModelConfig
+{
+    public string? ModelType { get; init; }
+    public string? DecoderFile { get; init; }
+    public int? HiddenSize { get; init; }
+    public int? NumLayers { get; init; }
+    public int? PadTokenId { get; init; }
+    /// <summary>End-of-sequence ids from every file that names some (generation_config.json, genai_config.json, config.json).</summary>
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+
+    public static ModelConfig Load(string directory)
+    {
+        var genai = Read(directory, "genai_config.json")?["model"] as JsonObject;
+        var config = Read(directory, "config.json");
+        var generation = Read(directory, "generation_config.json");
+        var eos = new List<int>();
+        foreach (var node in new[] { generation?["eos_token_id"], genai?["eos_token_id"], config?["eos_token_id"] }) AddIds(node, eos);
+        var decoder = genai?["decoder"] as JsonObject;
+        return new ModelConfig
+        {
+            ModelType = Str(genai?["type"]) ?? Str(config?["model_type"]),
+            DecoderFile = Str(decoder?["filename"]),
+            HiddenSize = Int(decoder?["hidden_size"]) ?? Int(config?["hidden_size"]) ?? Int(config?["n_embd"]),
+            NumLayers = Int(decoder?["num_hidden_layers"]) ?? Int(config?["num_hidden_layers"]) ?? Int(config?["n_layer"]),
+            PadTokenId = Int(generation?["pad_token_id"]) ?? Int(genai?["pad_token_id"]) ?? Int(config?["pad_token_id"]),
+            EosTokenIds = eos.Distinct().ToList(),
+        };
+    }
+
+    private static JsonObject? Read(string directory, string name)
+    {
+        var path = Path.Combine(directory, name);
+        if (!File.Exists(path)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject; }
+        catch (JsonException e) { throw new OnnxSteerException(ErrorKind.InvalidModel, $"{path} is not valid JSON: {e.Message}"); }
+    }
+
+    private static void AddIds(JsonNode? node, List<int> ids)
+    {
+        if (node is JsonArray a) { foreach (var n in a) AddIds(n, ids); return; }
+        if (Int(node) is int i && i >= 0) ids.Add(i);
+    }
+
+    private static string? Str(JsonNode? n) => n is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+    private static int? Int(JsonNode? n) => n is JsonValue v && v.TryGetValue<int>(out var i) ? i : null;
+}

@@ -1,0 +1,29 @@
+namespace OnnxSteer.Runtime;
+
+/// <summary>The ONNX Runtime execution provider a <see cref="SteeredModel"/> runs on.</summary>
+public enum ExecutionProvider
+{
+    /// <summary>CPU (always available; the default).</summary>
+    Cpu,
+    /// <summary>NVIDIA CUDA; needs a build with <c>-p:OnnxSteerProvider=Cuda</c> (Microsoft.ML.OnnxRuntime.Gpu).</summary>
+    Cuda,
+    /// <summary>DirectML (Windows GPUs); needs a build with <c>-p:OnnxSteerProvider=DirectML</c> (Microsoft.ML.OnnxRuntime.DirectML).</summary>
+    DirectML,
+}
+
+/// <summary>How a <see cref="SteeredModel"/> is loaded.</summary>
+public sealed record RuntimeOptions
+{
+    /// <summary>The execution provider (default CPU).</summary>
+    public ExecutionProvider Provider { get; init; } = ExecutionProvider.Cpu;
+
+    /// <summary>GPU ordinal for CUDA and DirectML.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>Threads ONNX Runtime uses inside one operator; null leaves ONNX Runtime's default (all cores).</summary>
+    public int? IntraOpThreads { get; init; }
+
+    /// <summary>The .onnx file inside the folder; null picks steering.json's model_file, genai_config.json's
+    /// decoder filename, then model.onnx or decoder_model_merged.onnx.</summary>
+    public string? ModelFile { get; init; }
+}

@@ -1,0 +1,293 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.ML.OnnxRuntime;
+using OnnxSteer.Contract;
+using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Runtime.Generation;
+using OnnxSteer.Runtime.Tokenization;
+
+namespace OnnxSteer.Runtime;
+
+/// <summary>A decoder model folder loaded for generation, patched (with steering.json) or not. Owns one ONNX Runtime
+/// session, the tokenizer and the chat template. Generation methods are thread-safe: concurrent calls, each with
+/// its own steering, get the same results they would get alone (all per-call state lives in the call).</summary>
+/// <example><code>
+/// using var model = SteeredModel.Load(dir);
+/// var steering = Steering.From(vectors).Project("format.lowercase", layer: 18).Add("conciseness", layer: 12, weight: 20);
+/// await foreach (var piece in model.GenerateAsync("Write about rivers.", steering, new GeneratorOptions { MaxNewTokens = 200 }))
+///     Console.Write(piece);
+/// </code></example>
+public sealed class SteeredModel : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly int _padId;
+    private readonly HashSet<int> _eos;
+
+    private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
+        ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider)
+    {
+        Directory = directory; ModelPath = modelPath; _session = session; Signature = signature; Manifest = manifest;
+        Tokenizer = tokenizer; ChatTemplate = template; Provider = provider;
+        ModelType = manifest?.ModelType ?? config.ModelType;
+        HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
+        NumLayers = manifest?.NumLayers ?? config.NumLayers;
+        _eos = [.. config.EosTokenIds];
+        if (tokenizer.EosTokenId is int e) _eos.Add(e);
+        _padId = tokenizer.PadTokenId ?? config.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
+    }
+
+    internal ModelSignature Signature { get; }
+    internal InferenceSession Session => _session;
+
+    /// <summary>The model folder.</summary>
+    public string Directory { get; }
+    /// <summary>The .onnx file in use.</summary>
+    public string ModelPath { get; }
+    /// <summary>steering.json, or null for an unpatched model.</summary>
+    public SteeringManifest? Manifest { get; }
+    /// <summary>The tokenizer.</summary>
+    public TextTokenizer Tokenizer { get; }
+    /// <summary>The chat template (the model's own, or the documented fallback).</summary>
+    public ChatTemplate ChatTemplate { get; }
+    /// <summary>The execution provider the session runs on.</summary>
+    public ExecutionProvider Provider { get; }
+    /// <summary>Model family from steering.json, genai_config.json or config.json (llama, qwen2, ...), if known.</summary>
+    public string? ModelType { get; }
+    /// <summary>Hidden size (the length steering vectors must have), if known.</summary>
+    public int? HiddenSize { get; }
+    /// <summary>Number of decoder layers, if known.</summary>
+    public int? NumLayers { get; }
+    /// <summary>Layers that take steering inputs (empty for an unpatched model).</summary>
+    public IReadOnlyList<int> SteeredLayers => [.. Signature.SteeringInputs.Keys.Order()];
+    /// <summary>Token ids that end a sequence (generation_config.json, genai_config.json, config.json and the tokenizer's EOS).</summary>
+    public IReadOnlySet<int> EosTokenIds => _eos;
+
+    /// <summary>Loads a model folder: steering.json (optional), genai_config.json / config.json / generation_config.json,
+    /// the tokenizer files and the .onnx model, on the execution provider of <paramref name="options"/>.</summary>
+    /// <exception cref="OnnxSteerException">Missing folder or files (NotFound), a model that cannot be loaded or run
+    /// (InvalidModel, UnsupportedModel), or a provider this build lacks (ProviderUnavailable).</exception>
+    public static SteeredModel Load(string directory, RuntimeOptions? options = null)
+    {
+        options ??= new RuntimeOptions();
+        if (!System.IO.Directory.Exists(directory))
+            throw new OnnxSteerException(ErrorKind.NotFound, $"model folder {directory} does not exist");
+        directory = Path.GetFullPath(directory);
+        var manifest = SteeringManifest.TryLoad(directory);
+        var config = ModelConfig.Load(directory);
+        var modelPath = FindModelFile(directory, options.ModelFile ?? manifest?.ModelFile ?? config.DecoderFile);
+        var tokenizer = TextTokenizer.Load(directory);
+        var template = ChatTemplate.Load(directory, tokenizer);
+
+        var sessionOptions = CreateSessionOptions(options);
+        InferenceSession? session = null;
+        try
+        {
+            try { session = new InferenceSession(modelPath, sessionOptions); }
+            catch (OnnxRuntimeException e)
+            {
+                throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
+            }
+            var signature = ModelSignature.Discover(session, manifest, modelPath);
+            return new SteeredModel(directory, modelPath, session, signature, manifest, config, tokenizer, template, options.Provider);
+        }
+        catch
+        {
+            session?.Dispose();
+            throw;
+        }
+        finally
+        {
+            sessionOptions.Dispose();
+        }
+    }
+
+    /// <summary>Renders a conversation with the chat template, ending with the assistant's turn opened.</summary>
+    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true) => ChatTemplate.Apply(messages, addGenerationPrompt);
+
+    /// <summary>The token ids a conversation becomes (through the chat template, or raw when <paramref name="useChatTemplate"/>
+    /// is false: the messages' contents joined by newlines, with the tokenizer's usual special tokens).</summary>
+    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true) => Prepare(messages, useChatTemplate).Ids;
+
+    /// <summary>Checks a steering against this model (patched, layers steered, vector sizes) without running anything.</summary>
+    /// <exception cref="OnnxSteerException">The steering cannot be applied to this model.</exception>
+    public void Validate(Steering steering) => SteeringFeed.Validate(steering, Signature, HiddenSize, ModelPath);
+
+    /// <summary>Generates a reply to one user message and returns it whole.</summary>
+    public GenerationResult Generate(string prompt, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
+        Generate([GenerationRequest.FromPrompt(prompt, steering)], options, null, cancellationToken)[0];
+
+    /// <summary>Generates a reply to a conversation and returns it whole.</summary>
+    public GenerationResult Generate(IReadOnlyList<ChatTurn> messages, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
+        Generate([new GenerationRequest { Messages = messages, Steering = steering }], options, null, cancellationToken)[0];
+
+    /// <summary>Generates for a batch of requests in one decode loop (left-padded), each row with its own steering.
+    /// <paramref name="onPiece"/>, if given, sees every token's text as it is produced (on the calling thread).</summary>
+    public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
+        Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new GeneratorOptions();
+        var rows = PrepareBatch(batch, options);
+        return RunLoop(rows, options, onPiece, cancellationToken);
+    }
+
+    /// <summary>Streams the reply to one user message, piece by piece.</summary>
+    public IAsyncEnumerable<GeneratedPiece> GenerateAsync(string prompt, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync([GenerationRequest.FromPrompt(prompt, steering)], options, cancellationToken);
+
+    /// <summary>Streams the reply to a conversation, piece by piece.</summary>
+    public IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<ChatTurn> messages, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync([new GenerationRequest { Messages = messages, Steering = steering }], options, cancellationToken);
+
+    /// <summary>Streams a batch: pieces of all rows interleaved (see <see cref="GeneratedPiece.Row"/>). The decode loop
+    /// runs on a worker thread; stopping the enumeration or cancelling stops it.</summary>
+    public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options ??= new GeneratorOptions();
+        var rows = PrepareBatch(batch, options);
+        var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var worker = Task.Run(() =>
+        {
+            try
+            {
+                RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token);
+                channel.Writer.TryComplete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.TryComplete(e);
+            }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (var piece in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                yield return piece;
+        }
+        finally
+        {
+            await stop.CancelAsync().ConfigureAwait(false);
+            await worker.ConfigureAwait(false);
+        }
+    }
+
+    private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    {
+        int hidden = HiddenSize ?? 0;
+        var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
+        var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId);
+        return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
+    }
+
+    private List<PreparedRow> PrepareBatch(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        options.Validate();
+        if (batch.Count == 0) throw new OnnxSteerException(ErrorKind.Usage, "the batch is empty");
+        var rows = new List<PreparedRow>(batch.Count);
+        foreach (var request in batch)
+        {
+            var steering = request.Steering ?? Steering.None;
+            Validate(steering);
+            if (!steering.IsEmpty && HiddenSize is null)
+                throw new OnnxSteerException(ErrorKind.InvalidModel, $"{Directory}: the hidden size is unknown (no steering.json hidden_size)");
+            if (request.PromptTokenIds is { } ids)
+            {
+                rows.Add(new PreparedRow([.. ids], null, steering));
+                continue;
+            }
+            var messages = request.Messages ?? (request.Prompt is string p ? [new ChatTurn("user", p)]
+                : throw new OnnxSteerException(ErrorKind.Usage, "a generation request needs PromptTokenIds, Messages or Prompt"));
+            var (text, tokens) = Prepare(messages, options.UseChatTemplate);
+            rows.Add(new PreparedRow(tokens, text, steering));
+        }
+        foreach (var row in rows)
+            if (row.PromptIds.Length == 0) throw new OnnxSteerException(ErrorKind.Usage, "a prompt encodes to no tokens");
+        return rows;
+    }
+
+    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate)
+    {
+        if (!useChatTemplate)
+        {
+            var raw = string.Join("\n", messages.Select(m => m.Content));
+            return (raw, Tokenizer.Encode(raw, addSpecialTokens: true));
+        }
+        var text = ChatTemplate.Apply(messages, addGenerationPrompt: true);
+        // A real chat template writes the special tokens (BOS, role markers) itself, as transformers'
+        // apply_chat_template assumes; the fallback format does not.
+        return (text, Tokenizer.Encode(text, addSpecialTokens: !ChatTemplate.WritesSpecialTokens));
+    }
+
+    private static string FindModelFile(string directory, string? preferred)
+    {
+        if (preferred is not null)
+        {
+            var path = Path.Combine(directory, preferred);
+            if (File.Exists(path)) return path;
+            throw new OnnxSteerException(ErrorKind.NotFound, $"model file {path} does not exist");
+        }
+        foreach (var name in new[] { "model.onnx", "decoder_model_merged.onnx", "model_merged.onnx" })
+        {
+            var path = Path.Combine(directory, name);
+            if (File.Exists(path)) return path;
+        }
+        var onnx = System.IO.Directory.GetFiles(directory, "*.onnx");
+        if (onnx.Length == 1) return onnx[0];
+        throw new OnnxSteerException(ErrorKind.NotFound, onnx.Length == 0
+            ? $"no .onnx model in {directory}"
+            : $"{directory} holds {onnx.Length} .onnx files ({string.Join(", ", onnx.Select(Path.GetFileName))}); name one with RuntimeOptions.ModelFile");
+    }
+
+    private static SessionOptions CreateSessionOptions(RuntimeOptions options)
+    {
+        var so = new SessionOptions();
+        try
+        {
+            if (options.IntraOpThreads is int threads) so.IntraOpNumThreads = threads;
+            switch (options.Provider)
+            {
+                case ExecutionProvider.Cpu:
+                    break;
+                case ExecutionProvider.Cuda:
+                    RequireProvider("CUDAExecutionProvider", "Cuda", "Microsoft.ML.OnnxRuntime.Gpu");
+                    so.AppendExecutionProvider_CUDA(options.DeviceId);
+                    break;
+                case ExecutionProvider.DirectML:
+                    RequireProvider("DmlExecutionProvider", "DirectML", "Microsoft.ML.OnnxRuntime.DirectML");
+                    // DirectML does not support memory patterns or parallel execution (ONNX Runtime's DirectML docs).
+                    so.EnableMemoryPattern = false;
+                    so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
+                    so.AppendExecutionProvider_DML(options.DeviceId);
+                    break;
+            }
+            return so;
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+        {
+            so.Dispose();
+            throw new OnnxSteerException(ErrorKind.ProviderUnavailable,
+                $"execution provider {options.Provider} could not be started: {FirstLine(e.Message)}", e);
+        }
+        catch
+        {
+            so.Dispose();
+            throw;
+        }
+    }
+
+    private static void RequireProvider(string name, string buildSwitch, string package)
+    {
+        var available = OrtEnv.Instance().GetAvailableProviders();
+        if (!available.Contains(name))
+            throw new OnnxSteerException(ErrorKind.ProviderUnavailable,
+                $"{name} is not in this ONNX Runtime build (available: {string.Join(", ", available)}); " +
+                $"rebuild with -p:OnnxSteerProvider={buildSwitch} to use the {package} package");
+    }
+
+    private static string FirstLine(string message) => message.Split('\n')[0].Trim();
+
+    /// <summary>Releases the ONNX Runtime session.</summary>
+    public void Dispose() => _session.Dispose();
+}

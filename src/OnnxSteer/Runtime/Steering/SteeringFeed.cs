@@ -1,0 +1,196 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace OnnxSteer.Runtime;
+
+/// <summary>The steering of one layer of one row, summed: x' = x + Add + (Target − x·Direction)·Direction.</summary>
+internal sealed class ResolvedLayer(int hidden)
+{
+    public readonly float[] Add = new float[hidden];
+    public readonly float[] Direction = new float[hidden];
+    public float Target;
+
+    public bool ValueEquals(ResolvedLayer? other) =>
+        other is not null && Target == other.Target && Add.AsSpan().SequenceEqual(other.Add) && Direction.AsSpan().SequenceEqual(other.Direction);
+}
+
+/// <summary>Turns per-row <see cref="Steering"/>s into the steering input tensors of one run (prefill or decode).
+/// Owns the OrtValues it creates; they stay valid until <see cref="Dispose"/>.</summary>
+internal sealed class SteeringFeed : IDisposable
+{
+    private readonly List<OrtValue> _owned = [];
+
+    public List<(string Name, OrtValue Value)> Inputs { get; } = [];
+
+    /// <summary>Checks every term against the model: patched, layer steered, vector length = hidden size.</summary>
+    public static void Validate(Steering steering, ModelSignature signature, int? hiddenSize, string modelPath)
+    {
+        if (steering.IsEmpty) return;
+        if (signature.SteeringInputs.Count == 0)
+            throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                $"{modelPath} takes no steering inputs (no steering.json with steered layers); patch it first: onnxsteer patch <model> -o <out>");
+        foreach (var term in steering.Terms)
+        {
+            if (!signature.SteeringInputs.ContainsKey(term.Layer))
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                    $"'{term.Name}' asks for layer {term.Layer}, which this model does not steer; steered layers: {LayerList(signature.SteeringInputs.Keys)}");
+            if (hiddenSize is int h && term.Vector.Direction.Length != h)
+                throw new OnnxSteerException(ErrorKind.InvalidVector,
+                    $"'{term.Name}' at layer {term.Layer} has {term.Vector.Direction.Length} values; the model's hidden size is {h}");
+        }
+    }
+
+    /// <summary>Sums a row's terms per layer, for the terms active in this phase.</summary>
+    public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, bool prefill, int hidden)
+    {
+        var result = new Dictionary<int, ResolvedLayer>();
+        bool active = steering.Positions switch
+        {
+            SteeringPositions.All => true,
+            SteeringPositions.Prompt => prefill,
+            _ => !prefill,
+        };
+        if (!active) return result;
+        foreach (var term in steering.Terms)
+        {
+            if (!result.TryGetValue(term.Layer, out var layer)) result[term.Layer] = layer = new ResolvedLayer(hidden);
+            // Directions are meant to be unit; normalise anyway so a slightly off file cannot scale the projection.
+            var u = term.Vector.Direction;
+            double norm = 0;
+            foreach (var v in u) norm += (double)v * v;
+            norm = Math.Sqrt(norm);
+            if (!(norm > 0)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"'{term.Name}' at layer {term.Layer} is a zero vector");
+            if (term.Mode == SteeringMode.Add)
+                for (int i = 0; i < hidden; i++) layer.Add[i] += (float)(term.Weight * u[i] / norm);
+            else
+            {
+                for (int i = 0; i < hidden; i++) layer.Direction[i] = (float)(u[i] / norm);
+                layer.Target = term.Mode == SteeringMode.Ablate ? 0 : term.Target;
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Builds the feed for one phase. Layers no row steers are left out (their graph defaults are zero),
+    /// unless the model requires every steering input. steer_batch is 1 when all rows steer alike, else the batch.</summary>
+    public static SteeringFeed Create(IReadOnlyList<Dictionary<int, ResolvedLayer>> rows, ModelSignature signature, int hidden)
+    {
+        var feed = new SteeringFeed();
+        try
+        {
+            foreach (var (layer, names) in signature.SteeringInputs.OrderBy(kv => kv.Key))
+            {
+                bool any = rows.Any(r => r.ContainsKey(layer));
+                if (!any && !signature.SteeringRequired) continue;
+                var perRow = rows.Select(r => r.GetValueOrDefault(layer)).ToArray();
+                bool same = perRow.All(r => r is null) || perRow.All(r => r is not null && r.ValueEquals(perRow[0]));
+                int sb = same ? 1 : rows.Count;
+                var add = new float[sb * hidden];
+                var dir = new float[sb * hidden];
+                var target = new float[sb];
+                for (int b = 0; b < sb; b++)
+                {
+                    if (perRow[b] is not ResolvedLayer r) continue;
+                    r.Add.CopyTo(add, b * hidden);
+                    r.Direction.CopyTo(dir, b * hidden);
+                    target[b] = r.Target;
+                }
+                feed.Add(names.Add, add, [sb, 1, hidden], names.Type);
+                feed.Add(names.Direction, dir, [sb, 1, hidden], names.Type);
+                feed.Add(names.Target, target, [sb, 1, 1], names.Type);
+            }
+            return feed;
+        }
+        catch
+        {
+            feed.Dispose();
+            throw;
+        }
+    }
+
+    private void Add(string name, float[] values, long[] shape, TensorElementType type)
+    {
+        var value = TensorConvert.FromFloats(values, shape, type);
+        _owned.Add(value);
+        Inputs.Add((name, value));
+    }
+
+    public void Dispose()
+    {
+        foreach (var v in _owned) v.Dispose();
+        _owned.Clear();
+        Inputs.Clear();
+    }
+
+    internal static string LayerList(IEnumerable<int> layers)
+    {
+        var sorted = layers.Order().ToList();
+        if (sorted.Count == 0) return "none";
+        var parts = new List<string>();
+        int start = sorted[0], prev = sorted[0];
+        foreach (var l in sorted.Skip(1).Append(int.MinValue))
+        {
+            if (l == prev + 1) { prev = l; continue; }
+            parts.Add(start == prev ? $"{start}" : $"{start}-{prev}");
+            start = prev = l;
+        }
+        return string.Join(",", parts);
+    }
+}
+
+/// <summary>Conversions between float32 data and the model's tensor dtypes.</summary>
+internal static class TensorConvert
+{
+    public static OrtValue FromFloats(float[] values, long[] shape, TensorElementType type)
+    {
+        switch (type)
+        {
+            case TensorElementType.Float:
+                return OrtValue.CreateTensorValueFromMemory(values, shape);
+            case TensorElementType.Float16:
+            {
+                var half = new Float16[values.Length];
+                for (int i = 0; i < values.Length; i++) half[i] = new Float16(BitConverter.HalfToUInt16Bits((Half)values[i]));
+                return OrtValue.CreateTensorValueFromMemory(half, shape);
+            }
+            case TensorElementType.BFloat16:
+            {
+                var bf = new BFloat16[values.Length];
+                for (int i = 0; i < values.Length; i++)
+                {
+                    // Round to nearest even on the upper 16 bits of the float32 pattern.
+                    uint bits = BitConverter.SingleToUInt32Bits(values[i]);
+                    bits += 0x7FFF + ((bits >> 16) & 1);
+                    bf[i] = new BFloat16((ushort)(bits >> 16));
+                }
+                return OrtValue.CreateTensorValueFromMemory(bf, shape);
+            }
+            default:
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"steering inputs of type {type} are not supported (float32, float16, bfloat16)");
+        }
+    }
+
+    /// <summary>Copies a row of logits into a float32 buffer (or reads them in place when already float32).</summary>
+    public static ReadOnlySpan<float> Row(OrtValue logits, TensorElementType type, long offset, int vocab, float[] scratch)
+    {
+        switch (type)
+        {
+            case TensorElementType.Float:
+                return logits.GetTensorDataAsSpan<float>().Slice(checked((int)offset), vocab);
+            case TensorElementType.Float16:
+            {
+                var src = logits.GetTensorDataAsSpan<Float16>().Slice(checked((int)offset), vocab);
+                for (int i = 0; i < vocab; i++) scratch[i] = (float)BitConverter.UInt16BitsToHalf(src[i].value);
+                return scratch.AsSpan(0, vocab);
+            }
+            case TensorElementType.BFloat16:
+            {
+                var src = logits.GetTensorDataAsSpan<BFloat16>().Slice(checked((int)offset), vocab);
+                for (int i = 0; i < vocab; i++) scratch[i] = BitConverter.UInt32BitsToSingle((uint)src[i].value << 16);
+                return scratch.AsSpan(0, vocab);
+            }
+            default:
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"logits of type {type} are not supported");
+        }
+    }
+}

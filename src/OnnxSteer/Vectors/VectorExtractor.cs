@@ -1,0 +1,311 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxSteer.Contract;
+using OnnxSteer.Onnx;
+
+namespace OnnxSteer.Vectors;
+
+/// <summary>Options for <see cref="VectorExtractor.Extract"/>.</summary>
+public sealed record ExtractionOptions
+{
+    /// <summary>Name of the vector written to the file.</summary>
+    public string Name { get; init; } = "instruction";
+    /// <summary>Layers to compute; null means every layer whose hidden state the patched model exposes.</summary>
+    public IReadOnlyList<int>? Layers { get; init; }
+    /// <summary>Prompts per ONNX Runtime run (the with- and without-prompt of a pair count as two).</summary>
+    public int BatchSize { get; init; } = 8;
+    /// <summary>Whether the prompts were wrapped in the chat template (recorded in the file; the encoder does the wrapping).</summary>
+    public bool ChatTemplate { get; init; } = true;
+    /// <summary>Folder for the temporary spill file of per-pair differences (default: the system temp folder).</summary>
+    public string? SpillDirectory { get; init; }
+}
+
+/// <summary>Computes instruction vectors from a patched model (one that exposes <c>hidden_states.{L}</c>) by the paper's
+/// diff-mean method at the last prompt token. Prompts run in batches, prefill only, with an empty KV cache; only the
+/// hidden-state outputs are fetched (logits and presents are never copied out of ONNX Runtime).</summary>
+/// <remarks>Batches are padded on the <b>right</b>: under causal attention a row's real tokens never attend to the padding
+/// after them, so each row's last real token gets exactly the state it gets alone, whatever way the exporter's attention
+/// kernel treats the mask (GroupQueryAttention, for one, assumes right padding). Each row's own last token is read at its
+/// own length − 1.</remarks>
+public sealed class VectorExtractor : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly int _padId;
+
+    private VectorExtractor(InferenceSession session, SteeringManifest manifest, string modelFile, int padId)
+    {
+        _session = session;
+        Manifest = manifest;
+        ModelFile = modelFile;
+        _padId = padId;
+    }
+
+    /// <summary>The patched model's steering.json.</summary>
+    public SteeringManifest Manifest { get; }
+
+    /// <summary>The .onnx file in use.</summary>
+    public string ModelFile { get; }
+
+    /// <summary>Fingerprint recorded in the vector files this extractor writes.</summary>
+    public ModelFingerprint Model => InstructionVectorFile.FingerprintOf(Manifest);
+
+    /// <summary>Opens a patched model folder (or its .onnx file) on the CPU execution provider, or with the given
+    /// session options (the extractor does not own them).</summary>
+    /// <param name="path">Patched folder or .onnx file.</param>
+    /// <param name="padTokenId">Token id used for padding (any valid id: padded positions are masked and never read).</param>
+    /// <param name="sessionOptions">Session options; null for defaults.</param>
+    /// <exception cref="OnnxSteerException">Missing folder (NotFound), no steering.json (UnsupportedModel), a model ONNX Runtime cannot load (InvalidModel).</exception>
+    public static VectorExtractor Load(string path, int padTokenId = 0, SessionOptions? sessionOptions = null)
+    {
+        var modelFile = ModelLocator.ResolveModelFile(path);
+        var manifest = SteeringManifest.TryLoad(Path.GetDirectoryName(modelFile)!)
+            ?? throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                $"'{path}' has no {SteeringContract.ManifestFileName}; extract needs a patched model (run onnxsteer patch first).");
+        if (manifest.ExposedLayers.Count == 0)
+            throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{path}' exposes no hidden states; patch it with --expose all (or the layers you want).");
+        InferenceSession session;
+        try
+        {
+            session = sessionOptions is null ? new InferenceSession(modelFile) : new InferenceSession(modelFile, sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load '{modelFile}': {e.Message}", e);
+        }
+        try
+        {
+            return new VectorExtractor(session, manifest, modelFile, padTokenId);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Computes one instruction vector over <paramref name="pairs"/>.</summary>
+    /// <param name="pairs">The contrast pairs, enumerated once.</param>
+    /// <param name="encode">Turns a prompt into the token ids the model sees (chat template with the assistant turn opened,
+    /// special tokens included).</param>
+    /// <param name="options">Name, layers, batch size.</param>
+    /// <param name="progress">Receives the number of pairs done after each batch.</param>
+    /// <param name="cancellationToken">Stops between batches.</param>
+    /// <exception cref="OnnxSteerException">Layers not exposed (UnsupportedModel), empty prompts or no pairs (InvalidData),
+    /// a hidden state holding NaN/Inf (InvalidVector).</exception>
+    public InstructionVectorFile Extract(IEnumerable<PromptPair> pairs, Func<string, IReadOnlyList<int>> encode, ExtractionOptions options,
+        IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    {
+        VectorFormat.CheckName(options.Name);
+        if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"--batch-size must be at least 1 (got {options.BatchSize}).");
+        var layers = ResolveLayers(options.Layers);
+        var hidden = Manifest.HiddenSize;
+        using var accumulator = new DiffMeanAccumulator(layers, hidden, options.SpillDirectory);
+
+        // Prompts stream in the order with1, without1, with2, without2, ...; a pair may straddle two batches, so the
+        // with-states of the last pair of a batch wait here for their partner.
+        var batch = new List<(PromptPair Pair, bool IsWith, int[] Ids)>(options.BatchSize);
+        float[][]? pendingWith = null;
+
+        void RunBatch()
+        {
+            if (batch.Count == 0) return;
+            cancellationToken.ThrowIfCancellationRequested();
+            var states = LastTokenStates(batch.Select(b => b.Ids).ToList(), layers);
+            for (var r = 0; r < batch.Count; r++)
+            {
+                if (batch[r].IsWith)
+                {
+                    pendingWith = states[r];
+                }
+                else
+                {
+                    accumulator.Add(pendingWith!, states[r]);
+                    pendingWith = null;
+                }
+            }
+            batch.Clear();
+            progress?.Report(accumulator.Count);
+        }
+
+        int[] Encode(PromptPair pair, string text, string side)
+        {
+            var ids = encode(text).ToArray();
+            if (ids.Length == 0)
+                throw new OnnxSteerException(ErrorKind.InvalidData, $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt encodes to no tokens.");
+            return ids;
+        }
+
+        foreach (var pair in pairs)
+        {
+            batch.Add((pair, true, Encode(pair, pair.With, "with")));
+            if (batch.Count == options.BatchSize) RunBatch();
+            batch.Add((pair, false, Encode(pair, pair.Without, "without")));
+            if (batch.Count == options.BatchSize) RunBatch();
+        }
+        RunBatch();
+        if (accumulator.Count == 0) throw new OnnxSteerException(ErrorKind.InvalidData, "no pairs were given.");
+
+        var vector = new InstructionVector
+        {
+            Name = options.Name,
+            Method = InstructionVector.DiffMeanMethod,
+            PairCount = accumulator.Count,
+            ChatTemplate = options.ChatTemplate,
+            Layers = accumulator.Finish(),
+        };
+        return InstructionVectorFile.Create([vector], Model);
+    }
+
+    private List<int> ResolveLayers(IReadOnlyList<int>? requested)
+    {
+        var exposed = Manifest.ExposedLayers.Order().ToList();
+        if (requested is null) return exposed;
+        foreach (var l in requested)
+        {
+            if (l < 0 || l >= Manifest.NumLayers)
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"layer {l} requested; the model has {Manifest.NumLayers} layers (0-{Manifest.NumLayers - 1}).");
+            if (!exposed.Contains(l))
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                    $"layer {l} requested but the patched model exposes hidden states only for layers {VectorFormat.LayerList(exposed)}; patch with --expose including it.");
+        }
+        return requested.Distinct().Order().ToList();
+    }
+
+    /// <summary>Runs one right-padded batch and returns, per row, the last real token's state at each layer
+    /// ([row][layer index][hidden], float32).</summary>
+    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers)
+    {
+        var batch = sequences.Count;
+        var length = sequences.Max(s => s.Length);
+        var ids = new long[batch * length];
+        var mask = new long[batch * length];
+        var positions = new long[batch * length];
+        for (var b = 0; b < batch; b++)
+        {
+            var s = sequences[b];
+            for (var t = 0; t < length; t++)
+            {
+                var real = t < s.Length;
+                ids[b * length + t] = real ? s[t] : _padId;
+                mask[b * length + t] = real ? 1 : 0;
+                positions[b * length + t] = real ? t : 0;
+            }
+        }
+
+        var names = new List<string>();
+        var values = new List<OrtValue>();
+        try
+        {
+            foreach (var (name, meta) in _session.InputMetadata)
+            {
+                names.Add(name);
+                values.Add(CreateInput(name, meta, batch, length, ids, mask, positions));
+            }
+            var outputNames = layers.Select(SteeringContract.HiddenStateOutput).ToList();
+            using var runOptions = new RunOptions();
+            using var outputs = _session.Run(runOptions, names, values, outputNames);
+            var result = new float[batch][][];
+            for (var b = 0; b < batch; b++) result[b] = new float[layers.Count][];
+            var hidden = Manifest.HiddenSize;
+            var i = 0;
+            foreach (var output in outputs)
+            {
+                var shape = output.GetTensorTypeAndShape();
+                var dims = shape.Shape;
+                if (dims.Length != 3 || dims[0] != batch || dims[1] != length || dims[2] != hidden)
+                    throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                        $"{outputNames[i]} has shape [{string.Join(", ", dims)}]; expected [{batch}, {length}, {hidden}].");
+                for (var b = 0; b < batch; b++)
+                {
+                    var offset = ((long)b * length + sequences[b].Length - 1) * hidden;
+                    result[b][i] = ReadRow(output, shape.ElementDataType, (int)offset, hidden, outputNames[i]);
+                }
+                i++;
+            }
+            return result;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"ONNX Runtime failed running '{ModelFile}': {e.Message}", e);
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    private static float[] ReadRow(OrtValue value, TensorElementType type, int offset, int hidden, string name)
+    {
+        var row = new float[hidden];
+        switch (type)
+        {
+            case TensorElementType.Float:
+                value.GetTensorDataAsSpan<float>().Slice(offset, hidden).CopyTo(row);
+                break;
+            case TensorElementType.Float16:
+            {
+                var halves = MemoryMarshal.Cast<Float16, Half>(value.GetTensorDataAsSpan<Float16>().Slice(offset, hidden));
+                for (var i = 0; i < hidden; i++) row[i] = (float)halves[i];
+                break;
+            }
+            case TensorElementType.BFloat16:
+            {
+                var raw = MemoryMarshal.Cast<BFloat16, ushort>(value.GetTensorDataAsSpan<BFloat16>().Slice(offset, hidden));
+                for (var i = 0; i < hidden; i++) row[i] = BitConverter.Int32BitsToSingle(raw[i] << 16);
+                break;
+            }
+            default:
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{name} has element type {type}; expected float32, float16 or bfloat16.");
+        }
+        return row;
+    }
+
+    private OrtValue CreateInput(string name, NodeMetadata meta, int batch, int length, long[] ids, long[] mask, long[] positions)
+    {
+        switch (name)
+        {
+            case "input_ids":
+                return OrtValue.CreateTensorValueFromMemory(ids, [batch, length]);
+            case "attention_mask":
+                return OrtValue.CreateTensorValueFromMemory(mask, [batch, length]);
+            case "position_ids":
+                return OrtValue.CreateTensorValueFromMemory(positions, [batch, length]);
+            case "use_cache_branch":
+                // Optimum's merged decoder: the no-cache branch is the prefill.
+                return OrtValue.CreateTensorValueFromMemory(new[] { false }, [1]);
+        }
+        if (name.StartsWith("steering.", StringComparison.Ordinal))
+        {
+            // Required steering inputs (--steer-input required) are fed zeros: extraction reads the unsteered model.
+            var shape = name.EndsWith(".target", StringComparison.Ordinal) ? new long[] { 1, 1, 1 } : [1, 1, Manifest.HiddenSize];
+            return Zeros(meta.ElementDataType, shape);
+        }
+        if (name.StartsWith("past", StringComparison.Ordinal))
+        {
+            // An empty KV cache: the first symbolic dimension is the batch, every other symbolic one (past length) is 0.
+            var dims = meta.Dimensions.Select(d => (long)d).ToArray();
+            var seenBatch = false;
+            for (var i = 0; i < dims.Length; i++)
+            {
+                if (dims[i] >= 0) continue;
+                dims[i] = seenBatch ? 0 : batch;
+                seenBatch = true;
+            }
+            return Zeros(meta.ElementDataType, dims);
+        }
+        throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+            $"the model has an input '{name}' that extract does not know how to feed (it feeds input_ids, attention_mask, position_ids, past_* and steering.*).");
+    }
+
+    private static OrtValue Zeros(TensorElementType type, long[] shape)
+    {
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape);
+        // Allocated tensors are not initialised.
+        if (shape.All(d => d > 0)) value.GetTensorMutableRawData().Clear();
+        return value;
+    }
+
+    /// <summary>Releases the ONNX Runtime session.</summary>
+    public void Dispose() => _session.Dispose();
+}

@@ -1,0 +1,101 @@
+using System.Xml.Linq;
+using OnnxSteer.Evaluation;
+
+namespace OnnxSteer.Tests.Evaluation;
+
+public class SweepTests
+{
+    private const string Validation = """
+        {"key": "v1", "prompt": "Tell me about the river.", "instruction": "Write in lowercase letters only.", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}
+        {"key": "v2", "prompt": "Tell me about the mountain.", "instruction": "Write in lowercase letters only.", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}
+        {"key": "v3", "prompt": "Describe the river.", "instruction": "Answer in capital letters.", "instruction_id_list": ["change_case:english_capital"], "kwargs": [{}]}
+        {"key": "v4", "prompt": "Describe the mountain.", "instruction": "Answer in json.", "instruction_id_list": ["detectable_format:json_format"], "kwargs": [{}]}
+        {"key": "v5", "prompt": "Talk about the ocean.", "instruction": "Do not use the word ocean.", "instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["ocean"]}]}
+        {"key": "v6", "prompt": "Talk about the river.", "instruction": "Answer in at most 1 sentence.", "instruction_id_list": ["length_constraints:number_sentences"], "kwargs": [{"num_sentences": 1, "relation": "at most"}]}
+        {"key": "v7", "prompt": "Speak about the mountain.", "instruction": "Include the word ocean.", "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": ["ocean"]}]}
+        {"key": "v8", "prompt": "Tell me about the mountain.", "instruction": "Write in lowercase letters only. Answer in at most 1 sentence.", "instruction_id_list": ["change_case:english_lowercase", "length_constraints:number_sentences"], "kwargs": [{}, {"num_sentences": 1, "relation": "at most"}]}
+        """;
+
+    [Theory]
+    [InlineData(6, new[] { 0, 1, 2, 3, 4, 5 })]
+    [InlineData(4, new[] { 0, 1, 2, 3 })]
+    [InlineData(10, new[] { 2, 4, 6, 8, 9 })]
+    [InlineData(32, new[] { 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 31 })]
+    [InlineData(15, new[] { 3, 5, 7, 9, 11, 13, 14 })]
+    public void CandidateLayersFollowThePaper(int layers, int[] expected) => Assert.Equal(expected, Sweeper.CandidateLayers(layers));
+
+    [Fact]
+    public async Task PicksLayerModeAndWeightPerInstruction()
+    {
+        var model = new FakeModel();
+        var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model);
+        var sel = result.Selection.Instructions;
+
+        Assert.Equal(new SelectionEntry { Mode = "project", Vector = "change_case.english_lowercase", Layer = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.Lowercase]);
+        Assert.Equal(3, sel[InstructionIds.Capital].Layer);
+        Assert.Equal("none", sel[InstructionIds.Json].Mode); // never steers: the tie goes to no steering
+        // Conciseness works from 2 x |u| at layer 4; 8 x |u| collapses into repetition and scores 0.
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "length_constraints.number_sentences.at_most", Layer = 4, Scale = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.NumberSentences]);
+        Assert.All(result.Candidates.Where(c => c.Vector == "length_constraints.number_sentences.at_most" && c.Scale == 8), c => { Assert.Equal(0, c.Score); Assert.Equal(1, c.DegenerateRate); });
+        // Exclusion subtracts the inclusion vector of the word.
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keywords.existence.{word}", Layer = 5, Scale = -4, Score = 1, Baseline = 0 }, sel[InstructionIds.ForbiddenWords]);
+        Assert.Equal(new SelectionEntry { Mode = "add", Vector = "keywords.existence.{word}", Layer = 1, Scale = 2, Score = 1, Baseline = 0 }, sel[InstructionIds.KeywordExistence]);
+        Assert.DoesNotContain(result.Candidates, c => c.Instruction == InstructionIds.ForbiddenWords && c.Scale > 0);
+        Assert.Empty(result.Skipped);
+
+        // Candidates per instruction: none + 6 layers (format) or none + 6 x 4 weights (additive).
+        Assert.Equal(7, result.Candidates.Count(c => c.Instruction == InstructionIds.Lowercase));
+        Assert.Equal(25, result.Candidates.Count(c => c.Instruction == InstructionIds.NumberSentences));
+        // The composition prompt v8 is not used for single-instruction selection.
+        Assert.DoesNotContain(model.Batches.SelectMany(b => b), r => r.Prompt.Contains("mountain") && r.Steering.Any(o => o.Vector == "length_constraints.number_sentences.at_most"));
+    }
+
+    [Fact]
+    public async Task MissingVectorsLeaveTheInstructionUnsteered()
+    {
+        var model = new FakeModel { Vectors = ["change_case.english_lowercase"] };
+        var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model,
+            new SweepOptions { Instructions = [InstructionIds.Lowercase, InstructionIds.Json] });
+        Assert.Equal("none", result.Selection.Instructions[InstructionIds.Json].Mode);
+        Assert.Contains("no vector named detectable_format.json_format", result.Skipped[InstructionIds.Json]);
+        Assert.Equal(2, result.Selection.Instructions.Count);
+    }
+
+    [Fact]
+    public async Task BothObjectiveScoresWithInstructionToo()
+    {
+        var model = new FakeModel();
+        var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model,
+            new SweepOptions { Instructions = [InstructionIds.Capital], Objective = SweepObjective.Both, Layers = [2, 3] });
+        var chosen = result.Candidates.Single(c => c.Layer == 3);
+        Assert.Equal(1, chosen.Accuracy);
+        Assert.Equal(1, chosen.AccuracyWithInstruction);
+        Assert.Equal(0.5, result.Candidates.Single(c => c.Mode == "none").Score);
+        Assert.Equal(3, result.Selection.Instructions[InstructionIds.Capital].Layer);
+        Assert.Equal(6, model.Generated); // (none, L2, L3) x (without, with)
+    }
+
+    [Fact]
+    public async Task RejectsLayersTheModelLacks()
+    {
+        var model = new FakeModel();
+        var e = await Assert.ThrowsAsync<OnnxSteerException>(() =>
+            Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model, new SweepOptions { Layers = [7] }));
+        Assert.Equal(ErrorKind.Usage, e.Kind);
+        Assert.Contains("layer 7", e.Message);
+    }
+
+    [Fact]
+    public async Task RendersTableAndPlot()
+    {
+        var model = new FakeModel();
+        var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model);
+        var md = result.ToMarkdown();
+        Assert.Contains("| instruction | none | L0 | L1 | L2 | L3 | L4 | L5 | chosen |", md);
+        Assert.Contains("| change_case:english_capital | 0.00 | 0.00 | 0.00 | 0.00 | 1.00 | 0.00 | 0.00 | project change_case.english_capital@3 |", md);
+        var svg = XDocument.Parse(result.ToSvg("sweep"));
+        XNamespace ns = "http://www.w3.org/2000/svg";
+        Assert.Equal(6, svg.Descendants(ns + "polyline").Count()); // one line per swept instruction
+        Assert.Contains("\"selection\"", result.ToJson());
+    }
+}

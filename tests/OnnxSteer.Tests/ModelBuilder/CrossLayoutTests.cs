@@ -1,0 +1,26 @@
+using OnnxSteer.ModelBuilder;
+
+namespace OnnxSteer.Tests.ModelBuilder;
+
+public sealed class CrossLayoutTests
+{
+    [Fact]
+    public void AllLayoutsAndTheReferenceAgreeOnLogits()
+    {
+        var weights = new RandomWeights(5);
+        var spec = DecoderSpec.Tiny() with { Layers = 3, Heads = 4, KvHeads = 4 };
+        var ids = LayoutChecks.Tokens(9, spec.Vocab, 3);
+        var reference = new ReferenceDecoder(spec, weights).Forward(ids);
+        LayoutChecks.AssertNotDegenerate(reference[^1]);
+        foreach (var (layout, attention) in new[] { (DecoderLayout.GenAi, AttentionKind.MultiHead), (DecoderLayout.GenAi, AttentionKind.GroupQuery),
+                     (DecoderLayout.Optimum, AttentionKind.MultiHead), (DecoderLayout.OptimumMerged, AttentionKind.MultiHead) })
+        {
+            using var dir = TestPaths.NewTempDir();
+            var fixture = DecoderFixtures.Write(spec with { Layout = layout, Attention = attention }, dir.Path, weights);
+            using var runner = DecoderRunner.Load(fixture.ModelPath);
+            var logits = runner.Forward([ids])[0];
+            for (var t = 0; t < ids.Length; t++)
+                Assert.True(LayoutChecks.MaxAbsDiff(reference[t], logits[t]) <= 1e-4, $"{layout}/{attention} position {t}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using OnnxSteer.ModelBuilder;
+using OnnxSteer.Onnx;
+
+namespace OnnxSteer.Tests.ModelBuilder;
+
+public sealed class GenAiLayoutTests
+{
+    [Theory]
+    [InlineData(DecoderDType.Float32, AttentionKind.MultiHead)]
+    [InlineData(DecoderDType.Float16, AttentionKind.MultiHead)]
+    [InlineData(DecoderDType.Float32, AttentionKind.GroupQuery)]
+    [InlineData(DecoderDType.Float16, AttentionKind.GroupQuery)]
+    public void KvCacheDecodeMatchesFullRun(DecoderDType dtype, AttentionKind attention)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype, attention) with { Heads = 4, KvHeads = attention == AttentionKind.GroupQuery ? 2 : 4 };
+        var fixture = DecoderFixtures.Write(spec, dir.Path);
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, dtype == DecoderDType.Float32 ? 1e-4 : 2e-2);
+    }
+
+    [Theory]
+    [InlineData(DecoderDType.Float32)]
+    [InlineData(DecoderDType.Float16)]
+    public void LeftPaddedBatchMatchesSingleRows(DecoderDType dtype)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype);
+        var fixture = DecoderFixtures.Write(spec, dir.Path);
+        LayoutChecks.LeftPaddedBatchMatchesRows(fixture.ModelPath, spec, dtype == DecoderDType.Float32 ? 1e-4 : 2e-2);
+    }
+
+    [Theory]
+    [InlineData(DecoderDType.Float32, AttentionKind.MultiHead, 1e-4)]
+    [InlineData(DecoderDType.Float16, AttentionKind.MultiHead, 5e-2)]
+    [InlineData(DecoderDType.Float32, AttentionKind.GroupQuery, 1e-4)]
+    public void MatchesReferenceForward(DecoderDType dtype, AttentionKind attention, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype, attention) with { Heads = 4, KvHeads = attention == AttentionKind.GroupQuery ? 2 : 4 };
+        var weights = new RandomWeights(7);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, tol);
+    }
+
+    [Fact]
+    public void GraphMirrorsTheRealBuilderExport()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny() with { Layers = 3 };
+        var fixture = DecoderFixtures.Write(spec, dir.Path);
+        var model = OnnxModelFile.Load(fixture.ModelPath);
+        var nodes = model.Proto.Graph.Node;
+        Assert.Equal(["model.onnx.data"], model.ExternalDataFiles);
+        Assert.True(File.Exists(Path.Combine(dir.Path, "genai_config.json")));
+
+        var first = Assert.Single(nodes, n => n.OpType == "SimplifiedLayerNormalization");
+        Assert.Equal("", first.Domain);
+        Assert.Equal("Gather", nodes.Single(n => n.Output.Contains(first.Input[0])).OpType);
+        var skips = nodes.Where(n => n.OpType == "SkipSimplifiedLayerNormalization").ToList();
+        Assert.Equal(2 * spec.Layers, skips.Count);
+        Assert.All(skips, n => Assert.Equal("com.microsoft", n.Domain));
+        Assert.All(skips.Take(skips.Count - 1), n => { Assert.Equal(4, n.Output.Count); Assert.NotEqual("", n.Output[3]); });
+        var final = skips[^1];
+        Assert.Single(final.Output);
+        var lm = nodes.Single(n => n.Output.Contains("logits"));
+        Assert.Equal("MatMul", lm.OpType);
+        Assert.Equal(final.Output[0], lm.Input[0]);
+        Assert.Equal(spec.Layers, nodes.Count(n => n.OpType == "MultiHeadAttention" && n.Domain == "com.microsoft"));
+        Assert.Equal(2 * spec.Layers, nodes.Count(n => n.OpType == "RotaryEmbedding" && n.Domain == "com.microsoft"));
+        Assert.Equal(["input_ids", "attention_mask", "position_ids", .. Enumerable.Range(0, spec.Layers).SelectMany(i => new[] { $"past_key_values.{i}.key", $"past_key_values.{i}.value" })],
+            model.Proto.Graph.Input.Select(i => i.Name));
+        Assert.Equal(["logits", .. Enumerable.Range(0, spec.Layers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })],
+            model.Proto.Graph.Output.Select(i => i.Name));
+    }
+}
+
+public sealed class GenAiInt4Tests
+{
+    [Theory]
+    [InlineData(DecoderDType.Float32, AttentionKind.MultiHead, 1e-4)]
+    [InlineData(DecoderDType.Float16, AttentionKind.MultiHead, 5e-2)]
+    [InlineData(DecoderDType.Float32, AttentionKind.GroupQuery, 1e-4)]
+    public void MatMulNBitsModelMatchesDequantizedReference(DecoderDType dtype, AttentionKind attention, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype, attention) with { Quantization = WeightQuantization.Int4, Intermediate = 80 };
+        var weights = new RandomWeights(9);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, tol);
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, dtype == DecoderDType.Float32 ? 1e-4 : 2e-2);
+        var nodes = OnnxSteer.Onnx.OnnxModelFile.Load(fixture.ModelPath).Proto.Graph.Node;
+        Assert.Equal(7 * spec.Layers + 1, nodes.Count(n => n.OpType == "MatMulNBits" && n.Domain == "com.microsoft"));
+        Assert.DoesNotContain(nodes, n => n.OpType == "MatMul");
+        Assert.Equal("/lm_head/MatMul_Q4", nodes.Single(n => n.Output.Contains("logits")).Name);
+    }
+
+    [Fact]
+    public void QuantizeDequantizeRoundTripsWithinHalfAStep()
+    {
+        var w = new RandomWeights(3).Get("x", [5, 40]).Data;
+        var q = Int4.Quantize(w, 5, 40, 16);
+        Assert.Equal(3, q.BlocksPerRow);
+        var d = Int4.Dequantize(q, 5, 40, 16, roundScalesToHalf: false);
+        for (var i = 0; i < w.Length; i++)
+            Assert.True(Math.Abs(w[i] - d[i]) <= q.Scales[(i / 40) * 3 + (i % 40) / 16] / 2 + 1e-6);
+    }
+}
