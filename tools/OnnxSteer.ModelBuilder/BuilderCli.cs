@@ -56,7 +56,7 @@ public static class BuilderCli
                 [--heads N] [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P]
                 [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
-                [--dtype fp32|fp16] [--attention mha|gqa] [--quant int4] [--reference reference.json] [--tolerance T] -o OUTDIR
+                [--dtype fp32|fp16] [--attention mha|gqa] [--quant int4] [--reference reference.json] [--tolerance T] [--overwrite] -o OUTDIR
           modelbuilder dump MODEL.onnx
           modelbuilder check MODEL.onnx [--prefill N] [--steps M]   (KV-cache decode vs full run, timings)
         """;
@@ -130,7 +130,7 @@ public static class BuilderCli
     /// <summary>Parsed <c>--name value</c> options, flags and positional arguments.</summary>
     public sealed class Options
     {
-        private static readonly HashSet<string> Flags = ["--no-position-ids", "--external-data", "--embedded", "--medium"];
+        private static readonly HashSet<string> Flags = ["--no-position-ids", "--external-data", "--embedded", "--medium", "--overwrite"];
         private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
         private readonly HashSet<string> _flags = new(StringComparer.Ordinal);
 

@@ -31,7 +31,8 @@ public enum DecoderDType
 public enum AttentionKind
 {
     /// <summary><c>com.microsoft::RotaryEmbedding</c> on q and k, then <c>com.microsoft::MultiHeadAttention</c>
-    /// with an additive causal+padding mask (like the real fixture). Needs KvHeads == Heads.</summary>
+    /// with an additive causal+padding mask (like the real fixture). With KvHeads &lt; Heads the cache is concatenated
+    /// outside the op and KV heads are repeated (the builder's make_repeat_kv). Supports left padding.</summary>
     MultiHead,
     /// <summary><c>com.microsoft::GroupQueryAttention</c> with rotary fused (<c>do_rotary=1</c>), seqlens_k and
     /// total_sequence_length derived from attention_mask, no position_ids input (as the builder does for CPU).
@@ -57,7 +58,7 @@ public sealed record DecoderSpec
     public int Hidden { get; init; } = 32;
     /// <summary>Query heads.</summary>
     public int Heads { get; init; } = 2;
-    /// <summary>Key/value heads (must equal <see cref="Heads"/> for <see cref="AttentionKind.MultiHead"/>).</summary>
+    /// <summary>Key/value heads (a divisor of <see cref="Heads"/>).</summary>
     public int KvHeads { get; init; } = 2;
     /// <summary>Per-head width (Heads * HeadDim need not equal Hidden).</summary>
     public int HeadDim { get; init; } = 16;
@@ -125,8 +126,6 @@ public sealed record DecoderSpec
         Positive(HeadDim, "head_dim"); Positive(Intermediate, "intermediate"); Positive(Vocab, "vocab"); Positive(MaxPositions, "max_positions");
         if (HeadDim % 2 != 0) throw new OnnxSteerException(ErrorKind.Usage, $"head_dim must be even for rotary, got {HeadDim}.");
         if (Heads % KvHeads != 0) throw new OnnxSteerException(ErrorKind.Usage, $"heads ({Heads}) must be a multiple of kv_heads ({KvHeads}).");
-        if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.MultiHead && KvHeads != Heads)
-            throw new OnnxSteerException(ErrorKind.Usage, $"MultiHeadAttention needs kv_heads == heads (got {KvHeads} vs {Heads}); use GroupQueryAttention.");
         if (Quantization != WeightQuantization.None && Layout != DecoderLayout.GenAi)
             throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai layout, not {Layout}.");
         if (Quantization != WeightQuantization.None && (QuantBlockSize < 16 || (QuantBlockSize & (QuantBlockSize - 1)) != 0))
