@@ -25,7 +25,8 @@ public sealed record SteerSpec(string File, string? Name, int Layer, SteeringMod
         // The last ':' separates the name, except a Windows drive letter ("C:\vectors.safetensors").
         string file = source; string? name = null;
         int colon = source.LastIndexOf(':');
-        if (colon > 1 || (colon == 1 && !char.IsLetter(source[0])))
+        bool drive = colon == 1 && char.IsLetter(source[0]) && source.Length > 2 && source[2] is '\\' or '/';
+        if (colon >= 0 && !drive)
         {
             file = source[..colon];
             name = source[(colon + 1)..];
