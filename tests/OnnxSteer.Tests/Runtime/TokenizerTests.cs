@@ -72,6 +72,32 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void Vocab_json_and_merges_txt_load_as_gpt2_byte_level_bpe()
+    {
+        using var dir = TestPaths.NewTempDir();
+        ByteLevelFixture.Write(dir.Path);
+        var json = JsonNode.Parse(File.ReadAllText(dir.Combine("tokenizer.json")))!;
+        File.WriteAllText(dir.Combine("vocab.json"), json["model"]!["vocab"]!.ToJsonString());
+        File.WriteAllLines(dir.Combine("merges.txt"), ["#version: 0.2", .. ByteLevelFixture.Merges.Select(m => $"{m.A} {m.B}")]);
+        File.Delete(dir.Combine("tokenizer.json"));
+        File.WriteAllText(dir.Combine("tokenizer_config.json"), "{}");
+        var tokenizer = TextTokenizer.Load(dir.Path);
+        Assert.Contains("vocab.json", tokenizer.Kind);
+        // Where GPT-2's regex and Qwen2's split alike, the ids equal the tokenizer.json goldens.
+        foreach (var g in LoadGolden("bytebpe_tokenizer_golden.json").Where(g => g.text is "Hello world" or "the theand in" or "café naïve"))
+            Assert.Equal(g.ids, tokenizer.Encode(g.text));
+    }
+
+    [Fact]
+    public void Missing_tokenizer_files_are_reported()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var e = Assert.Throws<OnnxSteerException>(() => TextTokenizer.Load(dir.Path));
+        Assert.Equal(ErrorKind.NotFound, e.Kind);
+        Assert.Contains("tokenizer.json", e.Message);
+    }
+
+    [Fact]
     public void Streaming_decoder_holds_back_split_characters()
     {
         // "😀" is four byte-fallback tokens: nothing may come out before the last one.
