@@ -88,6 +88,28 @@ public sealed class TokenizerTests
             Assert.Equal(g.ids, tokenizer.Encode(g.text));
     }
 
+    /// <summary>The bundled models' byte-level ChatML tokenizer against the trainer's golden ids
+    /// (tools/train/tokenizer_golden.json, from the training tokenizer, verified with transformers.js). Runs for every
+    /// models/*/tokenizer.json in the repository (none until the bundled models land).</summary>
+    [Fact]
+    public void Bundled_model_tokenizers_match_the_trainers_golden_ids()
+    {
+        var golden = JsonNode.Parse(File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "tools", "train", "tokenizer_golden.json")))!["pairs"]!.AsArray();
+        var models = Path.Combine(TestPaths.RepoRoot, "models");
+        var dirs = Directory.Exists(models) ? Directory.GetDirectories(models).Where(d => File.Exists(Path.Combine(d, "tokenizer.json"))).ToList() : [];
+        foreach (var dir in dirs)
+        {
+            var tokenizer = TextTokenizer.Load(dir);
+            foreach (var pair in golden)
+            {
+                var text = pair!["text"]!.GetValue<string>();
+                var ids = pair["ids"]!.AsArray().Select(i => i!.GetValue<int>()).ToArray();
+                Assert.True(ids.SequenceEqual(tokenizer.Encode(text, addSpecialTokens: false)), $"{dir}: '{text}'");
+                Assert.Equal(text, tokenizer.Decode(ids, skipSpecialTokens: false));
+            }
+        }
+    }
+
     [Fact]
     public void Missing_tokenizer_files_are_reported()
     {
