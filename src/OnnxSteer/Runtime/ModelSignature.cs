@@ -75,12 +75,16 @@ internal sealed partial class ModelSignature
         cache.Sort((a, b) => string.CompareOrdinal(a.Input, b.Input));
 
         var steering = new Dictionary<int, (string, string, string, TensorElementType)>();
+        // Optional steering inputs have zero initializers of the same name: ONNX Runtime lists those as overridable
+        // initializers, not inputs, yet feeding them by name works the same.
+        var feedable = new Dictionary<string, NodeMetadata>(inputs);
+        foreach (var (name, meta) in session.OverridableInitializerMetadata) feedable.TryAdd(name, meta);
         if (manifest is not null)
             foreach (var layer in manifest.SteeredLayers)
             {
                 var names = manifest.Inputs.TryGetValue(layer.ToString(System.Globalization.CultureInfo.InvariantCulture), out var n) ? n
                     : new LayerSteeringInputs { Add = SteeringContract.AddInput(layer), Direction = SteeringContract.DirectionInput(layer), Target = SteeringContract.TargetInput(layer) };
-                if (!inputs.TryGetValue(names.Add, out var addMeta) || !inputs.ContainsKey(names.Direction) || !inputs.ContainsKey(names.Target))
+                if (!feedable.TryGetValue(names.Add, out var addMeta) || !feedable.ContainsKey(names.Direction) || !feedable.ContainsKey(names.Target))
                     throw new OnnxSteerException(ErrorKind.InvalidModel,
                         $"{modelPath}: steering.json lists layer {layer} as steered but the model lacks input {names.Add}, {names.Direction} or {names.Target}");
                 steering[layer] = (names.Add, names.Direction, names.Target, addMeta.ElementDataType);

@@ -33,7 +33,8 @@ public sealed class SteeredModel : IDisposable
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
         _eos = [.. config.EosTokenIds];
         if (tokenizer.EosTokenId is int e) _eos.Add(e);
-        _padId = tokenizer.PadTokenId ?? config.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
+        // Padding is masked, so any id in the embedding table works; the model config is the surer source of one.
+        _padId = config.PadTokenId ?? tokenizer.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
     }
 
     internal ModelSignature Signature { get; }
@@ -246,6 +247,9 @@ public sealed class SteeredModel : IDisposable
         try
         {
             if (options.IntraOpThreads is int threads) so.IntraOpNumThreads = threads;
+            // A patched model's optional steering inputs are initializers listed as graph inputs by design; ONNX Runtime
+            // warns once per input ("will not be treated as constant"), which is noise, not a problem.
+            so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
             switch (options.Provider)
             {
                 case ExecutionProvider.Cpu:
