@@ -24,7 +24,7 @@ done
 
 # 3. Sweep on validation prompts (validation topics; disjoint from the pairs' training topics).
 $ONNXSTEER sweep "$W/instruct" --data models/data/eval/validation.jsonl --vectors "$W/vectors" --batch-size "$BATCH" \
-  --objective guarded -o "$OUT/selection.json" --plot "$OUT/sweep.svg" --overwrite > "$OUT/sweep.md"
+  --objective guarded -o "$OUT/selection.json" --plot "$OUT/sweep.svg" --json-out "$W/sweep.json" --overwrite > "$OUT/sweep.md"
 
 # 4. Test split: the paper's four settings, instruct model; then the base model with the instruct vectors (transfer).
 $ONNXSTEER eval "$W/instruct" --data models/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
