@@ -12,7 +12,7 @@ internal static class PrefillBench
 {
     public static void Run(BenchModel m, Func<string, SteeredModel> load, Options o, Report report)
     {
-        var lengths = new[] { 64, 256, 1024 }.Where(l => l + 1 <= m.Context).ToList();
+        var lengths = o.Lengths.Where(l => l + 1 <= m.Context).ToList();
         var mid = m.Layers / 2;
         var rng = new Random(3);
         var vectors = Enumerable.Range(0, m.Layers).Select(_ => DecodeBench.RandomUnit(rng, m.Hidden)).ToArray();
