@@ -8,9 +8,15 @@ internal static partial class Commands
     public static IEnumerable<Command> All(TextWriter stdout, TextWriter stderr)
     {
         yield return VersionCommand.Create(stdout);
+        yield return InspectCommand.Create(stdout, stderr);
+        yield return PatchCommand.Create(stdout, stderr);
+        yield return VerifyCommand.Create(stdout, stderr);
         yield return VectorsCommand.Create(stdout, stderr);
+        yield return ExtractCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
         yield return SweepCommand.Create(stdout, stderr);
+        yield return GenerateCommand.Create(stdout, stderr);
+        yield return DemoCommand.Create(stdout);
     }
 }
 

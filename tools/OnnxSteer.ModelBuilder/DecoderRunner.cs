@@ -19,12 +19,16 @@ public sealed class DecoderRunner : IDisposable
         var inputs = session.InputMetadata;
         HasPositionIds = inputs.ContainsKey("position_ids");
         HasUseCacheBranch = inputs.ContainsKey("use_cache_branch");
-        Layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
-        var past = inputs["past_key_values.0.key"];
+        // ONNX Runtime's fused GPT-2 keeps one past_{i} [2, batch, heads, past, head] per layer instead of key and value.
+        CombinedCache = inputs.ContainsKey("past_0");
+        Layers = CombinedCache ? inputs.Keys.Count(k => k.StartsWith("past_", StringComparison.Ordinal))
+            : inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
+        var past = inputs[CombinedCache ? "past_0" : "past_key_values.0.key"];
         ElementType = past.ElementDataType;
-        KvHeads = past.Dimensions[1];
-        HeadDim = past.Dimensions[3];
-        _outputNames = ["logits", .. Enumerable.Range(0, Layers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })];
+        KvHeads = past.Dimensions[CombinedCache ? 2 : 1];
+        HeadDim = past.Dimensions[CombinedCache ? 4 : 3];
+        _outputNames = CombinedCache ? ["logits", .. Enumerable.Range(0, Layers).Select(i => $"present_{i}")]
+            : ["logits", .. Enumerable.Range(0, Layers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })];
     }
 
     /// <summary>Opens <paramref name="modelPath"/> on the CPU (or with <paramref name="options"/>).</summary>
@@ -41,6 +45,8 @@ public sealed class DecoderRunner : IDisposable
     public bool HasPositionIds { get; }
     /// <summary>Whether the graph is an Optimum merged decoder.</summary>
     public bool HasUseCacheBranch { get; }
+    /// <summary>Whether the cache is one <c>past_{i}</c> per layer (ONNX Runtime's fused GPT-2).</summary>
+    public bool CombinedCache { get; }
     /// <summary>Decoder blocks (from the past inputs).</summary>
     public int Layers { get; }
     /// <summary>KV heads.</summary>
@@ -100,7 +106,14 @@ public sealed class DecoderRunner : IDisposable
                 Add("position_ids", OrtValue.CreateTensorValueFromMemory(pos, [batch, seq]));
             }
             if (HasUseCacheBranch) Add("use_cache_branch", OrtValue.CreateTensorValueFromMemory(new[] { _pastLength > 0 }, [1]));
-            for (var i = 0; i < Layers; i++)
+            for (var i = 0; i < Layers && CombinedCache; i++)
+            {
+                if (_last is null)
+                    Add($"past_{i}", OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, ElementType, [2, batch, KvHeads, 0, HeadDim]));
+                else
+                    Add($"past_{i}", _last[1 + i], own: false);
+            }
+            for (var i = 0; i < Layers && !CombinedCache; i++)
             {
                 foreach (var (kind, index) in new[] { ("key", 1 + 2 * i), ("value", 2 + 2 * i) })
                 {

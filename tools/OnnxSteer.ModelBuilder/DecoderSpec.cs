@@ -12,6 +12,10 @@ public enum DecoderLayout
     /// <summary>Optimum <c>--legacy</c> merged decoder: <c>decoder_model_merged.onnx</c> whose graph is one
     /// <c>If</c> on <c>use_cache_branch</c> with a full decoder in each branch.</summary>
     OptimumMerged,
+    /// <summary>ONNX Runtime transformer optimizer's fused GPT-2 (see <see cref="OrtFusedGpt2Writer"/>).</summary>
+    OrtFused,
+    /// <summary>onnxruntime-genai builder's Gemma 2 (sandwich norms, fp32 residual; see <see cref="Gemma2Writer"/>).</summary>
+    Gemma2,
 }
 
 /// <summary>Element type of weights, activations, KV cache and logits.</summary>
@@ -27,12 +31,22 @@ public enum DecoderDType
 public enum AttentionKind
 {
     /// <summary><c>com.microsoft::RotaryEmbedding</c> on q and k, then <c>com.microsoft::MultiHeadAttention</c>
-    /// with an additive causal+padding mask (like the real fixture). Needs KvHeads == Heads.</summary>
+    /// with an additive causal+padding mask (like the real fixture). With KvHeads &lt; Heads the cache is concatenated
+    /// outside the op and KV heads are repeated (the builder's make_repeat_kv). Supports left padding.</summary>
     MultiHead,
     /// <summary><c>com.microsoft::GroupQueryAttention</c> with rotary fused (<c>do_rotary=1</c>), seqlens_k and
     /// total_sequence_length derived from attention_mask, no position_ids input (as the builder does for CPU).
     /// On CPU it supports right padding only (rows' valid tokens must start at position 0).</summary>
     GroupQuery,
+}
+
+/// <summary>Weight quantization of the Linear layers (GenAi layout only).</summary>
+public enum WeightQuantization
+{
+    /// <summary>Plain MatMul with float weights.</summary>
+    None,
+    /// <summary>com.microsoft::MatMulNBits, 4 bits, symmetric round-to-nearest per block (zero point 8, no zero_points input).</summary>
+    Int4,
 }
 
 /// <summary>Shape and format of a Llama-style decoder to write. Defaults describe a tiny test fixture.</summary>
@@ -44,7 +58,7 @@ public sealed record DecoderSpec
     public int Hidden { get; init; } = 32;
     /// <summary>Query heads.</summary>
     public int Heads { get; init; } = 2;
-    /// <summary>Key/value heads (must equal <see cref="Heads"/> for <see cref="AttentionKind.MultiHead"/>).</summary>
+    /// <summary>Key/value heads (a divisor of <see cref="Heads"/>).</summary>
     public int KvHeads { get; init; } = 2;
     /// <summary>Per-head width (Heads * HeadDim need not equal Hidden).</summary>
     public int HeadDim { get; init; } = 16;
@@ -70,6 +84,11 @@ public sealed record DecoderSpec
     /// <summary>Weights in an external data file (<c>model.onnx.data</c> for genai, <c>model.onnx_data</c> for optimum);
     /// null picks the exporter's habit: genai yes, optimum no.</summary>
     public bool? ExternalData { get; init; }
+    /// <summary>Linear-layer weight quantization (GenAi only): <see cref="WeightQuantization.Int4"/> writes MatMulNBits for
+    /// q/k/v/o, gate/up/down and lm_head.</summary>
+    public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
+    /// <summary>MatMulNBits block size (power of two, at least 16).</summary>
+    public int QuantBlockSize { get; init; } = 32;
     /// <summary>Beginning-of-sequence token id (genai_config / config.json).</summary>
     public int BosTokenId { get; init; } = 1;
     /// <summary>End-of-sequence token id.</summary>
@@ -78,10 +97,10 @@ public sealed record DecoderSpec
     public int PadTokenId { get; init; } = 0;
 
     /// <summary>Whether this spec writes weights externally after applying the layout default.</summary>
-    public bool UsesExternalData => ExternalData ?? Layout == DecoderLayout.GenAi;
+    public bool UsesExternalData => ExternalData ?? Layout is DecoderLayout.GenAi or DecoderLayout.Gemma2;
 
     /// <summary>Whether the written graph has a position_ids input.</summary>
-    public bool HasPositionIdsInput => Layout == DecoderLayout.GenAi ? Attention == AttentionKind.MultiHead : PositionIds;
+    public bool HasPositionIdsInput => Layout is DecoderLayout.GenAi or DecoderLayout.Gemma2 ? Attention == AttentionKind.MultiHead : Layout == DecoderLayout.OrtFused || PositionIds;
 
     /// <summary>Q projection width.</summary>
     public int QWidth => Heads * HeadDim;
@@ -107,8 +126,10 @@ public sealed record DecoderSpec
         Positive(HeadDim, "head_dim"); Positive(Intermediate, "intermediate"); Positive(Vocab, "vocab"); Positive(MaxPositions, "max_positions");
         if (HeadDim % 2 != 0) throw new OnnxSteerException(ErrorKind.Usage, $"head_dim must be even for rotary, got {HeadDim}.");
         if (Heads % KvHeads != 0) throw new OnnxSteerException(ErrorKind.Usage, $"heads ({Heads}) must be a multiple of kv_heads ({KvHeads}).");
-        if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.MultiHead && KvHeads != Heads)
-            throw new OnnxSteerException(ErrorKind.Usage, $"MultiHeadAttention needs kv_heads == heads (got {KvHeads} vs {Heads}); use GroupQueryAttention.");
+        if (Quantization != WeightQuantization.None && Layout != DecoderLayout.GenAi)
+            throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai layout, not {Layout}.");
+        if (Quantization != WeightQuantization.None && (QuantBlockSize < 16 || (QuantBlockSize & (QuantBlockSize - 1)) != 0))
+            throw new OnnxSteerException(ErrorKind.Usage, $"block size must be a power of two >= 16, got {QuantBlockSize}.");
         if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.GroupQuery && HeadDim % 16 != 0)
             throw new OnnxSteerException(ErrorKind.Usage, $"GroupQueryAttention on CPU needs head_dim a multiple of 16, got {HeadDim}.");
     }

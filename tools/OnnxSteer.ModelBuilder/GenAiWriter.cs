@@ -68,6 +68,18 @@ internal static class GenAiWriter
             var t = w.Get(hfName, [outDim, inDim]);
             return g.Initializer(onnxName, LlamaNames.Transpose(t.Data, outDim, inDim), [inDim, outDim], T);
         }
+        // A Linear layer: MatMul with a transposed weight, or (int4) com.microsoft::MatMulNBits named like the builder's
+        // quantizer names it (node .../MatMul_Q4, initializers ...weight_Q4 and ...weight_scales).
+        string Proj(string nodeName, string input, string hfName, int outDim, int inDim, string onnxName, string? output = null)
+        {
+            if (s.Quantization == WeightQuantization.None)
+                return g.Node("MatMul", nodeName, [input, Linear(hfName, outDim, inDim, onnxName)], 1, "", output is null ? null : [output])[0];
+            var q = Int4.Quantize(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim, s.QuantBlockSize);
+            var b = g.InitializerBytes(onnxName + "_Q4", q.Packed, [outDim, q.BlocksPerRow, s.QuantBlockSize / 2], DT.Uint8);
+            var sc = g.Initializer(onnxName + "_scales", q.Scales, [(long)outDim * q.BlocksPerRow], T);
+            return g.Node("MatMulNBits", nodeName + "_Q4", [input, b, sc], 1, "com.microsoft", output is null ? null : [output],
+                ("K", (long)inDim), ("N", (long)outDim), ("bits", 4L), ("block_size", (long)s.QuantBlockSize), ("accuracy_level", 0L))[0];
+        }
         string Vector(string hfName, string onnxName) => g.Initializer(onnxName, w.Get(hfName, [s.Hidden]).Data, [s.Hidden], T);
 
         var embed = g.Initializer("model.embed_tokens.weight", w.Get(LlamaNames.Embed, [s.Vocab, s.Hidden]).Data, [s.Vocab, s.Hidden], T);
@@ -86,9 +98,9 @@ internal static class GenAiWriter
         for (var i = 0; i < s.Layers; i++)
         {
             var p = $"/model/layers.{i}";
-            var q = g.Op("MatMul", $"{p}/attn/q_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight"));
-            var k = g.Op("MatMul", $"{p}/attn/k_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight"));
-            var v = g.Op("MatMul", $"{p}/attn/v_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight"));
+            var q = Proj($"{p}/attn/q_proj/MatMul", normed, LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight");
+            var k = Proj($"{p}/attn/k_proj/MatMul", normed, LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight");
+            var v = Proj($"{p}/attn/v_proj/MatMul", normed, LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight");
             string attn;
             if (!gqa)
             {
@@ -96,10 +108,34 @@ internal static class GenAiWriter
                     ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
                 var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
                     ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-                attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
-                    [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
-                    [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                    ("num_heads", (long)s.Heads), ("scale", scale))[0];
+                if (s.KvHeads == s.Heads)
+                {
+                    attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
+                        [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
+                        [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                        ("num_heads", (long)s.Heads), ("scale", scale))[0];
+                }
+                else
+                {
+                    // What the builder's make_repeat_kv does for MultiHeadAttention with fewer KV heads: concatenate the
+                    // cache outside the op (present = Concat(past, new) in BNSH), repeat each KV head, and feed the full
+                    // 4-D BNSH key/value to MultiHeadAttention without past inputs.
+                    var group = s.Heads / s.KvHeads;
+                    string CacheAndRepeat(string x, string kind)
+                    {
+                        var r = $"{p}/attn/{kind}_repeat_kv";
+                        var bnsh = g.OpA("Transpose", $"{r}/Transpose", [g.Op("Reshape", $"{r}/Reshape", x, g.Int64(false, 0, 0, s.KvHeads, s.HeadDim))],
+                            ("perm", new long[] { 0, 2, 1, 3 }));
+                        var present = g.Node("Concat", $"{r}/Concat", [$"past_key_values.{i}.{kind}", bnsh], 1, "", [$"present.{i}.{kind}"], ("axis", 2L))[0];
+                        var expanded = g.Op("Expand", $"{r}/Expand", g.Op("Unsqueeze", $"{r}/Unsqueeze", present, g.Int64(false, 2)),
+                            g.Int64(false, 1, 1, group, 1, 1));
+                        return g.Op("Reshape", $"{r}/Reshape_1", expanded, g.Int64(false, 0, s.Heads, -1, s.HeadDim));
+                    }
+                    var kFull = CacheAndRepeat(kr, "key");
+                    var vFull = CacheAndRepeat(v, "value");
+                    attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention", [qr, kFull, vFull, "", "", bias!], 1, "com.microsoft", null,
+                        ("num_heads", (long)s.Heads), ("scale", scale))[0];
+                }
             }
             else
             {
@@ -109,16 +145,16 @@ internal static class GenAiWriter
                     ("num_heads", (long)s.Heads), ("kv_num_heads", (long)s.KvHeads), ("scale", scale), ("local_window_size", -1L),
                     ("do_rotary", 1L), ("rotary_interleaved", 0L))[0];
             }
-            var o = g.Op("MatMul", $"{p}/attn/o_proj/MatMul", attn, Linear(LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight"));
+            var o = Proj($"{p}/attn/o_proj/MatMul", attn, LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight");
             var post = g.Node("SkipSimplifiedLayerNormalization", $"{p}/post_attention_layernorm/SkipLayerNorm",
                 [residual, o, Vector(LlamaNames.PostAttentionNorm(i), $"model.layers.{i}.post_attention_layernorm.weight")], 4, "com.microsoft",
                 [$"{p}/post_attention_layernorm/output_0", "", "", $"{p}/post_attention_layernorm/output_3"], ("epsilon", eps));
             residual = post[3];
-            var gate = g.Op("MatMul", $"{p}/mlp/gate_proj/MatMul", post[0], Linear(LlamaNames.Mlp(i, "gate"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.gate_proj.MatMul.weight"));
-            var up = g.Op("MatMul", $"{p}/mlp/up_proj/MatMul", post[0], Linear(LlamaNames.Mlp(i, "up"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.up_proj.MatMul.weight"));
+            var gate = Proj($"{p}/mlp/gate_proj/MatMul", post[0], LlamaNames.Mlp(i, "gate"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.gate_proj.MatMul.weight");
+            var up = Proj($"{p}/mlp/up_proj/MatMul", post[0], LlamaNames.Mlp(i, "up"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.up_proj.MatMul.weight");
             var act = g.Op("Mul", $"{p}/mlp/act_fn/Mul", gate, g.Op("Sigmoid", $"{p}/mlp/act_fn/Sigmoid", gate));
-            var down = g.Op("MatMul", $"{p}/mlp/down_proj/MatMul", g.Op("Mul", $"{p}/mlp/Mul", act, up),
-                Linear(LlamaNames.Mlp(i, "down"), s.Hidden, s.Intermediate, $"model.layers.{i}.mlp.down_proj.MatMul.weight"));
+            var down = Proj($"{p}/mlp/down_proj/MatMul", g.Op("Mul", $"{p}/mlp/Mul", act, up),
+                LlamaNames.Mlp(i, "down"), s.Hidden, s.Intermediate, $"model.layers.{i}.mlp.down_proj.MatMul.weight");
             if (i < s.Layers - 1)
             {
                 var n = $"/model/layers.{i + 1}/input_layernorm";
@@ -137,8 +173,7 @@ internal static class GenAiWriter
                     [$"{n}/output_0"], ("epsilon", eps))[0];
             }
         }
-        var lm = Linear(LlamaNames.LmHead, s.Vocab, s.Hidden, "lm_head.MatMul.weight");
-        g.Node("MatMul", "/lm_head/MatMul", [normed, lm], 1, "", ["logits"]);
+        Proj("/lm_head/MatMul", normed, LlamaNames.LmHead, s.Vocab, s.Hidden, "lm_head.MatMul.weight", "logits");
 
         var model = new ModelProto
         {

@@ -46,6 +46,28 @@ public sealed class TensorStore : IDisposable
         return t;
     }
 
+    /// <summary>Makes a float initializer stored as <paramref name="dtype"/> (float32 or float16), streaming the
+    /// conversion in chunks so no second full-size copy is made.</summary>
+    public TensorProto MakeFloat(string name, TensorProto.Types.DataType dtype, long[] dims, ReadOnlySpan<float> data)
+    {
+        if (_file is null || (dtype != TensorProto.Types.DataType.Float && dtype != TensorProto.Types.DataType.Float16))
+            return Make(name, dtype, dims, TensorBytes.Encode(data, dtype));
+        if (dtype == TensorProto.Types.DataType.Float)
+            return Make(name, dtype, dims, System.Runtime.InteropServices.MemoryMarshal.AsBytes(data));
+        var t = Make(name, dtype, dims, []);
+        var offset = _file.Position;
+        var buffer = new byte[1 << 20];
+        for (var start = 0; start < data.Length; start += buffer.Length / 2)
+        {
+            var n = Math.Min(buffer.Length / 2, data.Length - start);
+            var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(buffer.AsSpan(0, n * 2));
+            for (var i = 0; i < n; i++) halves[i] = (Half)data[start + i];
+            _file.Write(buffer, 0, n * 2);
+        }
+        t.ExternalData.Single(e => e.Key == "length").Value = (_file.Position - offset).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return t;
+    }
+
     /// <summary>Flushes and closes the external file.</summary>
     public void Dispose() => _file?.Dispose();
 }
@@ -138,7 +160,7 @@ public sealed class GraphBuilder
     /// <summary>Adds a float initializer stored as <paramref name="dtype"/> (float32 or float16).</summary>
     public string Initializer(string name, float[] data, long[] dims, TensorProto.Types.DataType dtype)
     {
-        Graph.Initializer.Add(_store.Make(name, dtype, dims, TensorBytes.Encode(data, dtype)));
+        Graph.Initializer.Add(_store.MakeFloat(name, dtype, dims, data));
         return name;
     }
 

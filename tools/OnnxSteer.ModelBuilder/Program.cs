@@ -6,7 +6,7 @@ internal static class Program
     {
         try
         {
-            return Cli.Run(args, Console.Out, Console.Error);
+            return BuilderCli.Run(args, Console.Out, Console.Error);
         }
         catch (OnnxSteerException e)
         {

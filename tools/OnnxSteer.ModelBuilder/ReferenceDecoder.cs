@@ -9,7 +9,8 @@ public sealed class ReferenceDecoder
     private readonly bool _half;
 
     /// <summary>Creates a reference for <paramref name="spec"/>. For float16 specs the weights are rounded through
-    /// float16 first (as the model stores them); the arithmetic stays float32.</summary>
+    /// float16 first (as the model stores them), for int4 specs the Linear weights are quantized and dequantized;
+    /// the arithmetic stays float32.</summary>
     public ReferenceDecoder(DecoderSpec spec, IWeightSource weights)
     {
         _s = spec;
@@ -20,6 +21,9 @@ public sealed class ReferenceDecoder
     private float[] W(string name, params int[] shape)
     {
         var d = _w.Get(name, shape).Data;
+        // int4 models compute with the dequantized Linear weights (embedding and norms stay float).
+        if (_s.Quantization == WeightQuantization.Int4 && shape.Length == 2 && name != LlamaNames.Embed)
+            return Int4.Dequantize(Int4.Quantize(d, shape[0], shape[1], _s.QuantBlockSize), shape[0], shape[1], _s.QuantBlockSize, _half);
         if (!_half) return d;
         var c = (float[])d.Clone();
         TensorBytes.RoundToHalf(c);

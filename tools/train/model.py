@@ -170,7 +170,7 @@ class LlamaForCausalLM(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, input_ids, attention_mask=None, return_hidden=False):
+    def forward(self, input_ids, attention_mask=None, return_hidden=False, skip_head=False):
         """Logits [b, t, vocab]. ``attention_mask`` [b, t] (1 = real token) supports left padding."""
         b, t = input_ids.shape
         if attention_mask is None:
@@ -194,6 +194,8 @@ class LlamaForCausalLM(nn.Module):
             x = layer(x, cos, sin, mask)
             hidden.append(x)
         x = self.model.norm(x)
+        if skip_head:
+            return None, x
         logits = self.lm_head(x)
         if return_hidden:
             return logits, hidden

@@ -58,11 +58,26 @@ def make_batch(examples, idx):
 
 
 def loss_fn(model, ids, mask):
-    logits = model(ids[:, :-1])
-    tgt = ids[:, 1:]
-    m = mask[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
-    return (ce * m.reshape(-1)).sum() / m.sum()
+    # The lm_head only runs on positions that carry loss (the prompt is most of each sequence).
+    _, hidden = model(ids[:, :-1], return_hidden=True, skip_head=True)
+    sel = mask[:, 1:].reshape(-1) > 0
+    h = hidden.reshape(-1, hidden.shape[-1])[sel]
+    logits = model.lm_head(h)
+    return F.cross_entropy(logits, ids[:, 1:].reshape(-1)[sel])
+
+
+def batches(examples, rng, batch):
+    """One epoch of batches: shuffled, then grouped by length within windows of 50 batches so
+    little compute goes to padding; batch order is shuffled again. Deterministic given rng."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    out = []
+    w = 50 * batch
+    for i in range(0, len(order), w):
+        chunk = sorted(order[i:i + w], key=lambda j: len(examples[j][0]))
+        out += [chunk[k:k + batch] for k in range(0, len(chunk) - batch + 1, batch)]
+    rng.shuffle(out)
+    return out
 
 
 def main():
@@ -71,7 +86,9 @@ def main():
     ap.add_argument("--work", default=os.path.join(HERE, "work"))
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--max-minutes", type=float, default=18.0)
+    ap.add_argument("--max-minutes", type=float, default=18.0, help="wall-clock cap")
+    ap.add_argument("--max-cpu-minutes", type=float, default=1e9,
+                    help="cap on process CPU time (all threads), robust to other load on the machine")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=30)
@@ -114,29 +131,28 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     rng = random.Random(args.seed + 17)
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    pos = 0
+    epoch = []
     t0 = time.time()
+    c0 = time.process_time()
     cap = args.max_minutes * 60
+    cpu_cap = args.max_cpu_minutes * 60
     step = 0
     ema = None
     history = []
     model.train()
     while step < args.steps:
         elapsed = time.time() - t0
-        progress = max(step / args.steps, elapsed / cap)
+        cpu = time.process_time() - c0
+        progress = max(step / args.steps, elapsed / cap, cpu / cpu_cap)
         if progress >= 1.0:
-            log(logf, f"wall-clock cap reached after {step} steps")
+            log(logf, f"time cap reached after {step} steps (wall {elapsed:.0f}s, cpu {cpu:.0f}s)")
             break
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        if pos + args.batch > len(order):
-            rng.shuffle(order)
-            pos = 0
-        ids, mask = make_batch(examples, order[pos: pos + args.batch])
-        pos += args.batch
+        if not epoch:
+            epoch = batches(examples, rng, args.batch)
+        ids, mask = make_batch(examples, epoch.pop())
         loss = loss_fn(model, ids, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,10 +162,12 @@ def main():
         ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
         if step % 10 == 0 or step == 1:
             history.append({"step": step, "loss": round(loss.item(), 4), "ema": round(ema, 4),
-                            "s": round(time.time() - t0, 1)})
-            log(logf, f"step {step:5d} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} t {time.time() - t0:7.1f}s")
+                            "s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)})
+            log(logf, f"step {step:5d} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} t {time.time() - t0:7.1f}s "
+                      f"cpu {time.process_time() - c0:7.1f}s")
     train_s = time.time() - t0
-    log(logf, f"done: {step} steps in {train_s:.1f}s, final ema loss {ema:.4f}")
+    cpu_s = time.process_time() - c0
+    log(logf, f"done: {step} steps in {train_s:.1f}s wall, {cpu_s:.1f}s cpu, final ema loss {ema:.4f}")
 
     model.eval()
     torch.save(model.state_dict(), os.path.join(out, "ckpt.pt"))
@@ -162,7 +180,9 @@ def main():
     tok.save(out)
     with open(os.path.join(out, "train_log.json"), "w", newline="\n") as f:
         json.dump({"variant": name, "seed": args.seed, "steps_done": step, "steps_budget": args.steps,
-                   "max_minutes": args.max_minutes, "train_seconds": round(train_s, 1), "batch": args.batch,
+                   "max_minutes": args.max_minutes, "max_cpu_minutes": args.max_cpu_minutes,
+                   "train_seconds": round(train_s, 1), "train_cpu_seconds": round(cpu_s, 1),
+                   "load_average_at_end": list(os.getloadavg()), "batch": args.batch,
                    "lr": args.lr, "init": args.init, "final_ema_loss": round(ema, 4),
                    "parameters": model.num_parameters(), "history": history}, f, indent=1)
     write_reference(model, tok, out)

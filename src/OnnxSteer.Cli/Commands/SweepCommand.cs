@@ -17,10 +17,11 @@ internal static class SweepCommand
         var scales = new Option<string?>("--scales") { Description = "Additive weights tried, as multiples of the vector's |u_L| (default 1,2,4,8; word exclusion uses the negatives)." };
         var objective = new Option<string>("--objective")
         {
-            Description = "without: loose accuracy without the instruction (the paper); both: mean of the steered accuracies without and with the instruction.",
+            Description = "without: loose accuracy without the instruction (the paper); both: mean of the steered accuracies without and with the instruction; "
+                + "guarded: accuracy without the instruction among candidates that lower with-instruction accuracy by at most 0.1.",
             DefaultValueFactory = _ => "without",
         };
-        objective.AcceptOnlyFromAmong("without", "both");
+        objective.AcceptOnlyFromAmong("without", "both", "guarded");
         var instructions = new Option<string?>("--instructions") { Description = "Comma-separated instruction ids to sweep (default: all in the data)." };
         var json = new Option<bool>("--json") { Description = "Print every candidate's scores as JSON instead of a Markdown table." };
         var plot = new Option<string?>("--plot") { Description = "Write accuracy against layer per instruction (.svg)." };
@@ -41,7 +42,12 @@ internal static class SweepCommand
             var options = new SweepOptions
             {
                 Layers = parse.GetValue(layers) is { } l ? ParseLayers(l) : null,
-                Objective = parse.GetValue(objective) == "both" ? SweepObjective.Both : SweepObjective.WithoutInstruction,
+                Objective = parse.GetValue(objective) switch
+                {
+                    "both" => SweepObjective.Both,
+                    "guarded" => SweepObjective.Guarded,
+                    _ => SweepObjective.WithoutInstruction,
+                },
                 Instructions = parse.GetValue(instructions)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             };
             if (scaleList is not null) options = options with { AddScales = scaleList, ExclusionScales = [.. scaleList.Select(s => -s)] };
@@ -54,7 +60,7 @@ internal static class SweepCommand
                 Options = options,
                 Generation = shared.Generation(parse),
             };
-            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), ct);
+            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
             EvalCliOptions.EndProgress(stderr);
             EvalCliOptions.WriteText(outPath, result.Selection.ToJson() + Environment.NewLine);
             stdout.Write(parse.GetValue(json) ? result.ToJson() + Environment.NewLine : result.ToMarkdown());

@@ -184,6 +184,8 @@ public static class LayoutMatchers
     /// <summary>Every built-in matcher, most specific first (the first match wins).</summary>
     public static IReadOnlyList<IDecoderLayoutMatcher> All { get; } =
     [
+        new OrtFusedLayoutMatcher(),
+        new Gemma2LayoutMatcher(),
         new GenAiLayoutMatcher(),
         new OptimumMergedLayoutMatcher(),
         new OptimumLayoutMatcher(),

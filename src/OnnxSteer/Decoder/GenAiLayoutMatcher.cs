@@ -37,6 +37,7 @@ public sealed class GenAiLayoutMatcher : IDecoderLayoutMatcher
         while (current.Output(FusedNormResidualPoint.ResidualOutputIndex) is { Uses.Count: > 0 } residual)
         {
             var next = residual.Uses.Where(u => u.InputIndex is 0 or 1 && IsSkipNorm(u.Node)).Select(u => u.Node).Distinct().ToList();
+            if (next.Count == 0) break; // a final norm whose residual output is exposed (e.g. by onnxsteer)
             if (next.Count != 1)
                 return LayoutMatch.Failed(Name, $"its output 3 (the residual) feeds {next.Count} skip norms; expected exactly 1", current, 20 + chain.Count);
             if (chain.Contains(next[0]))
@@ -65,6 +66,8 @@ public sealed class GenAiLayoutMatcher : IDecoderLayoutMatcher
             var postAttention = chain[2 * layer];
             var residualIn = layer == 0 ? embedding : chain[2 * layer - 1].Output(FusedNormResidualPoint.ResidualOutputIndex);
             var sublayer = postAttention.Input(0) == residualIn ? postAttention.Input(1) : postAttention.Input(0);
+            if (Gemma2LayoutMatcher.PlainNormBehind(sublayer) is { } sandwich)
+                return LayoutMatch.Failed(Name, $"block {layer}'s post-attention skip operand is itself a norm (sandwich norms: the gemma2 layout)", sandwich, 55);
             if (sublayer is null || FindBackward(sublayer, residualIn, n => AttentionOps.Contains(n.OpType)) is null)
                 return LayoutMatch.Failed(Name, $"no attention op feeds block {layer}'s post-attention norm", postAttention, 60 + layer * 30 / numLayers);
         }

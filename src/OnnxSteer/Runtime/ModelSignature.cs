@@ -74,17 +74,17 @@ internal sealed partial class ModelSignature
         // Order by layer then key/value so feeding is deterministic.
         cache.Sort((a, b) => string.CompareOrdinal(a.Input, b.Input));
 
-        // With --steer-input optional the steering inputs are initializers that may be overridden: ONNX Runtime lists
-        // those in OverridableInitializerMetadata, not InputMetadata, yet accepts them as feeds by name.
-        var steerable = new Dictionary<string, NodeMetadata>(inputs);
-        foreach (var (name, meta) in session.OverridableInitializerMetadata) steerable.TryAdd(name, meta);
         var steering = new Dictionary<int, (string, string, string, TensorElementType)>();
+        // Optional steering inputs have zero initializers of the same name: ONNX Runtime lists those as overridable
+        // initializers, not inputs, yet feeding them by name works the same.
+        var feedable = new Dictionary<string, NodeMetadata>(inputs);
+        foreach (var (name, meta) in session.OverridableInitializerMetadata) feedable.TryAdd(name, meta);
         if (manifest is not null)
             foreach (var layer in manifest.SteeredLayers)
             {
                 var names = manifest.Inputs.TryGetValue(layer.ToString(System.Globalization.CultureInfo.InvariantCulture), out var n) ? n
                     : new LayerSteeringInputs { Add = SteeringContract.AddInput(layer), Direction = SteeringContract.DirectionInput(layer), Target = SteeringContract.TargetInput(layer) };
-                if (!steerable.TryGetValue(names.Add, out var addMeta) || !steerable.ContainsKey(names.Direction) || !steerable.ContainsKey(names.Target))
+                if (!feedable.TryGetValue(names.Add, out var addMeta) || !feedable.ContainsKey(names.Direction) || !feedable.ContainsKey(names.Target))
                     throw new OnnxSteerException(ErrorKind.InvalidModel,
                         $"{modelPath}: steering.json lists layer {layer} as steered but the model lacks input {names.Add}, {names.Direction} or {names.Target}");
                 steering[layer] = (names.Add, names.Direction, names.Target, addMeta.ElementDataType);

@@ -33,7 +33,8 @@ public sealed class SteeredModel : IDisposable
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
         _eos = [.. config.EosTokenIds];
         if (tokenizer.EosTokenId is int e) _eos.Add(e);
-        _padId = tokenizer.PadTokenId ?? config.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
+        // Padding is masked, so any id in the embedding table works; the model config is the surer source of one.
+        _padId = config.PadTokenId ?? tokenizer.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
     }
 
     internal ModelSignature Signature { get; }

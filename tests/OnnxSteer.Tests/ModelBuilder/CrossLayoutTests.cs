@@ -24,3 +24,18 @@ public sealed class CrossLayoutTests
         }
     }
 }
+
+public sealed class FixtureTokenizerTests
+{
+    [Fact]
+    public void RealTokenizerCanBeCopiedIntoAFullVocabularyFixture()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var fixture = DecoderFixtures.Write(DecoderSpec.Tiny() with { Vocab = 32000, Layers = 1, BosTokenId = 0, EosTokenId = 1, PadTokenId = 2 }, dir.Path);
+        var copied = DecoderFixtures.CopyTokenizerFiles(TestPaths.GenAiTinyLlamaFp16, fixture.Directory);
+        Assert.Contains("tokenizer.json", copied);
+        Assert.True(File.Exists(Path.Combine(dir.Path, "tokenizer.json")));
+        using var runner = DecoderRunner.Load(fixture.ModelPath);
+        Assert.Equal(32000, runner.Forward([[1, 31999]])[0][1].Length);
+    }
+}

@@ -42,6 +42,25 @@ public sealed class GenAiLayoutTests
         LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, tol);
     }
 
+    /// <summary>kv_heads &lt; heads with MultiHeadAttention (the builder's make_repeat_kv) and a head size that
+    /// GroupQueryAttention on CPU refuses.</summary>
+    [Theory]
+    [InlineData(DecoderDType.Float32, 1e-4)]
+    [InlineData(DecoderDType.Float16, 2e-2)]
+    public void MultiHeadAttentionWithFewerKvHeadsRepeatsKv(DecoderDType dtype, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype) with { Heads = 4, KvHeads = 2, HeadDim = 10 };
+        var weights = new RandomWeights(3);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, tol);
+        LayoutChecks.LeftPaddedBatchMatchesRows(fixture.ModelPath, spec, tol);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, dtype == DecoderDType.Float32 ? 1e-4 : 5e-2);
+        var nodes = OnnxModelFile.Load(fixture.ModelPath).Proto.Graph.Node;
+        Assert.Equal(spec.Layers, nodes.Count(n => n.OpType == "MultiHeadAttention"));
+        Assert.Equal("Concat", nodes.Single(n => n.Output.Contains("present.1.value")).OpType);
+    }
+
     [Fact]
     public void GraphMirrorsTheRealBuilderExport()
     {
@@ -71,5 +90,58 @@ public sealed class GenAiLayoutTests
             model.Proto.Graph.Input.Select(i => i.Name));
         Assert.Equal(["logits", .. Enumerable.Range(0, spec.Layers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })],
             model.Proto.Graph.Output.Select(i => i.Name));
+    }
+}
+
+public sealed class GenAiInt4Tests
+{
+    [Theory]
+    [InlineData(DecoderDType.Float32, AttentionKind.MultiHead, 1e-4)]
+    [InlineData(DecoderDType.Float16, AttentionKind.MultiHead, 5e-2)]
+    [InlineData(DecoderDType.Float32, AttentionKind.GroupQuery, 1e-4)]
+    public void MatMulNBitsModelMatchesDequantizedReference(DecoderDType dtype, AttentionKind attention, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, dtype, attention) with { Quantization = WeightQuantization.Int4, Intermediate = 80 };
+        var weights = new RandomWeights(9);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, tol);
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, dtype == DecoderDType.Float32 ? 1e-4 : 2e-2);
+        var nodes = OnnxSteer.Onnx.OnnxModelFile.Load(fixture.ModelPath).Proto.Graph.Node;
+        Assert.Equal(7 * spec.Layers + 1, nodes.Count(n => n.OpType == "MatMulNBits" && n.Domain == "com.microsoft"));
+        Assert.DoesNotContain(nodes, n => n.OpType == "MatMul");
+        Assert.Equal("/lm_head/MatMul_Q4", nodes.Single(n => n.Output.Contains("logits")).Name);
+    }
+
+    [Fact]
+    public void QuantizeDequantizeRoundTripsWithinHalfAStep()
+    {
+        var w = new RandomWeights(3).Get("x", [5, 40]).Data;
+        var q = Int4.Quantize(w, 5, 40, 16);
+        Assert.Equal(3, q.BlocksPerRow);
+        var d = Int4.Dequantize(q, 5, 40, 16, roundScalesToHalf: false);
+        for (var i = 0; i < w.Length; i++)
+            Assert.True(Math.Abs(w[i] - d[i]) <= q.Scales[(i / 40) * 3 + (i % 40) / 16] / 2 + 1e-6);
+    }
+}
+
+public sealed class GenAiGqaPaddingTests
+{
+    /// <summary>GroupQueryAttention on CPU takes each row's length from seqlens_k (attention_mask sum - 1) and assumes the
+    /// valid tokens start at position 0: right padding works in prefill, left padding does not (documented limitation).</summary>
+    [Fact]
+    public void RightPaddedPrefillMatchesSingleRows()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, attention: AttentionKind.GroupQuery) with { Heads = 4, KvHeads = 2 };
+        var fixture = DecoderFixtures.Write(spec, dir.Path);
+        var a = LayoutChecks.Tokens(6, spec.Vocab, 1);
+        var b = LayoutChecks.Tokens(3, spec.Vocab, 2);
+        using var runner = DecoderRunner.Load(fixture.ModelPath);
+        var aloneA = runner.Forward([a])[0];
+        var aloneB = runner.Forward([b])[0];
+        var batch = runner.Forward([a, [.. b, 0, 0, 0]], [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]);
+        for (var t = 0; t < 6; t++) Assert.True(LayoutChecks.MaxAbsDiff(aloneA[t], batch[0][t]) <= 1e-4, $"row 0 position {t}");
+        for (var t = 0; t < 3; t++) Assert.True(LayoutChecks.MaxAbsDiff(aloneB[t], batch[1][t]) <= 1e-4, $"row 1 position {t}");
     }
 }

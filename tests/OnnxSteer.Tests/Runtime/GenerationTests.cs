@@ -79,6 +79,24 @@ public sealed class GenerationTests(FixtureModel fixture) : IClassFixture<Fixtur
     }
 
     [Fact]
+    public void Sampling_with_top_k_1_or_tiny_top_p_is_greedy()
+    {
+        var greedy = Model.Generate("Hello", options: Raw);
+        Assert.Equal(greedy.TokenIds, Model.Generate("Hello", options: Raw with { Temperature = 0.8f, TopK = 1, Seed = 3 }).TokenIds);
+        Assert.Equal(greedy.TokenIds, Model.Generate("Hello", options: Raw with { Temperature = 0.8f, TopP = 1e-6f, Seed = 3 }).TokenIds);
+        Assert.Equal(greedy.TokenIds, Model.Generate("Hello", options: Raw with { Temperature = 0.8f, TopK = 40, TopP = 1e-6f, Seed = 3 }).TokenIds);
+    }
+
+    [Fact]
+    public void Sampler_top_k_keeps_the_k_most_likely()
+    {
+        var logits = new float[] { 0.1f, 5f, -2f, 4.9f, 3f, 4.95f };
+        var sampler = new OnnxSteer.Runtime.Generation.Sampler(new GeneratorOptions { Temperature = 1f, TopK = 3, Seed = 1 }, logits.Length);
+        var seen = Enumerable.Range(0, 300).Select(_ => sampler.Next(logits)).ToHashSet();
+        Assert.Equal(new HashSet<int> { 1, 3, 5 }, seen);
+    }
+
+    [Fact]
     public void Stops_at_max_tokens_stop_strings_and_eos()
     {
         var full = Model.Generate("Hello", options: Raw with { MaxNewTokens = 20 });

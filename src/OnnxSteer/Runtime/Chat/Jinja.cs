@@ -348,7 +348,8 @@ internal sealed class JinjaTemplate
         public override object? Eval(Scope scope)
         {
             var v = operand.Eval(scope);
-            return op == "not" ? !Values.Truthy(v) : v is long l ? -l : -Values.ToDouble(v);
+            if (op == "not") return !Values.Truthy(v);
+            return v is long l ? (object)(-l) : -Values.ToDouble(v);
         }
     }
     private sealed class Conditional(Expr then, Expr condition, Expr? otherwise) : Expr
@@ -783,7 +784,7 @@ internal sealed class JinjaTemplate
             if (a is long l1 && b is long l2)
                 return op switch
                 {
-                    "+" => l1 + l2, "-" => l1 - l2, "*" => l1 * l2, "/" => (double)l1 / l2,
+                    "+" => (object)(l1 + l2), "-" => l1 - l2, "*" => l1 * l2, "/" => (double)l1 / l2,
                     "//" => (long)Math.Floor((double)l1 / l2), "%" => ((l1 % l2) + l2) % l2,
                     _ => throw new JinjaException($"unsupported operator {op}"),
                 };

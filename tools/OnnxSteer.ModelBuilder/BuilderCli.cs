@@ -6,10 +6,10 @@ namespace OnnxSteer.ModelBuilder;
 /// <code>
 /// build --layout genai|genai-gqa|optimum|optimum-merged [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
 ///       [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P] [--rope-theta T] [--eps E]
-///       [--no-position-ids] [--external-data|--embedded] [--medium] [--seed S] -o OUTDIR
+///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
 /// dump MODEL.onnx
 /// </code></summary>
-public static class Cli
+public static class BuilderCli
 {
     /// <summary>Runs one command; returns the exit code.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
@@ -35,6 +35,12 @@ public static class Cli
             case "dump":
                 ModelDump.Write(opts.Positional.Single(), stdout);
                 return 0;
+            case "check":
+                {
+                    var r = SelfCheck.Run(opts.Positional.Single(), opts.Int("--prefill") ?? 16, opts.Int("--steps") ?? 8);
+                    stdout.WriteLine($"prefill {r.Prefill} tokens: {r.PrefillMs:F1} ms; decode: {r.DecodeMsPerToken:F2} ms/token; cached vs full-run logits max |diff| {r.MaxAbsDiff:G3}");
+                    return 0;
+                }
             case "export-llama":
                 return LlamaExport.RunCli(opts, stdout);
             default:
@@ -48,10 +54,11 @@ public static class Cli
         usage:
           modelbuilder build --layout genai|genai-gqa|optimum|optimum-merged [--dtype fp32|fp16] [--layers N] [--hidden H]
                 [--heads N] [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P]
-                [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--medium] [--seed S] -o OUTDIR
+                [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
-                [--dtype fp32|fp16] [--attention mha|gqa] [--reference reference.json] -o OUTDIR
+                [--dtype fp32|fp16] [--attention mha|gqa] [--quant int4] [--reference reference.json] [--tolerance T] [--overwrite] -o OUTDIR
           modelbuilder dump MODEL.onnx
+          modelbuilder check MODEL.onnx [--prefill N] [--steps M]   (KV-cache decode vs full run, timings)
         """;
 
     /// <summary>Parses a layout name: genai, genai-gqa, optimum, optimum-merged.</summary>
@@ -71,6 +78,14 @@ public static class Cli
         null or "fp32" or "float32" => DecoderDType.Float32,
         "fp16" or "float16" => DecoderDType.Float16,
         _ => throw new OnnxSteerException(ErrorKind.Usage, $"unknown dtype '{s}'; expected fp32 or fp16."),
+    };
+
+    /// <summary>Parses none/int4.</summary>
+    public static WeightQuantization ParseQuant(string? s) => s switch
+    {
+        null or "none" => WeightQuantization.None,
+        "int4" => WeightQuantization.Int4,
+        _ => throw new OnnxSteerException(ErrorKind.Usage, $"unknown quantization '{s}'; expected none or int4."),
     };
 
     /// <summary>Parses mha/gqa.</summary>
@@ -101,6 +116,8 @@ public static class Cli
             RmsEps = o.Double("--eps") ?? s.RmsEps,
             PositionIds = !o.Flag("--no-position-ids"),
             ExternalData = o.Flag("--external-data") ? true : o.Flag("--embedded") ? false : null,
+            Quantization = ParseQuant(o.Get("--quant")),
+            QuantBlockSize = o.Int("--block-size") ?? s.QuantBlockSize,
         };
         // Heads given without kv-heads or head-dim: keep MHA-compatible defaults.
         s = s with { KvHeads = o.Int("--kv-heads") ?? (o.Int("--heads") is { } h ? h : s.KvHeads) };
@@ -111,7 +128,7 @@ public static class Cli
     /// <summary>Parsed <c>--name value</c> options, flags and positional arguments.</summary>
     public sealed class Options
     {
-        private static readonly HashSet<string> Flags = ["--no-position-ids", "--external-data", "--embedded", "--medium"];
+        private static readonly HashSet<string> Flags = ["--no-position-ids", "--external-data", "--embedded", "--medium", "--overwrite"];
         private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
         private readonly HashSet<string> _flags = new(StringComparer.Ordinal);
 

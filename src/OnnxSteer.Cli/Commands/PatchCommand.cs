@@ -1,0 +1,107 @@
+using System.CommandLine;
+using OnnxSteer.Contract;
+using OnnxSteer.Decoder;
+
+namespace OnnxSteer.Cli;
+
+/// <summary><c>onnxsteer patch &lt;model&gt; -o &lt;out&gt; [--layers] [--expose] [--steer-input] [--verify] [--overwrite] [--json]</c>.</summary>
+internal static class PatchCommand
+{
+    private static readonly Argument<string> ModelArgument = new("model") { Description = "Model folder or .onnx file to patch (left unchanged)." };
+    private static readonly Option<string> OutputOption = new("--output", "-o") { Description = "Folder to write the patched model to.", Required = true };
+    private static readonly Option<string> LayersOption = new("--layers") { Description = "Layers that get steering inputs: all, none, or a list like 3,5,10-12.", DefaultValueFactory = _ => "all" };
+    private static readonly Option<string> ExposeOption = new("--expose") { Description = "Layers that get hidden_states.{L} outputs: all, none, or a list.", DefaultValueFactory = _ => "all" };
+    private static readonly Option<string> SteerInputOption = new("--steer-input")
+    {
+        Description = "optional: steering inputs default to zeros (callers unaware of steering run unchanged); required: plain inputs (what onnxruntime-genai's SetModelInput needs).",
+        DefaultValueFactory = _ => "optional",
+    };
+    private static readonly Option<bool> VerifyOption = new("--verify") { Description = "Run 'onnxsteer verify' on the result." };
+    private static readonly Option<bool> OverwriteOption = new("--overwrite") { Description = "Replace the output folder if it exists." };
+    private static readonly Option<bool> JsonOption = new("--json") { Description = "Print the result as JSON." };
+
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var command = new Command("patch", "Rewrite an exported decoder to expose hidden_states.{L} and take steering.{L}.add|direction|target inputs.");
+        command.Arguments.Add(ModelArgument);
+        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, VerifyOption, OverwriteOption, JsonOption })
+            command.Options.Add(option);
+        command.SetAction(parse =>
+        {
+            var options = new PatchOptions
+            {
+                Layers = LayerSelection.Parse(parse.GetValue(LayersOption)!, "--layers"),
+                Expose = LayerSelection.Parse(parse.GetValue(ExposeOption)!, "--expose"),
+                SteerInput = parse.GetValue(SteerInputOption) switch
+                {
+                    "optional" => SteerInputMode.Optional,
+                    "required" => SteerInputMode.Required,
+                    var other => throw new OnnxSteerException(ErrorKind.Usage, $"--steer-input: '{other}' is not one of optional, required."),
+                },
+            };
+            var json = parse.GetValue(JsonOption);
+            var report = ModelPatcher.Patch(parse.GetValue(ModelArgument)!, parse.GetValue(OutputOption)!, options,
+                parse.GetValue(OverwriteOption), json ? null : TerminalProgress.For(stderr));
+            VerificationReport? verification = parse.GetValue(VerifyOption) ? PatchVerifier.Verify(report.OutputDirectory) : null;
+            if (json)
+            {
+                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    output = report.OutputDirectory,
+                    manifest = report.Manifest,
+                    passes = report.Passes.Select(p => new { pass = p.Pass, counts = p.Counts }),
+                    linked = report.LinkedFiles,
+                    copied = report.CopiedFiles,
+                    carried = report.CarriedFiles,
+                    verification,
+                }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            }
+            else
+            {
+                var m = report.Manifest;
+                stdout.WriteLine($"patched {m.Layout} decoder ({m.NumLayers} layers, hidden {m.HiddenSize}, {m.ResidualDtype}) -> {report.OutputDirectory}");
+                stdout.WriteLine($"  steered layers: {Ranges(m.SteeredLayers)} ({m.SteerInput.ToString().ToLowerInvariant()} inputs); exposed: {Ranges(m.ExposedLayers)}");
+                foreach (var pass in report.Passes) stdout.WriteLine($"  {pass}");
+                if (report.LinkedFiles.Count > 0) stdout.WriteLine($"  weights hard-linked: {string.Join(", ", report.LinkedFiles)}");
+                if (report.CopiedFiles.Count > 0) stdout.WriteLine($"  weights copied: {string.Join(", ", report.CopiedFiles)}");
+                if (report.CarriedFiles.Count > 0) stdout.WriteLine($"  carried over: {string.Join(", ", report.CarriedFiles)}");
+                if (verification is not null) VerifyCommand.WriteText(verification, stdout);
+            }
+            return verification is { Passed: false } ? (int)ErrorKind.VerificationFailed : 0;
+        });
+        return command;
+    }
+
+    /// <summary>"0-3,7" for [0,1,2,3,7]; "none" when empty.</summary>
+    internal static string Ranges(IReadOnlyList<int> layers)
+    {
+        if (layers.Count == 0) return "none";
+        var parts = new List<string>();
+        for (var i = 0; i < layers.Count;)
+        {
+            var j = i;
+            while (j + 1 < layers.Count && layers[j + 1] == layers[j] + 1) j++;
+            parts.Add(i == j ? $"{layers[i]}" : $"{layers[i]}-{layers[j]}");
+            i = j + 1;
+        }
+        return string.Join(",", parts);
+    }
+}
+
+/// <summary>Copy progress on stderr when it is a terminal; nothing when redirected.</summary>
+internal sealed class TerminalProgress(TextWriter writer) : IProgress<CopyProgress>
+{
+    private int _lastPercent = -1;
+
+    public static IProgress<CopyProgress>? For(TextWriter stderr) =>
+        ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected ? new TerminalProgress(stderr) : null;
+
+    public void Report(CopyProgress value)
+    {
+        var percent = value.BytesTotal == 0 ? 100 : (int)(value.BytesDone * 100 / value.BytesTotal);
+        if (percent == _lastPercent) return;
+        _lastPercent = percent;
+        writer.Write($"\rcopying {value.File}: {percent,3}% of {value.BytesTotal / (1 << 20)} MiB");
+        if (value.BytesDone >= value.BytesTotal) { writer.WriteLine(); _lastPercent = -1; }
+    }
+}

@@ -1,0 +1,300 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxSteer.Onnx;
+using OnnxSteer.Onnx.Proto;
+using DT = OnnxSteer.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace OnnxSteer.ModelBuilder;
+
+/// <summary>Gemma 2 tensor names beyond the Llama ones (<see cref="LlamaNames"/> covers embed, q/k/v/o, gate/up/down,
+/// input_layernorm, post_attention_layernorm, norm, lm_head).</summary>
+public static class Gemma2Names
+{
+    /// <summary><c>model.layers.{i}.pre_feedforward_layernorm.weight</c>.</summary>
+    public static string PreFeedforwardNorm(int i) => $"model.layers.{i}.pre_feedforward_layernorm.weight";
+    /// <summary><c>model.layers.{i}.post_feedforward_layernorm.weight</c>.</summary>
+    public static string PostFeedforwardNorm(int i) => $"model.layers.{i}.post_feedforward_layernorm.weight";
+
+    /// <summary>Final logit soft-capping of the fixtures (Gemma 2's <c>final_logit_softcapping</c>).</summary>
+    public const float FinalLogitSoftcap = 30f;
+
+    /// <summary>The embedding normaliser sqrt(hidden), in the model's float type as Gemma multiplies by it.</summary>
+    public static float Normalizer(DecoderSpec s)
+    {
+        var v = (float)Math.Sqrt(s.Hidden);
+        return s.DType == DecoderDType.Float16 ? (float)(Half)v : v;
+    }
+}
+
+/// <summary>Writes Gemma 2 as the onnxruntime-genai model builder does (see docs/exporters.md: Gemma 2 computes its norms
+/// in float32, so in a float16 model the residual stream is float32): embedding Gather · sqrt(hidden), Cast to float32;
+/// block 0's input norm a plain <c>SimplifiedLayerNormalization</c>; per block attention (RotaryEmbedding +
+/// MultiHeadAttention in the model dtype) → Cast → <c>post_attention_layernorm</c> (plain SimplifiedLayerNormalization,
+/// float32) → <c>pre_feedforward_layernorm</c> = SkipSimplifiedLayerNormalization(residual, that) whose output 3 is the
+/// residual after attention → GeGLU MLP (FastGelu(gate) · up) → Cast → <c>post_feedforward_layernorm</c> →
+/// next block's input norm (or the final norm, output 0 only) as SkipSimplifiedLayerNormalization. Every norm weight is
+/// stored float32 with Gemma's (1 + weight) folded in, as the builder does. Logits are soft-capped (cap · tanh(x / cap)).
+/// Simplifications: no sliding-window layers and no attention-logit soft-capping (short fixtures; MultiHeadAttention has
+/// no softcap), query_pre_attn_scalar = head_dim.</summary>
+internal static class Gemma2Writer
+{
+    public static void Write(DecoderSpec s, IWeightSource w, string dir)
+    {
+        if (s.Attention != AttentionKind.MultiHead || s.KvHeads != s.Heads)
+            throw new OnnxSteerException(ErrorKind.Usage, "the gemma2 fixture uses MultiHeadAttention: kv_heads must equal heads.");
+        var fp16 = s.DType == DecoderDType.Float16;
+        var T = fp16 ? DT.Float16 : DT.Float;
+        const DT R = DT.Float;
+        using var store = s.UsesExternalData ? TensorStore.External(Path.Combine(dir, GenAiWriter.DataFile)) : TensorStore.Embedded();
+        var g = new GraphBuilder("main_graph", store);
+
+        g.Input("input_ids", DT.Int64, "batch_size", "sequence_length");
+        g.Input("attention_mask", DT.Int64, "batch_size", "total_sequence_length");
+        g.Input("position_ids", DT.Int64, "batch_size", "sequence_length");
+        for (var i = 0; i < s.Layers; i++)
+        {
+            g.Input($"past_key_values.{i}.key", T, "batch_size", s.KvHeads, "past_sequence_length", s.HeadDim);
+            g.Input($"past_key_values.{i}.value", T, "batch_size", s.KvHeads, "past_sequence_length", s.HeadDim);
+        }
+        g.Output("logits", T, "batch_size", "sequence_length", s.Vocab);
+        for (var i = 0; i < s.Layers; i++)
+        {
+            g.Output($"present.{i}.key", T, "batch_size", s.KvHeads, "total_sequence_length", s.HeadDim);
+            g.Output($"present.{i}.value", T, "batch_size", s.KvHeads, "total_sequence_length", s.HeadDim);
+        }
+
+        // The builder's additive causal + padding mask.
+        const string m = "/model/attn_mask_reformat";
+        var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
+        var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+        var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
+        var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
+        var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
+        var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
+        var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
+            g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
+        var bias = g.Op("Where", $"{m}/Where", g.Op("And", $"{m}/And", causal, padding), g.Scalar(0f, T), g.Scalar(fp16 ? -65504f : float.MinValue, T));
+
+        string Linear(string hfName, int outDim, int inDim, string onnxName) =>
+            g.Initializer(onnxName, LlamaNames.Transpose(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim), [inDim, outDim], T);
+        // Gemma's RMSNorm multiplies by (1 + weight); the builder folds the 1 into the stored weight.
+        string Norm(string hfName, string onnxName) =>
+            g.Initializer(onnxName, w.Get(hfName, [s.Hidden]).Data.Select(v => 1f + v).ToArray(), [s.Hidden], R);
+        string ToR(string scope, string x) => fp16 ? g.OpA("Cast", $"{scope}/Cast", [x], ("to", (long)R)) : x;
+        string ToT(string scope, string x) => fp16 ? g.OpA("Cast", $"{scope}/Cast_1", [x], ("to", (long)T)) : x;
+
+        var embed = g.Initializer("model.embed_tokens.weight", w.Get(LlamaNames.Embed, [s.Vocab, s.Hidden]).Data, [s.Vocab, s.Hidden], T);
+        var (cosData, sinData) = Rotary.HalfCaches(s.MaxPositions, s.HeadDim, s.RopeTheta);
+        var cos = g.Initializer("cos_cache", cosData, [s.MaxPositions, s.HeadDim / 2], T);
+        var sin = g.Initializer("sin_cache", sinData, [s.MaxPositions, s.HeadDim / 2], T);
+        var gathered = g.Op("Gather", "/model/embed_tokens/Gather", embed, "input_ids");
+        var scaled = g.Op("Mul", "/model/embed_tokens/Mul", gathered, g.Scalar(Gemma2Names.Normalizer(s), T));
+        var residual = ToR("/model/embed_tokens", scaled);
+        var eps = (float)s.RmsEps;
+        var normed = ToT("/model/layers.0/input_layernorm", g.Node("SimplifiedLayerNormalization", "/model/layers.0/input_layernorm/LayerNorm",
+            [residual, Norm(LlamaNames.InputNorm(0), "model.layers.0.input_layernorm.weight")], 1, "", ["/model/layers.0/input_layernorm/output_0"],
+            ("epsilon", eps), ("axis", -1L), ("stash_type", 1L))[0]);
+        var scale = (float)(1.0 / Math.Sqrt(s.HeadDim));
+
+        for (var i = 0; i < s.Layers; i++)
+        {
+            var p = $"/model/layers.{i}";
+            var q = g.Op("MatMul", $"{p}/attn/q_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight"));
+            var k = g.Op("MatMul", $"{p}/attn/k_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight"));
+            var v = g.Op("MatMul", $"{p}/attn/v_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight"));
+            var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
+                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+            var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
+                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+            var attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
+                [qr, kr, v, "", "", bias, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
+                [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                ("num_heads", (long)s.Heads), ("scale", scale))[0];
+            var o = g.Op("MatMul", $"{p}/attn/o_proj/MatMul", attn, Linear(LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight"));
+            var postAttn = g.Node("SimplifiedLayerNormalization", $"{p}/post_attention_layernorm/LayerNorm",
+                [ToR($"{p}/post_attention_layernorm", o), Norm(LlamaNames.PostAttentionNorm(i), $"model.layers.{i}.post_attention_layernorm.weight")], 1, "",
+                [$"{p}/post_attention_layernorm/output_0"], ("epsilon", eps), ("axis", -1L), ("stash_type", 1L))[0];
+            var preFf = g.Node("SkipSimplifiedLayerNormalization", $"{p}/pre_feedforward_layernorm/SkipLayerNorm",
+                [residual, postAttn, Norm(Gemma2Names.PreFeedforwardNorm(i), $"model.layers.{i}.pre_feedforward_layernorm.weight")], 4, "com.microsoft",
+                [$"{p}/pre_feedforward_layernorm/output_0", "", "", $"{p}/pre_feedforward_layernorm/output_3"], ("epsilon", eps));
+            residual = preFf[3];
+            var h2 = ToT($"{p}/pre_feedforward_layernorm", preFf[0]);
+            var gate = g.Op("MatMul", $"{p}/mlp/gate_proj/MatMul", h2, Linear(LlamaNames.Mlp(i, "gate"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.gate_proj.MatMul.weight"));
+            var up = g.Op("MatMul", $"{p}/mlp/up_proj/MatMul", h2, Linear(LlamaNames.Mlp(i, "up"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.up_proj.MatMul.weight"));
+            var act = g.Node("FastGelu", $"{p}/mlp/act_fn/FastGelu", [gate], 1, "com.microsoft")[0];
+            var down = g.Op("MatMul", $"{p}/mlp/down_proj/MatMul", g.Op("Mul", $"{p}/mlp/Mul", act, up),
+                Linear(LlamaNames.Mlp(i, "down"), s.Hidden, s.Intermediate, $"model.layers.{i}.mlp.down_proj.MatMul.weight"));
+            var postFf = g.Node("SimplifiedLayerNormalization", $"{p}/post_feedforward_layernorm/LayerNorm",
+                [ToR($"{p}/post_feedforward_layernorm", down), Norm(Gemma2Names.PostFeedforwardNorm(i), $"model.layers.{i}.post_feedforward_layernorm.weight")], 1, "",
+                [$"{p}/post_feedforward_layernorm/output_0"], ("epsilon", eps), ("axis", -1L), ("stash_type", 1L))[0];
+            if (i < s.Layers - 1)
+            {
+                var n = $"/model/layers.{i + 1}/input_layernorm";
+                var next = g.Node("SkipSimplifiedLayerNormalization", $"{n}/SkipLayerNorm",
+                    [residual, postFf, Norm(LlamaNames.InputNorm(i + 1), $"model.layers.{i + 1}.input_layernorm.weight")], 4, "com.microsoft",
+                    [$"{n}/output_0", "", "", $"{n}/output_3"], ("epsilon", eps));
+                normed = ToT(n, next[0]);
+                residual = next[3];
+            }
+            else
+            {
+                var n = $"/model/layers.{s.Layers}/final_norm_layernorm";
+                normed = ToT(n, g.Node("SkipSimplifiedLayerNormalization", $"{n}/SkipLayerNorm",
+                    [residual, postFf, Norm(LlamaNames.FinalNorm, $"model.layers.{s.Layers}.final_norm_layernorm.weight")], 1, "com.microsoft",
+                    [$"{n}/output_0"], ("epsilon", eps))[0]);
+            }
+        }
+        var lm = Linear(LlamaNames.LmHead, s.Vocab, s.Hidden, "lm_head.MatMul.weight");
+        var raw = g.Op("MatMul", "/lm_head/MatMul", normed, lm);
+        var cap = g.Scalar(Gemma2Names.FinalLogitSoftcap, T);
+        var tanh = g.Op("Tanh", "/lm_head/softcap/Tanh", g.Op("Div", "/lm_head/softcap/Div", raw, cap));
+        g.Node("Mul", "/lm_head/softcap/Mul", [tanh, cap], 1, "", ["logits"]);
+
+        var model = new ModelProto { IrVersion = 10, ProducerName = "onnxruntime-genai", ProducerVersion = "0.0.0", Graph = g.Graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
+        store.Dispose();
+        OnnxModelFile.SaveAtomic(model, Path.Combine(dir, GenAiWriter.ModelFile));
+        GenAiWriter.WriteConfig(s, dir);
+        var configPath = Path.Combine(dir, "genai_config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["model"]!["type"] = "gemma2";
+        File.WriteAllText(configPath, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}
+
+/// <summary>A plain C# Gemma 2 forward over the weights <see cref="Gemma2Writer"/> writes (float16 models: weights rounded
+/// through float16, arithmetic float32/double; the residual is float32 as in the export).</summary>
+public sealed class Gemma2Reference
+{
+    private readonly DecoderSpec _s;
+    private readonly IWeightSource _w;
+    private readonly bool _half;
+
+    /// <summary>Creates a reference for <paramref name="spec"/>.</summary>
+    public Gemma2Reference(DecoderSpec spec, IWeightSource weights)
+    {
+        _s = spec;
+        _w = new CachedWeights(weights);
+        _half = spec.DType == DecoderDType.Float16;
+    }
+
+    private float[] W(string name, params int[] shape)
+    {
+        var d = (float[])_w.Get(name, shape).Data.Clone();
+        if (_half) TensorBytes.RoundToHalf(d);
+        return d;
+    }
+
+    private float[] NormWeight(string name) => _w.Get(name, [_s.Hidden]).Data.Select(v => 1f + v).ToArray();
+
+    /// <summary>Logits [position][vocab] and residuals after each block [layer][position][hidden] for one row.</summary>
+    public (float[][] Logits, float[][][] Residuals) Forward(IReadOnlyList<long> ids, IReadOnlyList<long>? mask = null)
+    {
+        var s = _s;
+        var n = ids.Count;
+        mask ??= Enumerable.Repeat(1L, n).ToArray();
+        var pos = new int[n];
+        var c = 0;
+        for (var t = 0; t < n; t++) { c += (int)mask[t]; pos[t] = mask[t] == 0 ? 1 : c - 1; }
+        var (cos, sin) = Rotary.HalfCaches(Math.Max(s.MaxPositions, n), s.HeadDim, s.RopeTheta);
+        var embed = W(LlamaNames.Embed, s.Vocab, s.Hidden);
+        var normalizer = Gemma2Names.Normalizer(s);
+        var x = new float[n][];
+        for (var t = 0; t < n; t++) x[t] = embed.AsSpan((int)ids[t] * s.Hidden, s.Hidden).ToArray().Select(v => v * normalizer).ToArray();
+        var half = s.HeadDim / 2;
+        var residuals = new float[s.Layers][][];
+        for (var l = 0; l < s.Layers; l++)
+        {
+            var h = x.Select(r => RmsNorm(r, NormWeight(LlamaNames.InputNorm(l)))).ToArray();
+            var q = h.Select(r => Linear(r, W(LlamaNames.Attn(l, 'q'), s.QWidth, s.Hidden), s.QWidth)).ToArray();
+            var k = h.Select(r => Linear(r, W(LlamaNames.Attn(l, 'k'), s.KvWidth, s.Hidden), s.KvWidth)).ToArray();
+            var v = h.Select(r => Linear(r, W(LlamaNames.Attn(l, 'v'), s.KvWidth, s.Hidden), s.KvWidth)).ToArray();
+            for (var t = 0; t < n; t++) { Rope(q[t], pos[t]); Rope(k[t], pos[t]); }
+            var scale = 1.0 / Math.Sqrt(s.HeadDim);
+            var wo = W(LlamaNames.Attn(l, 'o'), s.Hidden, s.QWidth);
+            var postAttn = NormWeight(LlamaNames.PostAttentionNorm(l));
+            for (var t = 0; t < n; t++)
+            {
+                var attn = new float[s.QWidth];
+                for (var hd = 0; hd < s.Heads; hd++)
+                {
+                    var scores = new double[t + 1];
+                    var max = double.NegativeInfinity;
+                    for (var j = 0; j <= t; j++)
+                    {
+                        if (mask[j] == 0) { scores[j] = double.NegativeInfinity; continue; }
+                        double dot = 0;
+                        for (var d = 0; d < s.HeadDim; d++) dot += (double)q[t][hd * s.HeadDim + d] * k[j][hd * s.HeadDim + d];
+                        scores[j] = dot * scale;
+                        max = Math.Max(max, scores[j]);
+                    }
+                    if (double.IsNegativeInfinity(max)) continue;
+                    double sum = 0;
+                    for (var j = 0; j <= t; j++) { scores[j] = Math.Exp(scores[j] - max); sum += scores[j]; }
+                    for (var j = 0; j <= t; j++)
+                        for (var d = 0; d < s.HeadDim; d++) attn[hd * s.HeadDim + d] += (float)(scores[j] / sum * v[j][hd * s.HeadDim + d]);
+                }
+                var o = RmsNorm(Linear(attn, wo, s.Hidden), postAttn);
+                for (var d = 0; d < s.Hidden; d++) x[t][d] += o[d];
+            }
+            var pre = NormWeight(Gemma2Names.PreFeedforwardNorm(l));
+            var post = NormWeight(Gemma2Names.PostFeedforwardNorm(l));
+            var gate = W(LlamaNames.Mlp(l, "gate"), s.Intermediate, s.Hidden);
+            var up = W(LlamaNames.Mlp(l, "up"), s.Intermediate, s.Hidden);
+            var down = W(LlamaNames.Mlp(l, "down"), s.Hidden, s.Intermediate);
+            for (var t = 0; t < n; t++)
+            {
+                var hn = RmsNorm(x[t], pre);
+                var gg = Linear(hn, gate, s.Intermediate);
+                var u = Linear(hn, up, s.Intermediate);
+                for (var d = 0; d < s.Intermediate; d++) gg[d] = Gpt2Reference.FastGelu(gg[d]) * u[d];
+                var dn = RmsNorm(Linear(gg, down, s.Hidden), post);
+                for (var d = 0; d < s.Hidden; d++) x[t][d] += dn[d];
+            }
+            residuals[l] = x.Select(r => (float[])r.Clone()).ToArray();
+        }
+        var fn = NormWeight(LlamaNames.FinalNorm);
+        var lm = W(LlamaNames.LmHead, s.Vocab, s.Hidden);
+        var cap = Gemma2Names.FinalLogitSoftcap;
+        var logits = x.Select(r => Linear(RmsNorm(r, fn), lm, s.Vocab).Select(z => cap * MathF.Tanh(z / cap)).ToArray()).ToArray();
+        return (logits, residuals);
+
+        void Rope(float[] vec, int p)
+        {
+            for (var hd = 0; hd < s.Heads; hd++)
+            {
+                var b = hd * s.HeadDim;
+                for (var i = 0; i < half; i++)
+                {
+                    float c0 = cos[p * half + i], s0 = sin[p * half + i];
+                    float a = vec[b + i], bb = vec[b + i + half];
+                    vec[b + i] = a * c0 - bb * s0;
+                    vec[b + i + half] = bb * c0 + a * s0;
+                }
+            }
+        }
+    }
+
+    private float[] RmsNorm(float[] x, float[] gain)
+    {
+        double ss = 0;
+        foreach (var v in x) ss += (double)v * v;
+        var inv = 1.0 / Math.Sqrt(ss / x.Length + _s.RmsEps);
+        var r = new float[x.Length];
+        for (var i = 0; i < x.Length; i++) r[i] = (float)(x[i] * inv) * gain[i];
+        return r;
+    }
+
+    private static float[] Linear(float[] x, float[] w, int outDim)
+    {
+        var r = new float[outDim];
+        for (var o = 0; o < outDim; o++)
+        {
+            double acc = 0;
+            for (var i = 0; i < x.Length; i++) acc += (double)x[i] * w[o * x.Length + i];
+            r[o] = (float)acc;
+        }
+        return r;
+    }
+}

@@ -1,0 +1,56 @@
+namespace OnnxSteer.ModelBuilder;
+
+/// <summary>4-bit block quantization in com.microsoft::MatMulNBits' layout: for weight W [N, K] (a PyTorch Linear
+/// [out, in]), each row n is cut into blocks of <c>blockSize</c> along K (the last block zero-padded); a block stores
+/// blockSize/2 bytes, element 2j in the low nibble and 2j+1 in the high nibble, value = (q - 8) * scale.</summary>
+public static class Int4
+{
+    /// <summary>Packed weights [N, blocks, blockSize/2] as bytes, scales [N * blocks].</summary>
+    public sealed record Quantized(byte[] Packed, float[] Scales, int BlocksPerRow);
+
+    /// <summary>Symmetric round-to-nearest quantization: scale = max|w| / 7 per block, q = clamp(round(w / scale) + 8, 0, 15).</summary>
+    public static Quantized Quantize(float[] w, int n, int k, int blockSize)
+    {
+        var blocks = (k + blockSize - 1) / blockSize;
+        var packed = new byte[(long)n * blocks * blockSize / 2];
+        var scales = new float[n * blocks];
+        for (var r = 0; r < n; r++)
+            for (var b = 0; b < blocks; b++)
+            {
+                var start = b * blockSize;
+                var end = Math.Min(k, start + blockSize);
+                var max = 0f;
+                for (var i = start; i < end; i++) max = Math.Max(max, Math.Abs(w[(long)r * k + i]));
+                var scale = max / 7f;
+                scales[r * blocks + b] = scale;
+                var inv = scale == 0 ? 0 : 1f / scale;
+                var baseOffset = ((long)r * blocks + b) * (blockSize / 2);
+                for (var i = 0; i < blockSize; i++)
+                {
+                    var v = start + i < end ? w[(long)r * k + start + i] : 0f;
+                    var q = (int)Math.Clamp(MathF.Round(v * inv) + 8, 0, 15);
+                    packed[baseOffset + i / 2] |= (byte)(i % 2 == 0 ? q : q << 4);
+                }
+            }
+        return new Quantized(packed, scales, blocks);
+    }
+
+    /// <summary>What MatMulNBits computes with: the dequantized [N, K] weights (with <paramref name="roundScalesToHalf"/>,
+    /// scales rounded through float16 as a float16 model stores them).</summary>
+    public static float[] Dequantize(Quantized q, int n, int k, int blockSize, bool roundScalesToHalf)
+    {
+        var w = new float[(long)n * k];
+        for (var r = 0; r < n; r++)
+            for (var i = 0; i < k; i++)
+            {
+                var b = i / blockSize;
+                var scale = q.Scales[r * q.BlocksPerRow + b];
+                if (roundScalesToHalf) scale = (float)(Half)scale;
+                var within = i % blockSize;
+                var bt = q.Packed[((long)r * q.BlocksPerRow + b) * (blockSize / 2) + within / 2];
+                var nibble = within % 2 == 0 ? bt & 0xF : bt >> 4;
+                w[(long)r * k + i] = (nibble - 8) * scale;
+            }
+        return w;
+    }
+}
