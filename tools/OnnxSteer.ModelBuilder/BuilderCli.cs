@@ -6,7 +6,7 @@ namespace OnnxSteer.ModelBuilder;
 /// <code>
 /// build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2 [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
 ///       [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P] [--rope-theta T] [--eps E]
-///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
+///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
 /// dump MODEL.onnx
 /// </code></summary>
 public static class BuilderCli
@@ -54,7 +54,7 @@ public static class BuilderCli
         usage:
           modelbuilder build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2 [--dtype fp32|fp16] [--layers N] [--hidden H]
                 [--heads N] [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P]
-                [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
+                [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
                 [--dtype fp32|fp16] [--attention mha|gqa] [--quant int4] [--reference reference.json] [--tolerance T] [--overwrite] -o OUTDIR
           modelbuilder dump MODEL.onnx
@@ -120,6 +120,7 @@ public static class BuilderCli
             ExternalData = o.Flag("--external-data") ? true : o.Flag("--embedded") ? false : null,
             Quantization = ParseQuant(o.Get("--quant")),
             QuantBlockSize = o.Int("--block-size") ?? s.QuantBlockSize,
+            Opset = o.Int("--opset"),
         };
         // Heads given without kv-heads or head-dim: keep MHA-compatible defaults.
         s = s with { KvHeads = o.Int("--kv-heads") ?? (o.Int("--heads") is { } h ? h : s.KvHeads) };
