@@ -12,7 +12,7 @@ internal static class PrefillBench
 {
     public static void Run(BenchModel m, Func<string, SteeredModel> load, Options o, Report report)
     {
-        var lengths = new[] { 64, 256, 1024 }.Where(l => l + 1 <= m.Context).ToList();
+        var lengths = o.Lengths.Where(l => l + 1 <= m.Context).ToList();
         var mid = m.Layers / 2;
         var rng = new Random(3);
         var vectors = Enumerable.Range(0, m.Layers).Select(_ => DecodeBench.RandomUnit(rng, m.Hidden)).ToArray();
@@ -24,23 +24,26 @@ internal static class PrefillBench
             ("patched (expose none), nothing fed", m.PatchedExposeNone, Steering.None),
             ($"patched (expose all), add @ all {m.Layers} layers", m.PatchedExposeAll, all),
         };
-        report.Heading($"Prefill latency, {m.Name}, batch 1 (ms; median (min-max) of {o.Repeats})");
+        report.Heading($"Prefill latency, {m.Name}, batch 1 (wall ms / thread CPU ms; median (min-max) of {o.Repeats})");
         report.Row(["prompt tokens", .. cases.Select(c => c.Name), "load"]);
         report.Rule(cases.Length + 2);
         foreach (var len in lengths)
         {
             var prompts = DecodeBench.Prompts(1, len, m.Vocab);
             var samples = cases.Select(_ => new List<double>()).ToArray();
+            var cpu = cases.Select(_ => new List<double>()).ToArray();
             var loads = new List<double>();
             for (int rep = -1; rep < o.Repeats; rep++)
                 for (int c = 0; c < cases.Length; c++)
                 {
                     var model = load(cases[c].Folder);
+                    double c0 = ThreadCpu.Ms();
                     var r = model.Generate([new GenerationRequest { PromptTokenIds = prompts[0], Steering = cases[c].Steering }],
                         new GeneratorOptions { MaxNewTokens = 1, UseChatTemplate = false })[0];
-                    if (rep >= 0) { samples[c].Add(r.PrefillTime.TotalMilliseconds); loads.Add(Machine.LoadValue()); }
+                    double c1 = ThreadCpu.Ms();
+                    if (rep >= 0) { samples[c].Add(r.PrefillTime.TotalMilliseconds); cpu[c].Add(c1 - c0); loads.Add(Machine.LoadValue()); }
                 }
-            report.Row([$"{len}", .. samples.Select(s => Summary.Of(s).Format("F1")), Summary.Of(loads).Format("F1")]);
+            report.Row([$"{len}", .. samples.Select((s, c) => $"{Summary.Of(s).Format("F1")} / {Summary.Of(cpu[c]).Format("F1")}"), Summary.Of(loads).Format("F1")]);
         }
     }
 }
@@ -105,35 +108,40 @@ internal static class ExtractBench
 {
     public static void Run(BenchModel m, Options o, Report report)
     {
-        using var so = new SessionOptions();
+        using var so = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         if (o.Threads is int t) so.IntraOpNumThreads = t;
         using var extractor = VectorExtractor.Load(m.PatchedExposeAll, 0, so);
         int pairs = o.Pairs[0];
         var data = Pairs(pairs, m.Vocab, seed: 11);
         report.Heading($"Extraction throughput, {m.Name}: {pairs} pairs, prompts 24-48 tokens, all {m.Layers} layers (pairs/s; median (min-max) of {o.Repeats})");
-        report.Row("batch size (prompts per run)", "pairs/s", "vs batch 1", "load");
-        report.Rule(4);
-        double? baseline = null;
+        report.Row("batch size (prompts per run)", "pairs/s (wall)", "vs batch 1", "pairs per CPU-second", "vs batch 1", "load");
+        report.Rule(6);
+        double? baseline = null, cpuBaseline = null;
         var sizes = new[] { 1, 8, 16 };
         var samples = sizes.ToDictionary(s => s, _ => new List<double>());
+        var cpuSamples = sizes.ToDictionary(s => s, _ => new List<double>());
         var loads = sizes.ToDictionary(s => s, _ => new List<double>());
         for (int rep = -1; rep < o.Repeats; rep++)
             foreach (var size in sizes)
             {
                 if (rep < 0 && size != sizes[0]) continue; // one warm-up
+                double c0 = ThreadCpu.Ms();
                 var sw = Stopwatch.StartNew();
                 extractor.Extract(data, Encode, new ExtractionOptions { BatchSize = size, Name = "bench" });
-                if (rep >= 0) { samples[size].Add(pairs / sw.Elapsed.TotalSeconds); loads[size].Add(Machine.LoadValue()); }
+                double cpuS = (ThreadCpu.Ms() - c0) / 1000;
+                if (rep >= 0) { samples[size].Add(pairs / sw.Elapsed.TotalSeconds); cpuSamples[size].Add(pairs / cpuS); loads[size].Add(Machine.LoadValue()); }
             }
         foreach (var size in sizes)
         {
             var s = Summary.Of(samples[size]);
+            var c = Summary.Of(cpuSamples[size]);
             baseline ??= s.Median;
-            report.Row($"{size}", s.Format("F1"), $"{s.Median / baseline.Value:F2}x", Summary.Of(loads[size]).Format("F1"));
+            cpuBaseline ??= c.Median;
+            report.Row($"{size}", s.Format("F1"), $"{s.Median / baseline.Value:F2}x", c.Format("F1"), $"{c.Median / cpuBaseline.Value:F2}x", Summary.Of(loads[size]).Format("F1"));
         }
 
         report.Heading($"Extraction memory against pair count, {m.Name}, batch 16 (peak RSS above the loaded model, MiB)");
-        report.Row("pairs", "peak RSS delta", "managed heap after", "seconds");
+        report.Row("pairs", "peak RSS delta", "managed heap after a full GC", "seconds");
         report.Rule(4);
         foreach (var n in o.Pairs)
         {
@@ -147,7 +155,7 @@ internal static class ExtractBench
                 extractor.Extract(many, Encode, new ExtractionOptions { BatchSize = 16, Name = "bench" });
                 peak = rss.Peak;
             }
-            report.Row($"{n}", $"{(peak - before) / 1048576.0:F1}", $"{GC.GetTotalMemory(false) / 1048576.0:F1}", $"{sw.Elapsed.TotalSeconds:F1}");
+            report.Row($"{n}", $"{(peak - before) / 1048576.0:F1}", $"{GC.GetTotalMemory(true) / 1048576.0:F1}", $"{sw.Elapsed.TotalSeconds:F1}");
         }
     }
 

@@ -15,6 +15,7 @@ internal sealed record Options
     public int Prompt { get; init; } = 64;
     public bool Full { get; init; }
     public int[] Pairs { get; init; } = [16, 64, 256];
+    public int[] Lengths { get; init; } = [64, 256, 1024];
     public long[] Sizes { get; init; } = [10L << 20, 1L << 30, 10L << 30];
     public string? Markdown { get; init; }
     public string? Keep { get; init; }
@@ -22,12 +23,13 @@ internal sealed record Options
     public const string Usage = """
         usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [patch] [profile] [all]
                  [--model tiny|medium|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
-                 [--prompt 64] [--full] [--pairs 16,64,256] [--sizes 10M,1G,10G] [--markdown FILE] [--keep DIR]
+                 [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
+                 [--markdown FILE] [--keep DIR]
           decode   decode ms/token and tokens/s: bare ORT loop, original, patched (nothing fed, add @ 1 layer,
                    add @ all layers, project @ 1 layer) with hidden states exposed at all layers and at none
-          prefill  prefill latency for 64/256/1024-token prompts
+          prefill  prefill latency for --lengths-token prompts (default 64, 256, 1024)
           alloc    managed bytes allocated per generated token in steady state
-          extract  extraction pairs/s at batch 1/8/16 and peak memory against pair count
+          extract  extraction pairs/s at batch 1/8/16 (over the first --pairs count) and peak memory for each --pairs count
           patch    patch time and bytes read against a sparse external data file of each --sizes
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
         models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights);
@@ -54,6 +56,7 @@ internal sealed record Options
                 case "--prompt": o = o with { Prompt = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--full": o = o with { Full = true }; break;
                 case "--pairs": o = o with { Pairs = Ints(Next()) }; break;
+                case "--lengths": o = o with { Lengths = Ints(Next()) }; break;
                 case "--sizes": o = o with { Sizes = Next().Split(',').Select(ParseSize).ToArray() }; break;
                 case "--markdown": o = o with { Markdown = Next() }; break;
                 case "--keep": o = o with { Keep = Next() }; break;

@@ -146,6 +146,20 @@ public sealed class GenerationTests(FixtureModel fixture) : IClassFixture<Fixtur
         Assert.NotEqual(1, result.PromptTokenIds[1]); // no second BOS
     }
 
+    [Theory]
+    [InlineData(ExecutionProvider.Cuda, "OnnxSteerProvider=Cuda")]
+    [InlineData(ExecutionProvider.DirectML, "OnnxSteerProvider=DirectML")]
+    public void Providers_missing_from_this_build_are_reported(ExecutionProvider provider, string buildSwitch)
+    {
+        var e = Assert.Throws<OnnxSteerException>(() => SteeredModel.Load(TestPaths.GenAiTinyLlamaFp16, new RuntimeOptions { Provider = provider }));
+        Assert.Equal(ErrorKind.ProviderUnavailable, e.Kind);
+        Assert.Contains(buildSwitch, e.Message);
+    }
+
+    [Fact]
+    public void Missing_folder_is_not_found() =>
+        Assert.Equal(ErrorKind.NotFound, Assert.Throws<OnnxSteerException>(() => SteeredModel.Load(Path.Combine(TestPaths.RepoRoot, "no-such-model"))).Kind);
+
     [Fact]
     public void Unpatched_model_refuses_steering()
     {

@@ -126,14 +126,14 @@ internal sealed class DecodeLoop : IDisposable
         }
 
         // Decode: one token per row per run, the cache carried over.
-        if (_state.All(s => s.Done)) return Results();
+        if (AllDone()) return Results();
         using (var steering = steeringForPhase(false))
         {
             long start = Stopwatch.GetTimestamp();
             var idsValue = Own(OrtValue.CreateTensorValueFromMemory(_stepIds, [_batch, 1]));
             var posValue = Own(OrtValue.CreateTensorValueFromMemory(_stepPositions, [_batch, 1]));
             bool first = true;
-            while (!_state.All(s => s.Done))
+            while (!AllDone())
             {
                 ct.ThrowIfCancellationRequested();
                 // Tokens so far per running row: one from prefill plus one per decode run (a row that already hit EOS
@@ -304,6 +304,12 @@ internal sealed class DecodeLoop : IDisposable
         var piece = safe > s.Emitted ? all[s.Emitted..safe] : string.Empty;
         s.Emitted = Math.Max(s.Emitted, safe);
         onPiece?.Invoke(new GeneratedPiece(b, token, piece));
+    }
+
+    private bool AllDone()
+    {
+        foreach (var s in _state) if (!s.Done) return false;
+        return true;
     }
 
     private void WriteMask(int length)
