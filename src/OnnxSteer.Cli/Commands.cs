@@ -12,9 +12,11 @@ internal static partial class Commands
         yield return PatchCommand.Create(stdout, stderr);
         yield return VerifyCommand.Create(stdout, stderr);
         yield return VectorsCommand.Create(stdout, stderr);
+        yield return ExtractCommand.Create(stdout, stderr);
         yield return EvalCommand.Create(stdout, stderr);
         yield return SweepCommand.Create(stdout, stderr);
         yield return GenerateCommand.Create(stdout, stderr);
+        yield return DemoCommand.Create(stdout);
     }
 }
 

@@ -20,6 +20,22 @@ public static class DecoderFixtures
         _ => "model.onnx",
     };
 
+    /// <summary>Copies the tokenizer files (<see cref="LlamaExport.CompanionFiles"/>) found in <paramref name="sourceDirectory"/>
+    /// (e.g. the shared real export) into a fixture folder, for tests that need a tokenizer; returns the copied names.
+    /// Build such fixtures with the tokenizer's vocabulary size (32000 for the shared Llama tokenizer).</summary>
+    public static IReadOnlyList<string> CopyTokenizerFiles(string sourceDirectory, string targetDirectory)
+    {
+        var copied = new List<string>();
+        foreach (var f in LlamaExport.CompanionFiles)
+        {
+            var from = Path.Combine(sourceDirectory, f);
+            if (!File.Exists(from)) continue;
+            File.Copy(from, Path.Combine(targetDirectory, f), overwrite: true);
+            copied.Add(f);
+        }
+        return copied;
+    }
+
     /// <summary>Writes <paramref name="spec"/> into <paramref name="directory"/> (created if missing; existing files of the
     /// same names are replaced) with weights from <paramref name="weights"/> (default: <see cref="RandomWeights"/> seed 1).</summary>
     public static DecoderFixture Write(DecoderSpec spec, string directory, IWeightSource? weights = null)

@@ -108,10 +108,34 @@ internal static class GenAiWriter
                     ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
                 var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
                     ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-                attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
-                    [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
-                    [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                    ("num_heads", (long)s.Heads), ("scale", scale))[0];
+                if (s.KvHeads == s.Heads)
+                {
+                    attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
+                        [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
+                        [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                        ("num_heads", (long)s.Heads), ("scale", scale))[0];
+                }
+                else
+                {
+                    // What the builder's make_repeat_kv does for MultiHeadAttention with fewer KV heads: concatenate the
+                    // cache outside the op (present = Concat(past, new) in BNSH), repeat each KV head, and feed the full
+                    // 4-D BNSH key/value to MultiHeadAttention without past inputs.
+                    var group = s.Heads / s.KvHeads;
+                    string CacheAndRepeat(string x, string kind)
+                    {
+                        var r = $"{p}/attn/{kind}_repeat_kv";
+                        var bnsh = g.OpA("Transpose", $"{r}/Transpose", [g.Op("Reshape", $"{r}/Reshape", x, g.Int64(false, 0, 0, s.KvHeads, s.HeadDim))],
+                            ("perm", new long[] { 0, 2, 1, 3 }));
+                        var present = g.Node("Concat", $"{r}/Concat", [$"past_key_values.{i}.{kind}", bnsh], 1, "", [$"present.{i}.{kind}"], ("axis", 2L))[0];
+                        var expanded = g.Op("Expand", $"{r}/Expand", g.Op("Unsqueeze", $"{r}/Unsqueeze", present, g.Int64(false, 2)),
+                            g.Int64(false, 1, 1, group, 1, 1));
+                        return g.Op("Reshape", $"{r}/Reshape_1", expanded, g.Int64(false, 0, s.Heads, -1, s.HeadDim));
+                    }
+                    var kFull = CacheAndRepeat(kr, "key");
+                    var vFull = CacheAndRepeat(v, "value");
+                    attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention", [qr, kFull, vFull, "", "", bias!], 1, "com.microsoft", null,
+                        ("num_heads", (long)s.Heads), ("scale", scale))[0];
+                }
             }
             else
             {
@@ -153,12 +177,12 @@ internal static class GenAiWriter
 
         var model = new ModelProto
         {
-            IrVersion = 10,
+            IrVersion = s.IrVersion,
             ProducerName = "onnxruntime-genai",
             ProducerVersion = "0.0.0",
             Graph = g.Graph,
         };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = s.EffectiveOpset });
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
         store.Dispose();
         OnnxModelFile.SaveAtomic(model, modelPath);

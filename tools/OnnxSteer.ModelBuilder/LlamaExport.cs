@@ -9,23 +9,30 @@ namespace OnnxSteer.ModelBuilder;
 /// <param name="OutputDirectory">Folder to write (created; files of the same names are replaced).</param>
 /// <param name="Layout">GenAi, Optimum or OptimumMerged.</param>
 /// <param name="DType">Element type of the exported model.</param>
-/// <param name="Attention">GenAi attention operator; null picks MultiHead when kv_heads == heads, else GroupQuery.</param>
+/// <param name="Attention">GenAi attention operator; null picks MultiHead (any head size, left padding; KV heads repeated when fewer).</param>
 /// <param name="ReferencePath">Optional reference.json to check the export against (see <see cref="LlamaExport.CheckReference"/>).</param>
 /// <param name="Tolerance">Max abs logit difference allowed by the reference check; null: 1e-3 (fp32) or 2e-2 x max(1, max |logit|) (fp16, int4).</param>
 /// <param name="Quantization">Int4 writes MatMulNBits (genai layout only).</param>
+/// <param name="Overwrite">Replace an output folder that holds files other than a previous export's.</param>
 public sealed record LlamaExportOptions(string WeightsPath, string ConfigPath, string OutputDirectory, DecoderLayout Layout = DecoderLayout.GenAi,
     DecoderDType DType = DecoderDType.Float32, AttentionKind? Attention = null, string? ReferencePath = null, double? Tolerance = null,
-    WeightQuantization Quantization = WeightQuantization.None);
+    WeightQuantization Quantization = WeightQuantization.None, bool Overwrite = false);
 
 /// <summary>Result of a reference check.</summary>
 /// <param name="Rows">Rows compared.</param>
 /// <param name="MaxAbsDiff">Largest |ONNX - reference| over the last-position logits of all rows.</param>
 /// <param name="Tolerance">The tolerance applied.</param>
 /// <param name="ArgmaxAgreement">Rows whose argmax token agrees.</param>
-public sealed record ReferenceCheck(int Rows, double MaxAbsDiff, double Tolerance, int ArgmaxAgreement)
+/// <param name="GreedyMatched">Leading greedy tokens (KV-cache decode in ONNX Runtime) equal to the reference's
+/// <c>greedy.generated_ids</c>; null when the reference has none.</param>
+/// <param name="GreedyTotal">Length of the reference's greedy continuation.</param>
+/// <param name="RequireGreedy">Whether a greedy mismatch fails the check (float32 exports; float16/int4 may flip near-ties).</param>
+public sealed record ReferenceCheck(int Rows, double MaxAbsDiff, double Tolerance, int ArgmaxAgreement,
+    int? GreedyMatched = null, int GreedyTotal = 0, bool RequireGreedy = false)
 {
-    /// <summary>Whether <see cref="MaxAbsDiff"/> is within <see cref="Tolerance"/>.</summary>
-    public bool Passed => MaxAbsDiff <= Tolerance;
+    /// <summary>Whether <see cref="MaxAbsDiff"/> is within <see cref="Tolerance"/> and, when required, the greedy
+    /// continuation matches.</summary>
+    public bool Passed => MaxAbsDiff <= Tolerance && (!RequireGreedy || GreedyMatched is null || GreedyMatched == GreedyTotal);
 }
 
 /// <summary>What an export wrote.</summary>
@@ -37,6 +44,13 @@ public sealed record LlamaExportResult(DecoderFixture Fixture, IReadOnlyList<str
 /// <summary>Exports Hugging Face Llama safetensors weights to an ONNX model folder in one of the exporter layouts.</summary>
 public static class LlamaExport
 {
+    private static readonly HashSet<string> ExportFileNames = new(StringComparer.Ordinal)
+    {
+        "model.onnx", "model.onnx.data", "model.onnx_data", "decoder_model_merged.onnx", "decoder_model_merged.onnx_data",
+        "genai_config.json", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "generation_config.json", "tokenizer.model",
+    };
+
     /// <summary>Files copied from beside the weights when present.</summary>
     public static readonly string[] CompanionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "tokenizer.model"];
 
@@ -97,41 +111,53 @@ public static class LlamaExport
         };
     }
 
-    /// <summary>Writes the model folder, copies tokenizer files, and runs the reference check when asked.</summary>
+    /// <summary>Writes the model folder (atomically: built beside it and renamed into place, replacing a previous export),
+    /// copies tokenizer files, and runs the reference check when asked.</summary>
     /// <exception cref="OnnxSteerException">Bad inputs, or VerificationFailed when the check exceeds the tolerance
     /// (the model folder is left in place for inspection).</exception>
     public static LlamaExportResult Export(LlamaExportOptions o)
     {
         var spec = ReadConfig(o.ConfigPath) with { Layout = o.Layout, DType = o.DType, Quantization = o.Quantization };
-        spec = spec with { Attention = o.Attention ?? (spec.KvHeads == spec.Heads ? AttentionKind.MultiHead : AttentionKind.GroupQuery) };
+        // MultiHeadAttention by default: it takes any head size and left padding (GroupQueryAttention on CPU needs
+        // head_dim % 16 == 0 and right padding).
+        spec = spec with { Attention = o.Attention ?? AttentionKind.MultiHead };
         using var weights = SafetensorsWeights.Open(o.WeightsPath);
-        var fixture = DecoderFixtures.Write(spec, o.OutputDirectory, weights);
-        if (o.Layout != DecoderLayout.GenAi)
+        var outDir = Path.GetFullPath(o.OutputDirectory.TrimEnd('/', '\\'));
+        if (Directory.Exists(outDir) && !o.Overwrite)
         {
-            // Keep the trained model's own config.json (generation settings, names) rather than the generated one.
-            File.Copy(o.ConfigPath, Path.Combine(o.OutputDirectory, "config.json"), overwrite: true);
+            // Re-exporting into a folder of a previous export is routine; anything else there is the user's and stays.
+            var foreign = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => !ExportFileNames.Contains(n!)).ToList();
+            if (foreign.Count > 0)
+                throw new OnnxSteerException(ErrorKind.Output,
+                    $"output folder '{o.OutputDirectory}' holds files an export does not write ({string.Join(", ", foreign.Take(5))}); choose another folder or pass --overwrite.");
         }
-        var copied = new List<string>();
-        var source = Path.GetDirectoryName(Path.GetFullPath(o.WeightsPath))!;
-        foreach (var f in CompanionFiles)
+        IReadOnlyList<string> copied = [];
+        // The folder appears complete or not at all (built beside it, then renamed over the old one).
+        Onnx.AtomicFile.WriteDirectory(outDir, overwrite: true, tmp =>
         {
-            var from = Path.Combine(source, f);
-            if (!File.Exists(from)) continue;
-            File.Copy(from, Path.Combine(o.OutputDirectory, f), overwrite: true);
-            copied.Add(f);
-        }
+            DecoderFixtures.Write(spec, tmp, weights);
+            if (o.Layout != DecoderLayout.GenAi)
+                File.Copy(o.ConfigPath, Path.Combine(tmp, "config.json"), overwrite: true); // keep the trained model's own config.json
+            copied = DecoderFixtures.CopyTokenizerFiles(Path.GetDirectoryName(Path.GetFullPath(o.WeightsPath))!, tmp);
+        });
+        var fixture = new DecoderFixture(outDir, Path.Combine(outDir, DecoderFixtures.ModelFileName(spec.Layout)), spec);
         ReferenceCheck? check = null;
         if (o.ReferencePath is not null)
         {
-            check = CheckReference(fixture.ModelPath, o.ReferencePath, o.Tolerance ?? (o.DType == DecoderDType.Float32 && o.Quantization == WeightQuantization.None ? 1e-3 : -1));
+            // int4 changes the function (quantization error is not an export bug): report, do not fail, unless a
+            // tolerance is given.
+            var exact = o.DType == DecoderDType.Float32 && o.Quantization == WeightQuantization.None;
+            var tolerance = o.Tolerance ?? (exact ? 1e-3 : o.Quantization == WeightQuantization.None ? -1 : double.PositiveInfinity);
+            check = CheckReference(fixture.ModelPath, o.ReferencePath, tolerance) with { RequireGreedy = exact };
             if (!check.Passed)
                 throw new OnnxSteerException(ErrorKind.VerificationFailed,
-                    $"exported model differs from the reference: max |logit diff| {check.MaxAbsDiff:G4} > tolerance {check.Tolerance:G4} over {check.Rows} rows ({check.ArgmaxAgreement} argmax agree).");
+                    $"exported model differs from the reference: max |logit diff| {check.MaxAbsDiff:G4} (tolerance {check.Tolerance:G4}) over {check.Rows} rows ({check.ArgmaxAgreement} argmax agree); greedy tokens matched {check.GreedyMatched?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"}/{check.GreedyTotal}.");
         }
         return new LlamaExportResult(fixture, copied, check);
     }
 
     /// <summary>Runs the model in ONNX Runtime on each row of <paramref name="referencePath"/>
+    /// (optionally also <c>"greedy": {"prompt_ids": [...], "generated_ids": [...]}</c>, decoded greedily with the KV cache)
     /// (<c>{"input_ids": [[...], ...], "logits": [[[...last-position logits...]], ...], "attention_mask"?: [[...]]}</c>;
     /// a row's logits may also be a flat list) and compares the last position's logits.
     /// A negative <paramref name="tolerance"/> means 2e-2 x max(1, max |reference logit|) (for float16).</summary>
@@ -166,7 +192,35 @@ public static class LlamaExport
             for (var v = 0; v < got.Length; v++) max = Math.Max(max, Math.Abs(got[v] - expected[i][v]));
             if (ArgMax(got) == ArgMax(expected[i])) agree++;
         }
-        return new ReferenceCheck(ids.Length, max, tolerance, agree);
+        int? greedyMatched = null;
+        var greedyTotal = 0;
+        if (root["greedy"] is JsonObject greedy && greedy["prompt_ids"] is JsonArray promptNode && greedy["generated_ids"] is JsonArray genNode)
+        {
+            var prompt = promptNode.Select(x => x!.GetValue<long>()).ToArray();
+            var expectedIds = genNode.Select(x => x!.GetValue<long>()).ToArray();
+            greedyTotal = expectedIds.Length;
+            var generated = Greedy(runner, prompt, expectedIds.Length);
+            greedyMatched = 0;
+            while (greedyMatched < greedyTotal && generated[greedyMatched.Value] == expectedIds[greedyMatched.Value]) greedyMatched++;
+        }
+        return new ReferenceCheck(ids.Length, max, tolerance, agree, greedyMatched, greedyTotal);
+    }
+
+    /// <summary>Greedy decoding of <paramref name="count"/> tokens after <paramref name="prompt"/> with the KV cache
+    /// (no stop token).</summary>
+    public static long[] Greedy(DecoderRunner runner, long[] prompt, int count)
+    {
+        var result = new long[count];
+        var logits = runner.Forward([prompt])[0][^1];
+        var length = prompt.Length;
+        for (var i = 0; i < count; i++)
+        {
+            result[i] = ArgMax(logits);
+            if (i == count - 1) break;
+            length++;
+            logits = runner.Step([[result[i]]], [Enumerable.Repeat(1L, length).ToArray()])[0][0];
+        }
+        return result;
     }
 
     private static int ArgMax(float[] v)
@@ -181,14 +235,15 @@ public static class LlamaExport
         var (layout, attention) = BuilderCli.ParseLayout(o.Get("--layout") ?? "genai");
         var options = new LlamaExportOptions(o.Required("--weights"), o.Required("--config"), o.Required("-o"), layout,
             BuilderCli.ParseDType(o.Get("--dtype")), BuilderCli.ParseAttention(o.Get("--attention")) ?? attention, o.Get("--reference"), o.Double("--tolerance"),
-            BuilderCli.ParseQuant(o.Get("--quant")));
+            BuilderCli.ParseQuant(o.Get("--quant")), o.Flag("--overwrite"));
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var result = Export(options);
         var s = result.Fixture.Spec;
         stdout.WriteLine($"wrote {result.Fixture.ModelPath} ({s.Layout}, {s.DType}, {s.Attention}; {s.Layers} layers, hidden {s.Hidden}, vocab {s.Vocab}) in {sw.Elapsed.TotalSeconds:F1} s");
         if (result.CopiedFiles.Count > 0) stdout.WriteLine($"copied {string.Join(", ", result.CopiedFiles)}");
         if (result.Check is { } c)
-            stdout.WriteLine($"reference check: {c.Rows} rows, max |logit diff| {c.MaxAbsDiff:G4} (tolerance {c.Tolerance:G4}), argmax agrees on {c.ArgmaxAgreement}/{c.Rows}: {(c.Passed ? "ok" : "FAILED")}");
+            stdout.WriteLine($"reference check: {c.Rows} rows, max |logit diff| {c.MaxAbsDiff:G4} (tolerance {c.Tolerance:G4}), argmax agrees on {c.ArgmaxAgreement}/{c.Rows}"
+                + (c.GreedyMatched is { } g ? $", greedy {g}/{c.GreedyTotal} tokens match" : "") + $": {(c.Passed ? "ok" : "FAILED")}");
         return 0;
     }
 }

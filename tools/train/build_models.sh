@@ -3,7 +3,7 @@
 #   corpus -> tokenizer -> tiny-base -> tiny-instruct (fine-tuned from tiny-base) -> ONNX export.
 # Usage: tools/train/build_models.sh [--no-export]
 # Training is capped by process CPU time (12 + 24 CPU-minutes = at most 18 minutes on 2 idle cores)
-# and by wall-clock time (25 + 40 minutes, a guard for busy machines).
+# and by wall-clock time (20 + 35 minutes, a guard for busy machines).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -13,8 +13,8 @@ export OMP_WAIT_POLICY=PASSIVE   # no busy-waiting threads on a shared machine
 cd "$HERE"
 "$PY" corpus.py --seed "$SEED"
 "$PY" tokenizer.py
-"$PY" train.py --variant base --seed "$SEED" --steps 400 --batch 16 --max-minutes 25 --max-cpu-minutes 12
-"$PY" train.py --variant instruct --seed "$SEED" --steps 800 --batch 16 --max-minutes 40 --max-cpu-minutes 24 \
+"$PY" train.py --variant base --seed "$SEED" --steps 350 --batch 16 --max-minutes 20 --max-cpu-minutes 12
+"$PY" train.py --variant instruct --seed "$SEED" --steps 750 --batch 16 --max-minutes 35 --max-cpu-minutes 24 \
   --init work/tiny-base/ckpt.pt
 "$PY" sample.py --variant instruct --n 3 || true
 if [[ "${1:-}" != "--no-export" ]]; then

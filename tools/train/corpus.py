@@ -98,6 +98,48 @@ tiger|animal|strong,fast,striped|in the jungle|hunt and run
 """
 
 
+# Extra training-only nouns with a kind but no fixed facts: their adjectives, place and use are
+# drawn at random per example. They make up a third of the training examples and teach the model to
+# copy the topic from the prompt (with 48 topics alone it memorises them and answers about a
+# training topic when asked about an unseen one). Never used in pairs, validation or test.
+EXTRA_RAW = """
+ant:insect bag:thing ball:toy basket:thing bell:thing bench:piece of furniture blanket:thing
+bottle:container bowl:kitchen tool box:container brush:tool bucket:container button:small thing
+camera:machine car:machine carpet:thing carrot:vegetable castle:building cheese:food coin:small thing
+comb:tool cookie:food corn:plant cow:animal crab:animal crown:thing deer:animal drum:musical instrument
+eagle:bird fan:machine feather:small thing fence:structure flag:thing fork:kitchen tool fox:animal
+glove:piece of clothing goat:animal grape:fruit guitar:musical instrument hammer:tool jacket:piece of clothing
+jar:container kettle:kitchen tool ladder:tool lemon:fruit lion:animal mirror:thing monkey:animal
+mouse:animal nail:small thing needle:small tool onion:vegetable oven:machine pan:kitchen tool
+parrot:bird peach:fruit pear:fruit pen:tool pig:animal pillow:thing plate:kitchen tool potato:vegetable
+radio:machine ring:small thing robot:machine rope:thing rose:flower ruler:tool scarf:piece of clothing
+seed:part of a plant sheep:animal shell:natural object shirt:piece of clothing sock:piece of clothing
+sofa:piece of furniture soup:food spider:animal sponge:thing stone:natural object sugar:food swan:bird
+teapot:kitchen tool tomato:vegetable tower:building towel:thing truck:machine turtle:animal
+umbrella:tool vase:container wagon:vehicle wall:structure watch:small machine whale:animal wolf:animal
+wool:material zebra:animal bus:vehicle cherry:fruit lamb:animal ribbon:thing candy:food bear:animal
+"""
+EXTRA_ADJS = ["small", "big", "useful", "pretty", "common", "simple", "old", "new", "nice", "strong",
+              "soft", "bright", "heavy", "light", "quiet", "busy", "warm", "cool", "clean", "round"]
+EXTRA_PLACES = ["in many places", "near the house", "in the town", "in the shop", "outside",
+                "in the country", "in the city", "at home"]
+EXTRA_USES = ["learn new things", "have fun", "help at home", "make life easier", "pass the time",
+              "stay happy"]
+
+
+EXTRA_TOPICS = re.findall(r"(\w+):([a-z ]+?)(?= \w+:|\n)", EXTRA_RAW.strip().replace("\n", " ") + "\n")
+
+
+def extra_topic(rng):
+    name, kind = rng.choice(EXTRA_TOPICS)
+    return {"name": name, "kind": kind, "adjs": rng.sample(EXTRA_ADJS, 3),
+            "place": rng.choice(EXTRA_PLACES), "use": rng.choice(EXTRA_USES)}
+
+
+def pick_topic(rng, topics, p_extra=0.35):
+    return extra_topic(rng) if rng.random() < p_extra else rng.choice(topics)
+
+
 def parse_topics():
     out = []
     for line in TOPICS_RAW.strip().splitlines():
@@ -444,7 +486,7 @@ def gen_instruct(rng, topics, n):
     """Chat examples for the instruct variant: 30% default style, 62% one instruction, 8% two."""
     out = []
     for _ in range(n):
-        t = rng.choice(topics)
+        t = pick_topic(rng, topics)
         q = base_query(rng, t)
         r = rng.random()
         if r < 0.30:
@@ -467,7 +509,7 @@ def gen_base(rng, topics, n):
     lists and JSON), so the base model can write those formats but never learned to follow requests."""
     out = []
     for _ in range(n):
-        t = rng.choice(topics)
+        t = pick_topic(rng, topics)
         if rng.random() < 0.5:
             out.append(chat(base_query(rng, t), " ".join(default_sentences(rng, t))))
         else:

@@ -18,10 +18,11 @@ internal static class EvalCommand
         };
         var json = new Option<bool>("--json") { Description = "Print the report (with every response) as JSON instead of a Markdown table." };
         var plot = new Option<string?>("--plot") { Description = "Write a bar chart of accuracy per instruction and setting (.svg)." };
+        var jsonOut = new Option<string?>("--json-out") { Description = "Also write the JSON report (with every response) to this file." };
         var shared = EvalCliOptions.Create();
         var command = new Command("eval", "Evaluate instruction following with and without steering (IFEval strict/loose checks), in the paper's four settings.");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { data, vectors, selection, settings, json, plot }) command.Options.Add(o);
+        foreach (var o in new Option[] { data, vectors, selection, settings, json, plot, jsonOut }) command.Options.Add(o);
         shared.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -37,9 +38,14 @@ internal static class EvalCommand
                 LimitPerInstruction = parse.GetValue(shared.Limit),
                 Generation = shared.Generation(parse),
             };
-            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), ct);
+            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
             EvalCliOptions.EndProgress(stderr);
             stdout.Write(parse.GetValue(json) ? report.ToJson() + Environment.NewLine : report.ToMarkdown());
+            if (parse.GetValue(jsonOut) is { } jsonPath)
+            {
+                EvalCliOptions.WriteText(jsonPath, report.ToJson() + Environment.NewLine);
+                stderr.WriteLine($"wrote {jsonPath}");
+            }
             if (plotPath is not null)
             {
                 EvalCliOptions.WriteText(plotPath, report.ToSvg($"{Path.GetFileName(Path.GetFullPath(job.ModelDirectory))}: {Path.GetFileName(job.DataPath)}"));

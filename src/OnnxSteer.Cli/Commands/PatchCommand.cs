@@ -20,8 +20,6 @@ internal static class PatchCommand
     private static readonly Option<bool> OverwriteOption = new("--overwrite") { Description = "Replace the output folder if it exists." };
     private static readonly Option<bool> JsonOption = new("--json") { Description = "Print the result as JSON." };
 
-    static PatchCommand() => SteerInputOption.AcceptOnlyFromAmong("optional", "required");
-
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var command = new Command("patch", "Rewrite an exported decoder to expose hidden_states.{L} and take steering.{L}.add|direction|target inputs.");
@@ -34,7 +32,12 @@ internal static class PatchCommand
             {
                 Layers = LayerSelection.Parse(parse.GetValue(LayersOption)!, "--layers"),
                 Expose = LayerSelection.Parse(parse.GetValue(ExposeOption)!, "--expose"),
-                SteerInput = parse.GetValue(SteerInputOption) == "required" ? SteerInputMode.Required : SteerInputMode.Optional,
+                SteerInput = parse.GetValue(SteerInputOption) switch
+                {
+                    "optional" => SteerInputMode.Optional,
+                    "required" => SteerInputMode.Required,
+                    var other => throw new OnnxSteerException(ErrorKind.Usage, $"--steer-input: '{other}' is not one of optional, required."),
+                },
             };
             var json = parse.GetValue(JsonOption);
             var report = ModelPatcher.Patch(parse.GetValue(ModelArgument)!, parse.GetValue(OutputOption)!, options,

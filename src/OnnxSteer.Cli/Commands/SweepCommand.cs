@@ -17,18 +17,20 @@ internal static class SweepCommand
         var scales = new Option<string?>("--scales") { Description = "Additive weights tried, as multiples of the vector's |u_L| (default 1,2,4,8; word exclusion uses the negatives)." };
         var objective = new Option<string>("--objective")
         {
-            Description = "without: loose accuracy without the instruction (the paper); both: mean of the steered accuracies without and with the instruction.",
+            Description = "without: loose accuracy without the instruction (the paper); both: mean of the steered accuracies without and with the instruction; "
+                + "guarded: accuracy without the instruction among candidates that lower with-instruction accuracy by at most 0.1.",
             DefaultValueFactory = _ => "without",
         };
-        objective.AcceptOnlyFromAmong("without", "both");
+        objective.AcceptOnlyFromAmong("without", "both", "guarded");
         var instructions = new Option<string?>("--instructions") { Description = "Comma-separated instruction ids to sweep (default: all in the data)." };
         var json = new Option<bool>("--json") { Description = "Print every candidate's scores as JSON instead of a Markdown table." };
         var plot = new Option<string?>("--plot") { Description = "Write accuracy against layer per instruction (.svg)." };
+        var jsonOut = new Option<string?>("--json-out") { Description = "Also write every candidate's scores as JSON to this file." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
         var shared = EvalCliOptions.Create();
         var command = new Command("sweep", "Pick, per instruction, the steering layer, mode and weight on validation prompts (degenerate outputs score 0; ties go to no steering).");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { data, vectors, output, layers, scales, objective, instructions, json, plot, overwrite }) command.Options.Add(o);
+        foreach (var o in new Option[] { data, vectors, output, layers, scales, objective, instructions, json, plot, jsonOut, overwrite }) command.Options.Add(o);
         shared.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -41,7 +43,12 @@ internal static class SweepCommand
             var options = new SweepOptions
             {
                 Layers = parse.GetValue(layers) is { } l ? ParseLayers(l) : null,
-                Objective = parse.GetValue(objective) == "both" ? SweepObjective.Both : SweepObjective.WithoutInstruction,
+                Objective = parse.GetValue(objective) switch
+                {
+                    "both" => SweepObjective.Both,
+                    "guarded" => SweepObjective.Guarded,
+                    _ => SweepObjective.WithoutInstruction,
+                },
                 Instructions = parse.GetValue(instructions)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             };
             if (scaleList is not null) options = options with { AddScales = scaleList, ExclusionScales = [.. scaleList.Select(s => -s)] };
@@ -54,11 +61,16 @@ internal static class SweepCommand
                 Options = options,
                 Generation = shared.Generation(parse),
             };
-            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), ct);
+            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
             EvalCliOptions.EndProgress(stderr);
             EvalCliOptions.WriteText(outPath, result.Selection.ToJson() + Environment.NewLine);
             stdout.Write(parse.GetValue(json) ? result.ToJson() + Environment.NewLine : result.ToMarkdown());
             stderr.WriteLine($"wrote {outPath}");
+            if (parse.GetValue(jsonOut) is { } jsonPath)
+            {
+                EvalCliOptions.WriteText(jsonPath, result.ToJson() + Environment.NewLine);
+                stderr.WriteLine($"wrote {jsonPath}");
+            }
             if (plotPath is not null)
             {
                 EvalCliOptions.WriteText(plotPath, result.ToSvg($"sweep: {Path.GetFileName(Path.GetFullPath(job.ModelDirectory))}, {Path.GetFileName(job.DataPath)}"));

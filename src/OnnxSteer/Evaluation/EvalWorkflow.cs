@@ -56,21 +56,33 @@ public sealed record SweepJob
 public static class EvalWorkflow
 {
     /// <summary>Runs an evaluation.</summary>
-    public static async Task<EvalReport> EvaluateAsync(EvalJob job, IProgress<EvalProgress>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="job">What to run.</param>
+    /// <param name="progress">Receives generation progress.</param>
+    /// <param name="warn">Receives warnings about the vectors (e.g. computed on another model type).</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    public static async Task<EvalReport> EvaluateAsync(EvalJob job, IProgress<EvalProgress>? progress = null, Action<string>? warn = null,
+        CancellationToken cancellationToken = default)
     {
         var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
         var selection = job.SelectionPath is null ? null : SteeringSelection.Load(job.SelectionPath);
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
+        foreach (var w in backend.Warnings) warn?.Invoke(w);
         selection ??= DefaultSelection(items, backend.Vectors);
         return await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
             new EvalOptions { Settings = job.Settings, Progress = progress }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Runs a sweep.</summary>
-    public static async Task<SweepResult> SweepAsync(SweepJob job, IProgress<EvalProgress>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="job">What to run.</param>
+    /// <param name="progress">Receives generation progress.</param>
+    /// <param name="warn">Receives warnings about the vectors.</param>
+    /// <param name="cancellationToken">Cancels between batches.</param>
+    public static async Task<SweepResult> SweepAsync(SweepJob job, IProgress<EvalProgress>? progress = null, Action<string>? warn = null,
+        CancellationToken cancellationToken = default)
     {
         var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
+        foreach (var w in backend.Warnings) warn?.Invoke(w);
         var result = await Sweeper.RunAsync(items, backend.Vectors, backend.Generator, job.Options with { Progress = progress }, cancellationToken).ConfigureAwait(false);
         return result with { Selection = result.Selection with { Data = Path.GetFileName(job.DataPath) } };
     }

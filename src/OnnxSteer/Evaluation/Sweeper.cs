@@ -9,8 +9,12 @@ public enum SweepObjective
 {
     /// <summary>Loose accuracy without the instruction in the prompt, steered (the paper's layer selection).</summary>
     WithoutInstruction,
-    /// <summary>The mean of the steered accuracies without and with the instruction: also guards the with-instruction setting.</summary>
+    /// <summary>The mean of the steered accuracies without and with the instruction.</summary>
     Both,
+    /// <summary>Accuracy without the instruction, among candidates whose accuracy with the instruction drops at most
+    /// <see cref="SweepOptions.MaxWithInstructionDrop"/> below the unsteered one (others score 0): steering must not
+    /// hurt prompts that already carry the instruction.</summary>
+    Guarded,
 }
 
 /// <summary>Options of <see cref="Sweeper"/>.</summary>
@@ -27,6 +31,10 @@ public sealed record SweepOptions
 
     /// <summary>What is maximised (default: without the instruction, as the paper does).</summary>
     public SweepObjective Objective { get; init; } = SweepObjective.WithoutInstruction;
+
+    /// <summary>For <see cref="SweepObjective.Guarded"/>: the largest allowed drop of with-instruction accuracy (default 0.1,
+    /// one prompt in ten).</summary>
+    public double MaxWithInstructionDrop { get; init; } = 0.1;
 
     /// <summary>Degenerate responses score 0.</summary>
     public QualityGuard Quality { get; init; } = new();
@@ -53,7 +61,7 @@ public sealed record SweepCandidate
     public float? Scale { get; init; }
     /// <summary>Loose accuracy without the instruction, degenerate responses counted as failures.</summary>
     public required double Accuracy { get; init; }
-    /// <summary>Loose accuracy with the instruction (only with <see cref="SweepObjective.Both"/>).</summary>
+    /// <summary>Loose accuracy with the instruction (only for the <see cref="SweepObjective.Both"/> and <see cref="SweepObjective.Guarded"/> objectives).</summary>
     public double? AccuracyWithInstruction { get; init; }
     /// <summary>Share of degenerate responses.</summary>
     public required double DegenerateRate { get; init; }
@@ -179,7 +187,7 @@ public static class Sweeper
             }
         }
 
-        var both = options.Objective == SweepObjective.Both;
+        var both = options.Objective != SweepObjective.WithoutInstruction;
         var requests = new List<(int Plan, EvalItem Item, EvalSetting Setting, EvalRequest Request)>();
         for (var p = 0; p < plans.Count; p++)
             foreach (var item in plans[p].Items)
@@ -191,6 +199,7 @@ public static class Sweeper
         var responses = await GenerationPool.RunAsync(requests.Select(r => r.Request), generator, options.Progress, cancellationToken).ConfigureAwait(false);
 
         var candidates = new List<SweepCandidate>();
+        double? baselineWith = null;
         for (var p = 0; p < plans.Count; p++)
         {
             var scored = requests.Where(r => r.Plan == p).Select(r =>
@@ -203,12 +212,19 @@ public static class Sweeper
             var with = scored.Where(s => s.Setting == EvalSetting.WithInstruction).ToList();
             var acc = without.Count(s => s.Pass) / (double)without.Count;
             double? accWith = both ? with.Count(s => s.Pass) / (double)with.Count : null;
+            if (plans[p].Entry.Mode == "none") baselineWith = accWith; // "none" comes first for each instruction
+            var score = options.Objective switch
+            {
+                SweepObjective.Both => (acc + accWith!.Value) / 2,
+                SweepObjective.Guarded => accWith!.Value >= baselineWith!.Value - options.MaxWithInstructionDrop - 1e-9 ? acc : 0,
+                _ => acc,
+            };
             candidates.Add(plans[p].Template with
             {
                 Accuracy = acc,
                 AccuracyWithInstruction = accWith,
                 DegenerateRate = scored.Count(s => s.Degenerate) / (double)scored.Count,
-                Score = both ? (acc + accWith!.Value) / 2 : acc,
+                Score = score,
             });
         }
 
@@ -225,7 +241,12 @@ public static class Sweeper
             Candidates = candidates,
             Selection = new SteeringSelection
             {
-                Objective = both ? "mean of loose accuracy without and with the instruction, degenerate = 0" : "loose accuracy without the instruction, degenerate = 0",
+                Objective = options.Objective switch
+                {
+                    SweepObjective.Both => "mean of loose accuracy without and with the instruction, degenerate = 0",
+                    SweepObjective.Guarded => $"loose accuracy without the instruction, degenerate = 0, with-instruction accuracy at most {options.MaxWithInstructionDrop:0.##} below unsteered",
+                    _ => "loose accuracy without the instruction, degenerate = 0",
+                },
                 Instructions = selection,
             },
             Skipped = skipped,

@@ -258,6 +258,9 @@ public sealed class SteeredModel : IDisposable
         try
         {
             if (options.IntraOpThreads is int threads) so.IntraOpNumThreads = threads;
+            // A patched model's optional steering inputs are initializers listed as graph inputs by design; ONNX Runtime
+            // warns once per input ("will not be treated as constant"), which is noise, not a problem.
+            so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
             switch (options.Provider)
             {
                 case ExecutionProvider.Cpu:

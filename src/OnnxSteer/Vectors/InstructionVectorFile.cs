@@ -1,6 +1,8 @@
 using System.Text.Json;
 using OnnxSteer.Contract;
+using System.Diagnostics.CodeAnalysis;
 using OnnxSteer.Onnx;
+using OnnxSteer.Runtime;
 
 namespace OnnxSteer.Vectors;
 
@@ -24,7 +26,7 @@ public enum GgufScale
 /// version, model fingerprint, and per vector its name, method, pair count and per-layer norm, z_bar, mean projection of
 /// the without-prompts and separability). Layer L is the residual stream after decoder block L (0-based).
 /// </remarks>
-public sealed class InstructionVectorFile
+public sealed class InstructionVectorFile : ISteeringVectorSource
 {
     private InstructionVectorFile(IReadOnlyList<InstructionVector> vectors, ModelFingerprint? model, IReadOnlyList<string> warnings)
     {
@@ -75,11 +77,27 @@ public sealed class InstructionVectorFile
             $"no vector named '{name}'; the file holds {string.Join(", ", Vectors.Select(v => v.Name))}.");
     }
 
+    /// <summary>Steering-vector lookup for the runtime (<c>Steering.From(file)</c>): the vector <paramref name="name"/> at
+    /// <paramref name="layer"/>, as its unit direction, z_bar and norm. An empty name means the file's only vector.</summary>
+    public bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector)
+    {
+        vector = null;
+        var v = string.IsNullOrEmpty(name) ? (Vectors.Count == 1 ? Vectors[0] : null) : Vectors.FirstOrDefault(x => x.Name == name);
+        if (v is null || !v.Layers.TryGetValue(layer, out var l)) return false;
+        vector = new SteeringVector(l.Direction, l.ZBar is { } z ? (float)z : null, (float)l.Norm);
+        return true;
+    }
+
     /// <summary>Loads a safetensors vector file or a GGUF control vector (recognised by its magic bytes).</summary>
     /// <exception cref="OnnxSteerException">Missing file (NotFound) or an invalid file of either format (InvalidVector).</exception>
     public static InstructionVectorFile Load(string path)
     {
-        var bytes = VectorFileIO.ReadBounded(path, Safetensors.MaxFileBytes);
+        return Parse(VectorFileIO.ReadBounded(path, Safetensors.MaxFileBytes), path);
+    }
+
+    /// <summary>Parses a whole vector file held in memory; <paramref name="path"/> names it in messages.</summary>
+    internal static InstructionVectorFile Parse(byte[] bytes, string path)
+    {
         if (bytes.Length >= 4 && BitConverter.ToUInt32(bytes, 0) == Gguf.Magic && BitConverter.IsLittleEndian)
             return FromGguf(Gguf.Parse(bytes, path), path);
         var (tensors, metadata) = Safetensors.Parse(bytes, path);

@@ -41,6 +41,8 @@ internal static class Safetensors
         var header = file.Slice(8, (int)headerLength);
         var data = file[(8 + (int)headerLength)..];
 
+        // JsonDocument defers UTF-8 validation of strings until they are read, and then throws InvalidOperationException.
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw Bad("header is not valid UTF-8.");
         JsonDocument doc;
         try
         {

@@ -33,7 +33,9 @@ internal sealed class FakeModel : IResponseGenerator, IVectorCatalog
         var text = $"The {topic} is old, and it is beautiful. People visit the {topic} often. It has a long history.";
         bool Steered(string vector, Func<SteerOp, bool> works) => r.Steering.Any(o => o.Vector == vector && works(o));
 
-        // Lowercase steers at layers 2-5 by projection; capital only at layer 3; JSON never.
+        // Lowercase steers at layers 2-5 by projection, but at layer 2 it breaks prompts that carry the instruction;
+        // capital only at layer 3; JSON never.
+        if (p.Contains("lowercase") && Steered("change_case.english_lowercase", o => o.Layer == 2)) return "";
         if (p.Contains("lowercase") || Steered("change_case.english_lowercase", o => o.Mode == SteerMode.Project && o.Layer >= 2)) text = text.ToLowerInvariant();
         if (p.Contains("capital letters") || Steered("change_case.english_capital", o => o.Mode == SteerMode.Project && o.Layer == 3)) text = text.ToUpperInvariant();
         if (p.Contains("json")) text = $"{{\"answer\": \"{text.Replace("\"", "'")}\"}}";

@@ -76,6 +76,22 @@ public class SweepTests
     }
 
     [Fact]
+    public async Task GuardedObjectiveSkipsLayersThatHurtTheInstructedPrompt()
+    {
+        var model = new FakeModel();
+        var items = EvaluationTests.Items(Validation);
+        var plain = await Sweeper.RunAsync(items, model, model, new SweepOptions { Instructions = [InstructionIds.Lowercase] });
+        Assert.Equal(2, plain.Selection.Instructions[InstructionIds.Lowercase].Layer);
+        var guarded = await Sweeper.RunAsync(items, model, model, new SweepOptions { Instructions = [InstructionIds.Lowercase], Objective = SweepObjective.Guarded });
+        var l2 = guarded.Candidates.Single(c => c.Layer == 2);
+        Assert.Equal(1, l2.Accuracy);
+        Assert.Equal(0, l2.AccuracyWithInstruction);
+        Assert.Equal(0, l2.Score);
+        Assert.Equal(3, guarded.Selection.Instructions[InstructionIds.Lowercase].Layer);
+        Assert.Contains("at most 0.1 below unsteered", guarded.Selection.Objective);
+    }
+
+    [Fact]
     public async Task RejectsLayersTheModelLacks()
     {
         var model = new FakeModel();

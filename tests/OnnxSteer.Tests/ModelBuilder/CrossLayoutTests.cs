@@ -24,3 +24,38 @@ public sealed class CrossLayoutTests
         }
     }
 }
+
+public sealed class FixtureTokenizerTests
+{
+    [Fact]
+    public void RealTokenizerCanBeCopiedIntoAFullVocabularyFixture()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var fixture = DecoderFixtures.Write(DecoderSpec.Tiny() with { Vocab = 32000, Layers = 1, BosTokenId = 0, EosTokenId = 1, PadTokenId = 2 }, dir.Path);
+        var copied = DecoderFixtures.CopyTokenizerFiles(TestPaths.GenAiTinyLlamaFp16, fixture.Directory);
+        Assert.Contains("tokenizer.json", copied);
+        Assert.True(File.Exists(Path.Combine(dir.Path, "tokenizer.json")));
+        using var runner = DecoderRunner.Load(fixture.ModelPath);
+        Assert.Equal(32000, runner.Forward([[1, 31999]])[0][1].Length);
+    }
+}
+
+public sealed class OpsetVariantTests
+{
+    [Theory]
+    [InlineData(DecoderLayout.GenAi, 14, 7)]
+    [InlineData(DecoderLayout.GenAi, 17, 8)]
+    [InlineData(DecoderLayout.Optimum, 18, 9)]
+    [InlineData(DecoderLayout.OptimumMerged, 21, 10)]
+    public void OtherOpsetsRunAndMatchTheReference(DecoderLayout layout, int opset, int ir)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(layout) with { Opset = opset };
+        var weights = new RandomWeights(2);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        var model = OnnxSteer.Onnx.OnnxModelFile.Load(fixture.ModelPath).Proto;
+        Assert.Equal(ir, model.IrVersion);
+        Assert.Equal(opset, model.OpsetImport.Single(o => o.Domain == "").Version);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, 1e-4);
+    }
+}

@@ -23,8 +23,18 @@ public sealed class LlamaExportTests
         var reference = new ReferenceDecoder(spec, tie ? new TiedWeights(weights) : weights);
         var rows = new[] { LayoutChecks.Tokens(7, spec.Vocab, 1), LayoutChecks.Tokens(4, spec.Vocab, 2) };
         var logits = rows.Select(r => new[] { reference.Forward(r)[^1].Select(v => v + perturb).ToArray() }).ToArray();
+        // Greedy continuation from the C# reference (full recompute each step, as the trainer does).
+        var prompt = LayoutChecks.Tokens(5, spec.Vocab, 3).ToList();
+        var generated = new List<long>();
+        for (var i = 0; i < 6; i++)
+        {
+            var last = reference.Forward(prompt)[^1];
+            var next = Array.IndexOf(last, last.Max());
+            generated.Add(next);
+            prompt.Add(next);
+        }
         var r = Path.Combine(src, "reference.json");
-        File.WriteAllText(r, JsonSerializer.Serialize(new { input_ids = rows, logits }));
+        File.WriteAllText(r, JsonSerializer.Serialize(new { input_ids = rows, logits, greedy = new { prompt_ids = prompt.Take(5), generated_ids = generated } }));
         return (w, c, r);
     }
 
@@ -49,8 +59,24 @@ public sealed class LlamaExportTests
         Assert.Equal(0, BuilderCli.Run(args, stdout, new StringWriter()));
         Assert.Contains("reference check: 2 rows", stdout.ToString());
         Assert.Contains(": ok", stdout.ToString());
+        Assert.Contains("greedy 6/6 tokens match", stdout.ToString());
         Assert.True(File.Exists(Path.Combine(outDir, "tokenizer.json")));
         Assert.True(File.Exists(Path.Combine(outDir, layout == "genai" ? "genai_config.json" : "config.json")));
+    }
+
+    /// <summary>The bundled model's shape class: kv_heads &lt; heads and head_dim 40 (not a multiple of 16, so no
+    /// GroupQueryAttention on CPU): the default genai export uses MultiHeadAttention with repeated KV heads.</summary>
+    [Fact]
+    public void GroupedKvWithOddHeadSizeExportsWithMultiHeadAttention()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = Trained with { Heads = 4, KvHeads = 2, HeadDim = 40, Hidden = 48 };
+        var (w, c, r) = WriteTrained(dir, spec);
+        var result = LlamaExport.Export(new LlamaExportOptions(w, c, dir.Combine("out"), ReferencePath: r));
+        Assert.Equal(AttentionKind.MultiHead, result.Fixture.Spec.Attention);
+        Assert.True(result.Check!.Passed, $"{result.Check.MaxAbsDiff}");
+        var e = Assert.Throws<OnnxSteerException>(() => LlamaExport.Export(new LlamaExportOptions(w, c, dir.Combine("gqa"), Attention: AttentionKind.GroupQuery)));
+        Assert.Equal(ErrorKind.Usage, e.Kind);
     }
 
     [Fact]
@@ -71,6 +97,24 @@ public sealed class LlamaExportTests
         var e = Assert.Throws<OnnxSteerException>(() => LlamaExport.Export(new LlamaExportOptions(w, c, dir.Combine("out"), ReferencePath: r)));
         Assert.Equal(ErrorKind.VerificationFailed, e.Kind);
         Assert.Contains("max |logit diff|", e.Message);
+    }
+
+    [Fact]
+    public void ReexportReplacesAPreviousExportButNotForeignFolders()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var (w, c, _) = WriteTrained(dir, Trained);
+        var outDir = dir.Combine("out");
+        LlamaExport.Export(new LlamaExportOptions(w, c, outDir, DecoderLayout.OptimumMerged));
+        LlamaExport.Export(new LlamaExportOptions(w, c, outDir, DecoderLayout.GenAi));
+        Assert.False(File.Exists(Path.Combine(outDir, "decoder_model_merged.onnx")), "stale files of the previous export are gone");
+        Assert.True(File.Exists(Path.Combine(outDir, "model.onnx.data")));
+        File.WriteAllText(Path.Combine(outDir, "notes.txt"), "mine");
+        var e = Assert.Throws<OnnxSteerException>(() => LlamaExport.Export(new LlamaExportOptions(w, c, outDir)));
+        Assert.Equal(ErrorKind.Output, e.Kind);
+        Assert.Contains("notes.txt", e.Message);
+        LlamaExport.Export(new LlamaExportOptions(w, c, outDir, Overwrite: true));
+        Assert.False(File.Exists(Path.Combine(outDir, "notes.txt")));
     }
 
     [Fact]

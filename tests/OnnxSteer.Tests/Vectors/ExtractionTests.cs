@@ -10,9 +10,8 @@ namespace OnnxSteer.Tests.Vectors;
 public sealed class ExtractionTests
 {
     /// <summary>Direct reference: run each prompt alone (batch 1, no padding, empty cache) and read its last position.</summary>
-    internal static float[][] SingleRunLastToken(string modelPath, int[] ids, IReadOnlyList<int> layers)
+    internal static float[][] SingleRunLastToken(InferenceSession session, int[] ids, IReadOnlyList<int> layers)
     {
-        using var session = new InferenceSession(modelPath);
         var values = new Dictionary<string, OrtValue>();
         try
         {
@@ -54,8 +53,9 @@ public sealed class ExtractionTests
     internal static void AssertMatchesDirect(string modelPath, InstructionVector vector, IReadOnlyList<(int[] With, int[] Without)> pairs,
         IReadOnlyList<int> layers, double tolerance)
     {
-        var withStates = pairs.Select(p => SingleRunLastToken(modelPath, p.With, layers)).ToList();
-        var withoutStates = pairs.Select(p => SingleRunLastToken(modelPath, p.Without, layers)).ToList();
+        using var session = new InferenceSession(modelPath);
+        var withStates = pairs.Select(p => SingleRunLastToken(session, p.With, layers)).ToList();
+        var withoutStates = pairs.Select(p => SingleRunLastToken(session, p.Without, layers)).ToList();
         Assert.Equal(pairs.Count, vector.PairCount);
         Assert.Equal(layers, vector.Layers.Keys.Order());
         for (var k = 0; k < layers.Count; k++)

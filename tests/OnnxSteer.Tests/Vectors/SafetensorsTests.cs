@@ -58,10 +58,31 @@ public sealed class SafetensorsTests
         var bytes = File.ReadAllBytes(path);
         for (var n = 0; n < bytes.Length; n++)
         {
-            var cut = dir.Combine($"cut{n}.safetensors");
-            File.WriteAllBytes(cut, bytes[..n]);
-            var e = Assert.Throws<OnnxSteerException>(() => InstructionVectorFile.Load(cut));
+            var e = Assert.Throws<OnnxSteerException>(() => InstructionVectorFile.Parse(bytes[..n], "cut.safetensors"));
             Assert.Equal(ErrorKind.InvalidVector, e.Kind);
+        }
+    }
+
+    private static readonly byte[] Flips = [(byte)'"', (byte)'1', (byte)'-', (byte)'}', 0xff];
+
+    [Fact]
+    public void EverySingleByteCorruptionOfTheHeaderFailsCleanlyOrLoads()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var path = dir.Combine("v.safetensors");
+        InstructionVectorFile.Create([Vector("a", 4, 1, 2), Vector("b", 4, 2)], Model(4)).Save(path);
+        var bytes = File.ReadAllBytes(path);
+        var headerEnd = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        for (var i = 0; i < headerEnd; i++)
+        {
+            // Two of five replacement bytes per position keep the test fast while still hitting every position.
+            foreach (var value in new[] { Flips[i % Flips.Length], Flips[(i + 2) % Flips.Length] })
+            {
+                var copy = (byte[])bytes.Clone();
+                copy[i] = value;
+                try { InstructionVectorFile.Parse(copy, "flip.safetensors"); }
+                catch (OnnxSteerException e) { Assert.Equal(ErrorKind.InvalidVector, e.Kind); }
+            }
         }
     }
 

@@ -137,7 +137,9 @@ internal sealed class DecodeLoop : IDisposable
             while (!AllDone())
             {
                 ct.ThrowIfCancellationRequested();
-                int generated = _state[0].Tokens.Count; // every row has produced the same number of steps
+                // Tokens so far per running row: one from prefill plus one per decode run (a row that already hit EOS
+                // stops counting, so no row's own count can be used).
+                int generated = 1 + DecodeSteps;
                 int length = _promptLength + generated;
                 for (int b = 0; b < _batch; b++)
                 {

@@ -1,0 +1,83 @@
+using System.CommandLine;
+using System.Text.Json;
+using OnnxSteer.Vectors;
+using Spectre.Console;
+
+namespace OnnxSteer.Cli;
+
+/// <summary><c>onnxsteer extract</c>: compute an instruction vector from contrast pairs on a patched model.</summary>
+internal static class ExtractCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Argument<string>("patched-dir") { Description = "A patched model folder (onnxsteer patch) that exposes hidden states." };
+        var pairs = new Option<string>("--pairs") { Description = "pairs.jsonl: {\"with\",\"without\"} or {\"prompt\",\"instruction\"} per line.", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "Output .safetensors file.", Required = true };
+        var name = new Option<string?>("--name") { Description = "Vector name (default: the output file's name, e.g. lowercase)." };
+        var layers = new Option<string?>("--layers") { Description = "Layers: all exposed layers (default) or a list such as 8,10,12-16." };
+        var batch = new Option<int>("--batch-size") { Description = "Prompts per ONNX Runtime run (a pair is two prompts).", DefaultValueFactory = _ => 8 };
+        var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
+        var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
+        var command = new Command("extract", "Compute an instruction vector (diff-mean at the last prompt token) from with/without prompt pairs.");
+        command.Arguments.Add(model);
+        foreach (var o in new Option[] { pairs, output, name, layers, batch, noTemplate, overwrite, json }) command.Options.Add(o);
+        command.SetAction((parse, cancellationToken) =>
+        {
+            var outPath = parse.GetValue(output)!;
+            if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                throw new OnnxSteerException(ErrorKind.Usage, $"--output '{outPath}' must end in .safetensors (convert it to GGUF afterwards with vectors convert).");
+            VectorsCommand.CheckOutput(outPath, parse.GetValue(overwrite));
+            var options = new ExtractionOptions
+            {
+                Name = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(outPath),
+                Layers = VectorTools.ParseLayers(parse.GetValue(layers)),
+                BatchSize = parse.GetValue(batch),
+                ChatTemplate = !parse.GetValue(noTemplate),
+            };
+            var request = new ExtractionRequest(parse.GetValue(model)!, parse.GetValue(pairs)!, options);
+            var result = RunWithProgress(request, stderr, cancellationToken);
+            result.File.Save(outPath);
+            foreach (var w in result.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
+            if (parse.GetValue(json))
+            {
+                stdout.WriteLine(VectorTools.Describe(result.File, outPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            }
+            else
+            {
+                var v = result.File.Vectors[0];
+                var best = v.Layers.Values.OrderByDescending(l => l.Separability).ThenByDescending(l => l.Norm).First();
+                stdout.WriteLine($"wrote {outPath}: vector '{v.Name}' from {v.PairCount} pairs at layers {string.Join(",", v.Layers.Keys)}; " +
+                    $"best separability {best.Separability:F2} at layer {best.Layer}. Details: onnxsteer vectors show {outPath}");
+            }
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    /// <summary>Runs extraction with a progress bar on stderr when stderr is a terminal, silently otherwise.</summary>
+    private static ExtractionResult RunWithProgress(ExtractionRequest request, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        var interactive = ReferenceEquals(stderr, Console.Error) && !Console.IsErrorRedirected;
+        if (!interactive) return VectorExtraction.Run(request, null, cancellationToken);
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        ExtractionResult? result = null;
+        console.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                ProgressTask? task = null;
+                result = VectorExtraction.Run(request, new InlineProgress(p =>
+                {
+                    task ??= ctx.AddTask("extracting pairs", maxValue: p.Total);
+                    task.Value = p.Done;
+                }), cancellationToken);
+            });
+        return result!;
+    }
+
+    private sealed class InlineProgress(Action<ExtractionProgress> report) : IProgress<ExtractionProgress>
+    {
+        public void Report(ExtractionProgress value) => report(value);
+    }
+}

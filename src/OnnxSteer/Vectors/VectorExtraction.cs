@@ -1,0 +1,59 @@
+using OnnxSteer.Runtime;
+using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Runtime.Tokenization;
+
+namespace OnnxSteer.Vectors;
+
+/// <summary>What <c>onnxsteer extract</c> asks for.</summary>
+/// <param name="ModelPath">Patched model folder (or its .onnx file).</param>
+/// <param name="PairsPath">pairs.jsonl.</param>
+/// <param name="Options">Name, layers, batch size, chat template.</param>
+public sealed record ExtractionRequest(string ModelPath, string PairsPath, ExtractionOptions Options);
+
+/// <summary>Pairs done out of the total.</summary>
+public readonly record struct ExtractionProgress(int Done, int Total);
+
+/// <summary>The extracted file and anything the user should hear about (chat-template fallback, ...).</summary>
+public sealed record ExtractionResult(InstructionVectorFile File, IReadOnlyList<string> Warnings);
+
+/// <summary>The worker behind <c>onnxsteer extract</c>: validates the pairs file, opens the patched model and its
+/// tokenizer, wraps each prompt in the chat template (assistant turn opened) and runs <see cref="VectorExtractor"/>.</summary>
+public static class VectorExtraction
+{
+    /// <summary>Runs a whole extraction.</summary>
+    /// <exception cref="OnnxSteerException">Bad pairs (InvalidData), an unpatched or unusable model, bad layers, write failures.</exception>
+    public static ExtractionResult Run(ExtractionRequest request, IProgress<ExtractionProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        // Validate every line first, so a bad line late in the file fails before any model work.
+        var total = PairsFile.Count(request.PairsPath);
+        var warnings = new List<string>();
+        using var extractor = VectorExtractor.Load(request.ModelPath);
+        var encode = PromptEncoding.Create(Path.GetDirectoryName(extractor.ModelFile)!, request.Options.ChatTemplate, warnings);
+        IProgress<int>? pairProgress = progress is null ? null : new Relay(done => progress.Report(new ExtractionProgress(done, total)));
+        progress?.Report(new ExtractionProgress(0, total));
+        var file = extractor.Extract(PairsFile.Read(request.PairsPath), encode, request.Options, pairProgress, cancellationToken);
+        return new ExtractionResult(file, warnings);
+    }
+
+    private sealed class Relay(Action<int> report) : IProgress<int>
+    {
+        public void Report(int value) => report(value);
+    }
+}
+
+/// <summary>Turns a user prompt into the token ids a generation would see: the model's chat template with the assistant
+/// turn opened (or the raw text with the tokenizer's special tokens when the template is off). It mirrors
+/// <see cref="SteeredModel.EncodePrompt"/> without loading a second inference session.</summary>
+internal static class PromptEncoding
+{
+    public static Func<string, IReadOnlyList<int>> Create(string modelDirectory, bool chatTemplate, List<string> warnings)
+    {
+        var tokenizer = TextTokenizer.Load(modelDirectory);
+        if (!chatTemplate) return prompt => tokenizer.Encode(prompt, addSpecialTokens: true);
+        var template = ChatTemplate.Load(modelDirectory, tokenizer);
+        if (template.Warning is { } w) warnings.Add(w);
+        // A real chat template writes BOS and role markers itself (as transformers' apply_chat_template assumes).
+        return prompt => tokenizer.Encode(template.Apply([new ChatTurn("user", prompt)], addGenerationPrompt: true),
+            addSpecialTokens: !template.WritesSpecialTokens);
+    }
+}

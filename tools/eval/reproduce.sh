@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Reproduces docs/evaluation.md: patch the bundled models, extract every instruction vector from the training-topic
+# pairs, choose layer/mode/weight per instruction on the VALIDATION split, then evaluate on the TEST split
+# (instruct model, and the transfer to the base model with the instruct model's vectors).
+# Usage: tools/eval/reproduce.sh [WORKDIR]   (default: a fresh temporary folder; outputs go to docs/evaluation/)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+W="${1:-$(mktemp -d -t onnxsteer-eval-XXXXXX)}"
+OUT=docs/evaluation
+BATCH="${BATCH:-8}"
+MODELS="${MODELS:-models}"   # folder with tiny-instruct/, tiny-base/ and data/
+mkdir -p "$W/vectors" "$OUT"
+if [ -z "${ONNXSTEER:-}" ]; then
+  dotnet build src/OnnxSteer.Cli -c Release -v q -nologo >/dev/null
+  ONNXSTEER="dotnet src/OnnxSteer.Cli/bin/Release/net10.0/OnnxSteer.Cli.dll"
+fi
+
+# 1. Patch both models (required steering inputs; hidden states of every layer exposed).
+$ONNXSTEER patch "$MODELS/tiny-instruct" -o "$W/instruct" --steer-input required --overwrite
+$ONNXSTEER patch "$MODELS/tiny-base" -o "$W/base" --steer-input required --overwrite
+
+# 2. One vector per pairs file, named after it, at every layer (instruct model).
+for pairs in "$MODELS"/data/pairs/*.jsonl; do
+  name="$(basename "$pairs" .jsonl)"
+  $ONNXSTEER extract "$W/instruct" --pairs "$pairs" --name "$name" -o "$W/vectors/$name.safetensors" --overwrite
+done
+
+# 3. Sweep on validation prompts (validation topics; disjoint from the pairs' training topics).
+$ONNXSTEER sweep "$W/instruct" --data "$MODELS"/data/eval/validation.jsonl --vectors "$W/vectors" --batch-size "$BATCH" \
+  --objective guarded -o "$OUT/selection.json" --plot "$OUT/sweep.svg" --json-out "$W/sweep.json" --overwrite > "$OUT/sweep.md"
+
+# 4. Test split: the paper's four settings, instruct model; then the base model with the instruct vectors (transfer).
+$ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
+  --plot "$OUT/test-instruct.svg" --json-out "$W/test-instruct.json" > "$OUT/test-instruct.md"
+$ONNXSTEER eval "$W/base" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
+  --plot "$OUT/test-base-transfer.svg" --json-out "$W/test-base-transfer.json" > "$OUT/test-base-transfer.md"
+python3 tools/eval/summarize.py "$W/test-instruct.json" "tiny-instruct, test split" > "$OUT/summary-instruct.md"
+python3 tools/eval/summarize.py "$W/test-base-transfer.json" "tiny-base with tiny-instruct's vectors (transfer), test split" > "$OUT/summary-base-transfer.md"
+echo "done: $OUT (work folder $W)"
