@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W="${1:-$(mktemp -d -t onnxsteer-eval-XXXXXX)}"
-OUT=docs/evaluation
+OUT="${OUT:-docs/evaluation}"
 BATCH="${BATCH:-8}"
 MODELS="${MODELS:-models}"   # folder with tiny-instruct/, tiny-base/ and data/
 # Sizes chosen so the whole run fits a shared 2-core machine: 5 validation prompts per instruction (the paper uses
