@@ -4,9 +4,9 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>The model builder's command line (plain argument parsing: it is a developer tool).
 /// <code>
-/// build --layout genai|genai-gqa|optimum|optimum-merged [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
+/// build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2|gemma2-gqa [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
 ///       [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P] [--rope-theta T] [--eps E]
-///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
+///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
 /// dump MODEL.onnx
 /// </code></summary>
 public static class BuilderCli
@@ -52,9 +52,9 @@ public static class BuilderCli
     /// <summary>Usage text.</summary>
     public const string Usage = """
         usage:
-          modelbuilder build --layout genai|genai-gqa|optimum|optimum-merged [--dtype fp32|fp16] [--layers N] [--hidden H]
+          modelbuilder build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2|gemma2-gqa [--dtype fp32|fp16] [--layers N] [--hidden H]
                 [--heads N] [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P]
-                [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--medium] [--seed S] -o OUTDIR
+                [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
                 [--dtype fp32|fp16] [--attention mha|gqa] [--quant int4] [--reference reference.json] [--tolerance T] [--overwrite] -o OUTDIR
           modelbuilder dump MODEL.onnx
@@ -69,7 +69,10 @@ public static class BuilderCli
         "genai-gqa" => (DecoderLayout.GenAi, AttentionKind.GroupQuery),
         "optimum" => (DecoderLayout.Optimum, null),
         "optimum-merged" => (DecoderLayout.OptimumMerged, null),
-        _ => throw new OnnxSteerException(ErrorKind.Usage, $"unknown layout '{s}'; expected genai, genai-gqa, optimum or optimum-merged."),
+        "ort-fused" => (DecoderLayout.OrtFused, null),
+        "gemma2" => (DecoderLayout.Gemma2, null),
+        "gemma2-gqa" => (DecoderLayout.Gemma2, AttentionKind.GroupQuery),
+        _ => throw new OnnxSteerException(ErrorKind.Usage, $"unknown layout '{s}'; expected genai, genai-gqa, optimum, optimum-merged, ort-fused, gemma2 or gemma2-gqa."),
     };
 
     /// <summary>Parses fp32/fp16.</summary>
@@ -118,6 +121,7 @@ public static class BuilderCli
             ExternalData = o.Flag("--external-data") ? true : o.Flag("--embedded") ? false : null,
             Quantization = ParseQuant(o.Get("--quant")),
             QuantBlockSize = o.Int("--block-size") ?? s.QuantBlockSize,
+            Opset = o.Int("--opset"),
         };
         // Heads given without kv-heads or head-dim: keep MHA-compatible defaults.
         s = s with { KvHeads = o.Int("--kv-heads") ?? (o.Int("--heads") is { } h ? h : s.KvHeads) };

@@ -89,6 +89,17 @@ public sealed record DecoderSpec
     public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
     /// <summary>MatMulNBits block size (power of two, at least 16).</summary>
     public int QuantBlockSize { get; init; } = 32;
+    /// <summary>Default-domain opset (14..21); null picks the exporter's habit: genai 21 (newer builders), optimum 14.
+    /// The ir_version follows: 7 below opset 15 (as older genai builders wrote, like the shared fixture), 8 up to 17,
+    /// 9 up to 20, 10 for 21.</summary>
+    public int? Opset { get; init; }
+
+    /// <summary>The opset written after applying the layout default.</summary>
+    public int EffectiveOpset => Opset ?? (Layout is DecoderLayout.Optimum or DecoderLayout.OptimumMerged ? 14 : 21);
+
+    /// <summary>The ir_version written for <see cref="EffectiveOpset"/>.</summary>
+    public int IrVersion => EffectiveOpset switch { < 15 => 7, < 18 => 8, < 21 => 9, _ => 10 };
+
     /// <summary>Beginning-of-sequence token id (genai_config / config.json).</summary>
     public int BosTokenId { get; init; } = 1;
     /// <summary>End-of-sequence token id.</summary>
@@ -126,6 +137,7 @@ public sealed record DecoderSpec
         Positive(HeadDim, "head_dim"); Positive(Intermediate, "intermediate"); Positive(Vocab, "vocab"); Positive(MaxPositions, "max_positions");
         if (HeadDim % 2 != 0) throw new OnnxSteerException(ErrorKind.Usage, $"head_dim must be even for rotary, got {HeadDim}.");
         if (Heads % KvHeads != 0) throw new OnnxSteerException(ErrorKind.Usage, $"heads ({Heads}) must be a multiple of kv_heads ({KvHeads}).");
+        if (Opset is < 14 or > 21) throw new OnnxSteerException(ErrorKind.Usage, $"opset must be 14..21, got {Opset}.");
         if (Quantization != WeightQuantization.None && Layout != DecoderLayout.GenAi)
             throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai layout, not {Layout}.");
         if (Quantization != WeightQuantization.None && (QuantBlockSize < 16 || (QuantBlockSize & (QuantBlockSize - 1)) != 0))

@@ -177,12 +177,12 @@ internal static class GenAiWriter
 
         var model = new ModelProto
         {
-            IrVersion = 10,
+            IrVersion = s.IrVersion,
             ProducerName = "onnxruntime-genai",
             ProducerVersion = "0.0.0",
             Graph = g.Graph,
         };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = s.EffectiveOpset });
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
         store.Dispose();
         OnnxModelFile.SaveAtomic(model, modelPath);

@@ -48,8 +48,8 @@ internal static class OptimumWriter
                 ("then_branch", withPast.Graph), ("else_branch", noPast.Graph));
         }
 
-        var model = new ModelProto { IrVersion = 8, ProducerName = "pytorch", ProducerVersion = "2.5.1", Graph = main.Graph };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 14 });
+        var model = new ModelProto { IrVersion = s.IrVersion, ProducerName = "pytorch", ProducerVersion = "2.5.1", Graph = main.Graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = s.EffectiveOpset });
         store.Dispose();
         OnnxModelFile.SaveAtomic(model, Path.Combine(dir, file));
         WriteHfConfig(s, Path.Combine(dir, "config.json"));
@@ -219,7 +219,11 @@ internal static class OptimumWriter
     private static string RmsNorm(GraphBuilder g, string scope, string x, string weight, DecoderSpec s, bool fp16)
     {
         var xf = fp16 ? g.InA(scope, "Cast", [x], ("to", (long)DT.Float)) : x;
-        var variance = g.InA(scope, "ReduceMean", [g.In(scope, "Pow", xf, g.Scalar(2f, DT.Float))], ("axes", new long[] { -1 }), ("keepdims", 1L));
+        var squared = g.In(scope, "Pow", xf, g.Scalar(2f, DT.Float));
+        // ReduceMean took axes as an attribute until opset 18, as an input since.
+        var variance = s.EffectiveOpset < 18
+            ? g.InA(scope, "ReduceMean", [squared], ("axes", new long[] { -1 }), ("keepdims", 1L))
+            : g.InA(scope, "ReduceMean", [squared, g.Int64(false, -1)], ("keepdims", 1L));
         var inv = g.In(scope, "Div", g.Scalar(1f, DT.Float), g.In(scope, "Sqrt", g.In(scope, "Add", variance, g.Scalar((float)s.RmsEps, DT.Float))));
         var normed = g.In(scope, "Mul", xf, inv);
         if (fp16) normed = g.InA(scope, "Cast", [normed], ("to", (long)DT.Float16));

@@ -95,8 +95,8 @@ def main():
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--init", default=None, help="checkpoint to start from (instruct starts from base)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=160)
-    ap.add_argument("--intermediate", type=int, default=432)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--intermediate", type=int, default=352)
     ap.add_argument("--layers", type=int, default=6)
     args = ap.parse_args()
 

@@ -25,11 +25,12 @@ internal static class SweepCommand
         var instructions = new Option<string?>("--instructions") { Description = "Comma-separated instruction ids to sweep (default: all in the data)." };
         var json = new Option<bool>("--json") { Description = "Print every candidate's scores as JSON instead of a Markdown table." };
         var plot = new Option<string?>("--plot") { Description = "Write accuracy against layer per instruction (.svg)." };
+        var jsonOut = new Option<string?>("--json-out") { Description = "Also write every candidate's scores as JSON to this file." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
         var shared = EvalCliOptions.Create();
         var command = new Command("sweep", "Pick, per instruction, the steering layer, mode and weight on validation prompts (degenerate outputs score 0; ties go to no steering).");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { data, vectors, output, layers, scales, objective, instructions, json, plot, overwrite }) command.Options.Add(o);
+        foreach (var o in new Option[] { data, vectors, output, layers, scales, objective, instructions, json, plot, jsonOut, overwrite }) command.Options.Add(o);
         shared.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -65,6 +66,11 @@ internal static class SweepCommand
             EvalCliOptions.WriteText(outPath, result.Selection.ToJson() + Environment.NewLine);
             stdout.Write(parse.GetValue(json) ? result.ToJson() + Environment.NewLine : result.ToMarkdown());
             stderr.WriteLine($"wrote {outPath}");
+            if (parse.GetValue(jsonOut) is { } jsonPath)
+            {
+                EvalCliOptions.WriteText(jsonPath, result.ToJson() + Environment.NewLine);
+                stderr.WriteLine($"wrote {jsonPath}");
+            }
             if (plotPath is not null)
             {
                 EvalCliOptions.WriteText(plotPath, result.ToSvg($"sweep: {Path.GetFileName(Path.GetFullPath(job.ModelDirectory))}, {Path.GetFileName(job.DataPath)}"));

@@ -76,12 +76,20 @@ public sealed class OrtFusedLayoutMatcher : IDecoderLayoutMatcher
             return LayoutMatch.Failed(Name, "no skip norm reads the embedding sum (output 2 of EmbedLayerNormalization)", embed, 15);
         if (chain.Count != norms.Count)
             return LayoutMatch.Failed(Name, $"{norms.Count - chain.Count} skip norm(s) are off the residual chain", norms.First(n => !chain.Contains(n)), 40);
+        // The final norm is either a SkipLayerNormalization ending the chain (output 0 only), or, when the optimizer left
+        // the last residual Add unfused, a plain LayerNormalization after Add(residual, mlp) (+ Add(bias)).
+        ValueResidualPoint? lastAdd = null;
         if (chain.Count % 2 != 0)
-            return LayoutMatch.Failed(Name, $"the residual chain has {chain.Count} skip norms; a decoder has two per block (post-attention and next ln_1/ln_f)", chain[^1], 40);
-        if (chain[^1].Output(FusedNormResidualPoint.ResidualOutputIndex) is { Uses.Count: > 0 })
+        {
+            var (value, why) = PlainFinalResidual(chain[^1].Output(FusedNormResidualPoint.ResidualOutputIndex));
+            if (value is null)
+                return LayoutMatch.Failed(Name, $"the residual chain has {chain.Count} skip norms; a decoder has two per block (post-attention and next ln_1/ln_f), or ends in Add + LayerNormalization ({why})", chain[^1], 40);
+            lastAdd = new ValueResidualPoint(chain.Count / 2, graph, value);
+        }
+        else if (chain[^1].Output(FusedNormResidualPoint.ResidualOutputIndex) is { Uses.Count: > 0 })
             return LayoutMatch.Failed(Name, "the last skip norm's residual output is used; expected the final norm to end the chain", chain[^1], 45);
 
-        var numLayers = chain.Count / 2;
+        var numLayers = (chain.Count + 1) / 2;
         var residualIn = embeddingSum;
         for (var layer = 0; layer < numLayers; layer++)
         {
@@ -90,7 +98,7 @@ public sealed class OrtFusedLayoutMatcher : IDecoderLayoutMatcher
             var attention = sublayer is null ? null : FindBackward(sublayer, residualIn, n => AttentionOps.Contains(n.OpType));
             if (attention is null)
                 return LayoutMatch.Failed(Name, $"no attention op feeds block {layer}'s post-attention norm", postAttention, 50 + layer * 40 / numLayers);
-            residualIn = chain[2 * layer + 1].Output(FusedNormResidualPoint.ResidualOutputIndex)!;
+            if (2 * layer + 1 < chain.Count) residualIn = chain[2 * layer + 1].Output(FusedNormResidualPoint.ResidualOutputIndex)!;
         }
 
         var gamma = embed.Input(5);
@@ -101,7 +109,33 @@ public sealed class OrtFusedLayoutMatcher : IDecoderLayoutMatcher
         if (dtype == 0)
             return LayoutMatch.Failed(Name, "cannot tell the residual's element type", embed, 90);
         var attentionOps = string.Join("/", graph.Nodes.Where(n => AttentionOps.Contains(n.OpType)).Select(n => n.OpType).Distinct());
-        return LayoutMatch.Matched(new DecoderLayout(Name, numLayers, h, dtype, SkipNormChain.BlockPoints(graph, chain)),
-            $"{embed.Describe()} output 2 '{embeddingSum.Name}' starts a chain of {chain.Count} {chain[0].OpType} nodes linked by output 3; {numLayers} blocks with {attentionOps}; final norm {chain[^1].Describe()}");
+        var points = SkipNormChain.BlockPoints(graph, chain);
+        if (lastAdd is not null) points.Add(lastAdd);
+        var final = lastAdd is null ? chain[^1].Describe() : $"LayerNormalization after residual '{lastAdd.Residual.Name}'";
+        return LayoutMatch.Matched(new DecoderLayout(Name, numLayers, h, dtype, points),
+            $"{embed.Describe()} output 2 '{embeddingSum.Name}' starts a chain of {chain.Count} {chain[0].OpType} nodes linked by output 3; {numLayers} blocks with {attentionOps}; final norm {final}");
+    }
+
+    /// <summary>True when <paramref name="other"/> is computed from the node that produces <paramref name="residual"/>
+    /// (the MLP reads the skip norm's output 0, a sibling of the residual output 3).</summary>
+    private static bool FromSameNorm(GraphValue other, GraphValue residual) =>
+        residual.Producer is { } norm && FindBackward(other, null, n => n == norm) is not null;
+
+    /// <summary>The last residual when the final norm is a plain LayerNormalization: from the residual after the last
+    /// attention half, Add(residual, mlp) whose other operand depends on it, then optionally Add(bias initializer),
+    /// feeding LayerNormalization.</summary>
+    private static (GraphValue? Value, string Why) PlainFinalResidual(GraphValue? residual)
+    {
+        if (residual is null) return (null, "the last skip norm has no output 3");
+        var adds = residual.Uses.Where(u => Is(u.Node, "Add") && u.InputIndex is 0 or 1
+            && SkipNormChain.Sublayer(u.Node, residual) is { } other && FromSameNorm(other, residual)).Select(u => u.Node).Distinct().ToList();
+        if (adds.Count != 1) return (null, $"its output 3 feeds {adds.Count} residual Adds");
+        var value = adds[0].Output(0)!;
+        if (value.Uses.Count == 1 && value.Uses[0].Node is { } next && Is(next, "Add")
+            && SkipNormChain.Sublayer(next, value) is { } bias && InitializerOf(bias) is not null)
+            value = next.Output(0)!;
+        return value.Uses.Any(u => Is(u.Node, "LayerNormalization") && u.InputIndex == 0)
+            ? (value, "")
+            : (null, $"'{value.Name}' does not feed a LayerNormalization");
     }
 }

@@ -32,9 +32,10 @@ public sealed record DemoOptions
 /// show responses without and with steering side by side, and print the evaluation table. Needs no network.</summary>
 public static class DemoRunner
 {
-    /// <summary>The instructions the demo steers, with the layer and mode chosen by <c>onnxsteer sweep</c> on the
-    /// validation split (docs/evaluation.md); the vectors are named after their pair files.</summary>
-    internal static readonly IReadOnlyDictionary<string, SelectionEntry> Steering = new Dictionary<string, SelectionEntry>
+    /// <summary>The instructions the demo steers, with a fallback layer and mode used when the repository's
+    /// <c>docs/evaluation/selection.json</c> (chosen by <c>onnxsteer sweep</c> on the validation split) is not there;
+    /// the vectors are named after their pair files.</summary>
+    internal static readonly IReadOnlyDictionary<string, SelectionEntry> FallbackSteering = new Dictionary<string, SelectionEntry>
     {
         [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 3 },
         [InstructionIds.Capital] = new() { Mode = "project", Vector = "change_case.english_capital", Layer = 3 },
@@ -51,7 +52,8 @@ public static class DemoRunner
         var testPath = Path.Combine(dataDir, "eval", "test.jsonl");
         if (!File.Exists(testPath))
             throw new OnnxSteerException(ErrorKind.NotFound, $"the demo data '{testPath}' does not exist; pass --data-dir (a folder with pairs/ and eval/).");
-        var items = EvalDataset.Load(testPath).Where(i => i.Checks.Count == 1 && Steering.ContainsKey(i.Checks[0].Id)).ToList();
+        var steering = LoadSteering(modelDir, output);
+        var items = EvalDataset.Load(testPath).Where(i => i.Checks.Count == 1 && steering.ContainsKey(i.Checks[0].Id)).ToList();
         items = [.. EvalWorkflow.Limit(items, options.EvalPerInstruction)];
 
         var temp = Path.Combine(Path.GetTempPath(), $"onnxsteer-demo-{Guid.NewGuid():N}");
@@ -67,17 +69,17 @@ public static class DemoRunner
             step.Restart();
             var vectorsDir = Path.Combine(temp, "vectors");
             Directory.CreateDirectory(vectorsDir);
-            var names = items.SelectMany(i => i.Checks).SelectMany(c => VectorNaming.Expand(Steering[c.Id].Vector!, c)).Distinct().Order(StringComparer.Ordinal).ToList();
+            var names = items.SelectMany(i => i.Checks).SelectMany(c => VectorNaming.Expand(steering[c.Id].Vector!, c)).Distinct().Order(StringComparer.Ordinal).ToList();
             var counts = ExtractVectors(patched, Path.Combine(dataDir, "pairs"), names, vectorsDir, options.Threads, cancellationToken);
             output.WriteLine($"[2/4] extracted {names.Count} vectors at every layer ({string.Join(", ", names.Select(n => $"{n}: {counts[n]} pairs"))}) ({step.Elapsed.TotalSeconds:0.0} s)");
 
             var generation = new EvalGenerationOptions { MaxNewTokens = options.MaxNewTokens, BatchSize = 8, Threads = options.Threads };
             using var backend = ModelBackend.Open(patched, vectorsDir, generation);
-            var selection = new SteeringSelection { Instructions = Steering };
+            var selection = new SteeringSelection { Instructions = steering };
 
             step.Restart();
             output.WriteLine("[3/4] the same prompts (no instruction in them), greedy, without and with steering:");
-            var examples = Steering.Keys.Select(id => items.First(i => i.Checks[0].Id == id)).ToList();
+            var examples = steering.Keys.Select(id => items.First(i => i.Checks[0].Id == id)).ToList();
             var requests = examples.SelectMany(i => new[] { new EvalRequest(i.Prompt, []), new EvalRequest(i.Prompt, selection.OpsFor(i, backend.Vectors)) }).ToList();
             var responses = await backend.Generator.GenerateAsync(requests, cancellationToken).ConfigureAwait(false);
             for (var e = 0; e < examples.Count; e++)
@@ -104,6 +106,20 @@ public static class DemoRunner
             if (!options.Keep)
                 try { Directory.Delete(temp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
+    }
+
+    /// <summary>The sweep's choice for the demo's instructions from <c>docs/evaluation/selection.json</c> beside the
+    /// <c>models</c> folder, where it chose to steer; the fallback otherwise.</summary>
+    private static IReadOnlyDictionary<string, SelectionEntry> LoadSteering(string modelDir, TextWriter output)
+    {
+        var root = Path.GetDirectoryName(Path.GetDirectoryName(modelDir));
+        var path = root is null ? null : Path.Combine(root, "docs", "evaluation", "selection.json");
+        if (path is null || !File.Exists(path)) return FallbackSteering;
+        var chosen = SteeringSelection.Load(path).Instructions;
+        var steering = FallbackSteering.ToDictionary(kv => kv.Key, kv =>
+            chosen.TryGetValue(kv.Key, out var e) && e.SteerMode is not null ? e : kv.Value);
+        output.WriteLine($"layers and modes from {path}");
+        return steering;
     }
 
     /// <summary>Extracts each named vector from <c>pairs/&lt;name&gt;.jsonl</c> into <c>&lt;name&gt;.safetensors</c>.</summary>

@@ -30,6 +30,8 @@ public sealed record ItemResult
     public required string Key { get; init; }
     public required string Setting { get; init; }
     public required IReadOnlyList<string> Instructions { get; init; }
+    /// <summary>Each instruction's arguments (kwargs), in the order of <see cref="Instructions"/>.</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, object>> Args { get; init; } = [];
     public required string Prompt { get; init; }
     public required IReadOnlyList<string> Steering { get; init; }
     public required string Response { get; init; }

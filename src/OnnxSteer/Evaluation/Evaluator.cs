@@ -108,6 +108,7 @@ public static class Evaluator
         Key = item.Key,
         Setting = setting.Key(),
         Instructions = [.. item.Checks.Select(c => c.Id)],
+        Args = [.. item.Checks.Select(c => c.Args.ToDictionary())],
         Prompt = request.Prompt,
         Steering = [.. request.Steering.Select(o => o.ToString())],
         Response = response.Text,

@@ -10,6 +10,7 @@ public static class AtomicFile
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
         var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        RemoveStaleSiblings(dir, Path.GetFileName(full));
         try
         {
             using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
@@ -43,6 +44,7 @@ public static class AtomicFile
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new OnnxSteerException(ErrorKind.Output, $"cannot create '{parent}': {e.Message}", e); }
         var tmp = Path.Combine(parent, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
+        RemoveStaleSiblings(parent, Path.GetFileName(full));
         try
         {
             Directory.CreateDirectory(tmp);
@@ -66,6 +68,36 @@ public static class AtomicFile
                 throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{finalDirectory}': {e.Message}", e);
             throw;
         }
+    }
+
+    /// <summary>A process killed mid-write (SIGKILL, power loss) cannot clean up after itself, so the next write of the
+    /// same target removes the temporary siblings (<c>.{name}.{pid}.{guid}.tmp|.partial|.partial.old</c>) left by
+    /// processes that are no longer running. Siblings of live processes (a concurrent writer) are left alone.</summary>
+    private static void RemoveStaleSiblings(string directory, string name)
+    {
+        string[] entries;
+        try { entries = Directory.GetFileSystemEntries(directory, $".{name}.*"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return; }
+        foreach (var entry in entries)
+        {
+            var rest = Path.GetFileName(entry)[(name.Length + 2)..].Split('.');
+            if (rest.Length < 3 || !int.TryParse(rest[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pid)
+                || rest[1].Length != 32 || rest[2] is not ("tmp" or "partial") || IsRunning(pid))
+                continue;
+            if (Directory.Exists(entry)) TryDeleteDirectory(entry); else TryDelete(entry);
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     private static void TryDelete(string path)

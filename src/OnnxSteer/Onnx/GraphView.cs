@@ -250,6 +250,10 @@ public sealed class GraphView
         }
         foreach (var output in _source.Output)
         {
+            // A model output listed twice is not a valid model (ONNX Runtime refuses it); found by the fuzzer, where it
+            // used to surface as a failed post-condition (InvalidOperationException) after the rewrite.
+            if (Parent is null && _outputInfo.ContainsKey(output.Name))
+                throw new OnnxSteerException(ErrorKind.InvalidModel, $"graph '{Name}' lists output '{output.Name}' twice.");
             var v = Resolve(output.Name);
             if (v.DeclaredType is null && v.Initializer is null && output.Type is not null) v.DeclaredType = output.Type;
             OutputList.Add(v);

@@ -67,7 +67,17 @@ public sealed class VectorExtractor : IDisposable
         InferenceSession session;
         try
         {
-            session = sessionOptions is null ? new InferenceSession(modelFile) : new InferenceSession(modelFile, sessionOptions);
+            if (sessionOptions is null)
+            {
+                // Optional steering inputs are initializers that double as graph inputs; ONNX Runtime warns about each one
+                // on stderr, which would bury the progress bar. Errors still surface as exceptions.
+                using var quiet = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+                session = new InferenceSession(modelFile, quiet);
+            }
+            else
+            {
+                session = new InferenceSession(modelFile, sessionOptions);
+            }
         }
         catch (OnnxRuntimeException e)
         {

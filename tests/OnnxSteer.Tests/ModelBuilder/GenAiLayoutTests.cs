@@ -145,3 +145,36 @@ public sealed class GenAiGqaPaddingTests
         for (var t = 0; t < 3; t++) Assert.True(LayoutChecks.MaxAbsDiff(aloneB[t], batch[1][t]) <= 1e-4, $"row 1 position {t}");
     }
 }
+
+public sealed class GenAiFidelityTests
+{
+    private static List<string> MainPath(OnnxSteer.Onnx.Proto.GraphProto g) => g.Node
+        .Where(n => n.OpType != "Constant" && !n.Name.StartsWith("/model/attn_mask_reformat", StringComparison.Ordinal))
+        .Select(n => $"{n.Domain}::{n.OpType}:{n.Input.Count}>{n.Output.Count}").ToList();
+
+    /// <summary>The fixture of the real export's shape has the same main-path ops, in the same order, with the same input
+    /// and output arity, the same graph inputs/outputs (names, element types, dims) and the same key attributes.</summary>
+    [Fact]
+    public void MatchesTheRealExportOpForOp()
+    {
+        var real = OnnxModelFile.Load(Path.Combine(TestPaths.GenAiTinyLlamaFp16, "model.onnx")).Proto.Graph;
+        using var dir = TestPaths.NewTempDir();
+        var spec = DecoderSpec.Tiny(DecoderLayout.GenAi, DecoderDType.Float16) with { Hidden = 16, Heads = 1, KvHeads = 1, HeadDim = 16, Intermediate = 64, Vocab = 32000, MaxPositions = 2048 };
+        var ours = OnnxModelFile.Load(DecoderFixtures.Write(spec, dir.Path).ModelPath).Proto.Graph;
+
+        Assert.Equal(MainPath(real), MainPath(ours));
+        Assert.Equal(real.Input.Select(i => i.ToString()), ours.Input.Select(i => i.ToString()));
+        Assert.Equal(real.Output.Select(i => i.ToString()), ours.Output.Select(i => i.ToString()));
+        foreach (var op in new[] { "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "RotaryEmbedding", "MultiHeadAttention" })
+        {
+            var r = real.Node.First(n => n.OpType == op);
+            var o = ours.Node.First(n => n.OpType == op);
+            Assert.Equal(r.Attribute.Select(a => a.Name).Order(), o.Attribute.Select(a => a.Name).Order());
+            // Which input slots are wired (MultiHeadAttention: q, k, v, -, -, attention_bias, past_key, past_value).
+            Assert.Equal(r.Input.Select(x => x.Length > 0), o.Input.Select(x => x.Length > 0));
+            Assert.Equal(r.Output.Select(x => x.Length > 0), o.Output.Select(x => x.Length > 0));
+        }
+        static IEnumerable<string> Inits(OnnxSteer.Onnx.Proto.GraphProto g) => g.Initializer.Select(t => $"{t.Name} {t.DataType} [{string.Join(",", t.Dims)}]").Order();
+        Assert.Equal(Inits(real), Inits(ours));
+    }
+}

@@ -10,7 +10,7 @@ namespace OnnxSteer.Tests.Runtime;
 /// alone where the attention op supports left padding, and patched models steer.</summary>
 public sealed class LayoutTests
 {
-    public static TheoryData<string> Layouts() => ["genai-mha-fp32", "genai-mha-fp16", "genai-gqa-fp32", "optimum-fp32", "optimum-fp16", "optimum-noposition-fp32", "merged-fp32"];
+    public static TheoryData<string> Layouts() => ["genai-mha-fp32", "genai-mha-fp16", "genai-gqa-fp32", "optimum-fp32", "optimum-fp16", "optimum-noposition-fp32", "merged-fp32", "ortfused-gpt2-fp32"];
 
     private static DecoderSpec Spec(string name) => name switch
     {
@@ -20,7 +20,8 @@ public sealed class LayoutTests
         "optimum-fp32" => DecoderSpec.Tiny(DecoderLayout.Optimum),
         "optimum-fp16" => DecoderSpec.Tiny(DecoderLayout.Optimum, DecoderDType.Float16),
         "optimum-noposition-fp32" => DecoderSpec.Tiny(DecoderLayout.Optimum) with { PositionIds = false },
-        _ => DecoderSpec.Tiny(DecoderLayout.OptimumMerged),
+        "merged-fp32" => DecoderSpec.Tiny(DecoderLayout.OptimumMerged),
+        _ => DecoderSpec.Tiny(DecoderLayout.OrtFused),
     };
 
     private static readonly GeneratorOptions Options = new() { MaxNewTokens = 8, UseChatTemplate = false };
@@ -52,10 +53,11 @@ public sealed class LayoutTests
     [MemberData(nameof(Layouts))]
     public void Left_padded_batch_equals_rows_alone(string layout)
     {
-        if (layout.Contains("gqa")) return; // ONNX Runtime's GroupQueryAttention supports right padding only (documented limitation)
+        // ONNX Runtime's GroupQueryAttention supports right padding only: the model runs such rows one at a time.
         using var dir = TestPaths.NewTempDir();
         Write(layout, dir.Path);
         using var model = SteeredModel.Load(dir.Path, new RuntimeOptions { IntraOpThreads = 1 });
+        Assert.Equal(layout.Contains("gqa"), model.Signature.RightPaddingOnly);
         var batch = model.Generate(Prompts.Select(p => new GenerationRequest { PromptTokenIds = p }).ToList(), Options);
         for (int i = 0; i < Prompts.Length; i++)
             Assert.Equal(model.Generate([new GenerationRequest { PromptTokenIds = Prompts[i] }], Options)[0].TokenIds, batch[i].TokenIds);
@@ -73,6 +75,7 @@ public sealed class LayoutTests
         using var original = SteeredModel.Load(source, new RuntimeOptions { IntraOpThreads = 1 });
         using var model = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = 1 });
         Assert.Equal(original.Signature.Layout, model.Signature.Layout);
+        Assert.Equal(layout.StartsWith("ortfused", StringComparison.Ordinal) ? CacheLayout.Combined : CacheLayout.PerLayerKeyValue, model.Signature.Layout);
         var request = new GenerationRequest { PromptTokenIds = Prompts[0] };
         var plain = model.Generate([request], Options)[0];
         Assert.Equal(original.Generate([request], Options)[0].TokenIds, plain.TokenIds);

@@ -72,6 +72,54 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void Vocab_json_and_merges_txt_load_as_gpt2_byte_level_bpe()
+    {
+        using var dir = TestPaths.NewTempDir();
+        ByteLevelFixture.Write(dir.Path);
+        var json = JsonNode.Parse(File.ReadAllText(dir.Combine("tokenizer.json")))!;
+        File.WriteAllText(dir.Combine("vocab.json"), json["model"]!["vocab"]!.ToJsonString());
+        File.WriteAllLines(dir.Combine("merges.txt"), ["#version: 0.2", .. ByteLevelFixture.Merges.Select(m => $"{m.A} {m.B}")]);
+        File.Delete(dir.Combine("tokenizer.json"));
+        File.WriteAllText(dir.Combine("tokenizer_config.json"), "{}");
+        var tokenizer = TextTokenizer.Load(dir.Path);
+        Assert.Contains("vocab.json", tokenizer.Kind);
+        // Where GPT-2's regex and Qwen2's split alike, the ids equal the tokenizer.json goldens.
+        foreach (var g in LoadGolden("bytebpe_tokenizer_golden.json").Where(g => g.text is "Hello world" or "the theand in" or "café naïve"))
+            Assert.Equal(g.ids, tokenizer.Encode(g.text));
+    }
+
+    /// <summary>The bundled models' byte-level ChatML tokenizer against the trainer's golden ids
+    /// (tools/train/tokenizer_golden.json, from the training tokenizer, verified with transformers.js). Runs for every
+    /// models/*/tokenizer.json in the repository (none until the bundled models land).</summary>
+    [Fact]
+    public void Bundled_model_tokenizers_match_the_trainers_golden_ids()
+    {
+        var golden = JsonNode.Parse(File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "tools", "train", "tokenizer_golden.json")))!["pairs"]!.AsArray();
+        var models = Path.Combine(TestPaths.RepoRoot, "models");
+        var dirs = Directory.Exists(models) ? Directory.GetDirectories(models).Where(d => File.Exists(Path.Combine(d, "tokenizer.json"))).ToList() : [];
+        foreach (var dir in dirs)
+        {
+            var tokenizer = TextTokenizer.Load(dir);
+            foreach (var pair in golden)
+            {
+                var text = pair!["text"]!.GetValue<string>();
+                var ids = pair["ids"]!.AsArray().Select(i => i!.GetValue<int>()).ToArray();
+                Assert.True(ids.SequenceEqual(tokenizer.Encode(text, addSpecialTokens: false)), $"{dir}: '{text}'");
+                Assert.Equal(text, tokenizer.Decode(ids, skipSpecialTokens: false));
+            }
+        }
+    }
+
+    [Fact]
+    public void Missing_tokenizer_files_are_reported()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var e = Assert.Throws<OnnxSteerException>(() => TextTokenizer.Load(dir.Path));
+        Assert.Equal(ErrorKind.NotFound, e.Kind);
+        Assert.Contains("tokenizer.json", e.Message);
+    }
+
+    [Fact]
     public void Streaming_decoder_holds_back_split_characters()
     {
         // "😀" is four byte-fallback tokens: nothing may come out before the last one.

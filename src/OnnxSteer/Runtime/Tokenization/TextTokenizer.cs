@@ -234,10 +234,38 @@ public sealed class TextTokenizer
     {
         if (_addedById.TryGetValue(id, out var t))
         {
-            if (!(skipSpecialTokens && t.Special)) bytes.AddRange(Encoding.UTF8.GetBytes(t.Content));
+            if (!(skipSpecialTokens && t.Special)) bytes.AddRange(TokenBytes(id));
             return;
         }
-        _backend.AppendTokenBytes(id, bytes);
+        bytes.AddRange(TokenBytes(id));
+    }
+
+    // Each token's bytes are computed once and kept, so streaming decode allocates only the text it returns.
+    // Races only compute the same array twice.
+    private byte[]?[] _tokenBytes = [];
+
+    private byte[] TokenBytes(int id)
+    {
+        if (id < 0) return [];
+        var cache = _tokenBytes;
+        if (id < cache.Length && cache[id] is { } hit) return hit;
+        byte[] bytes;
+        if (_addedById.TryGetValue(id, out var t)) bytes = Encoding.UTF8.GetBytes(t.Content);
+        else
+        {
+            var list = new List<byte>(8);
+            _backend.AppendTokenBytes(id, list);
+            bytes = [.. list];
+        }
+        if (id >= cache.Length)
+        {
+            if (id > 1 << 22) return bytes; // an absurd id: do not grow the cache for it
+            var grown = new byte[]?[Math.Max(id + 1, Math.Max(cache.Length * 2, 1024))];
+            Array.Copy(cache, grown, cache.Length);
+            _tokenBytes = cache = grown;
+        }
+        cache[id] = bytes;
+        return bytes;
     }
 
     private (int At, AddedToken? Token) FindAddedToken(string text, int start)
