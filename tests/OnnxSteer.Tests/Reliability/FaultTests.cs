@@ -14,12 +14,11 @@ public sealed class FaultTests
 {
     private static int KillRuns => int.TryParse(Environment.GetEnvironmentVariable("ONNXSTEER_KILL_RUNS"), out var n) && n > 0 ? n : 3;
 
-    /// <summary>The built CLI next to the test binaries' configuration (Debug or Release).</summary>
+    /// <summary>The built CLI, copied beside the test binaries by the project reference (same configuration).</summary>
     private static string CliDll()
     {
-        var config = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name;
-        var dll = Path.Combine(TestPaths.RepoRoot, "src", "OnnxSteer.Cli", "bin", config, "net10.0", "OnnxSteer.Cli.dll");
-        Assert.True(File.Exists(dll), $"build the CLI first: {dll}");
+        var dll = Path.Combine(AppContext.BaseDirectory, "OnnxSteer.Cli.dll");
+        Assert.True(File.Exists(dll), $"build the tests first: {dll}");
         return dll;
     }
 
