@@ -82,10 +82,14 @@ internal static class MatchHelpers
     {
         if (value is null) return null;
         var init = InitializerOf(value);
-        if (init is not null && init.Dims.Count > 0) return checked((int)init.Dims[^1]);
+        if (init is not null && init.Dims.Count > 0) return Width(value, init.Dims[^1]);
         var dims = value.Dims;
-        return dims is { Count: > 0 } && dims[^1] is { } d && d > 0 ? checked((int)d) : null;
+        return dims is { Count: > 0 } && dims[^1] is { } d && d > 0 ? Width(value, d) : null;
     }
+
+    // Dims come from an untrusted file: a huge or negative one is a broken model, not an overflow (found by the fuzzer).
+    private static int Width(GraphValue value, long dim) => dim is >= 0 and <= int.MaxValue ? (int)dim
+        : throw new OnnxSteerException(ErrorKind.InvalidModel, $"'{value.Name}' has dimension {dim}, outside 0..{int.MaxValue}.");
 
     /// <summary>Element type of the first of <paramref name="values"/> whose type is a known float type.</summary>
     public static int FirstFloatType(params GraphValue?[] values)

@@ -10,16 +10,15 @@ namespace OnnxSteer.Tests.Reliability;
 /// <summary>Faults: the CLI killed at random moments, a full disk, a read-only output folder. Outputs are complete or
 /// absent, temporary siblings of a killed run are removed by the next run, and inputs are never modified.
 /// Kills per verb scale with <c>ONNXSTEER_KILL_RUNS</c> (CI: 3).</summary>
-public sealed class FaultTests
+public sealed class FaultTests(Xunit.Abstractions.ITestOutputHelper log)
 {
     private static int KillRuns => int.TryParse(Environment.GetEnvironmentVariable("ONNXSTEER_KILL_RUNS"), out var n) && n > 0 ? n : 3;
 
-    /// <summary>The built CLI next to the test binaries' configuration (Debug or Release).</summary>
+    /// <summary>The built CLI, copied beside the test binaries by the project reference (same configuration).</summary>
     private static string CliDll()
     {
-        var config = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name;
-        var dll = Path.Combine(TestPaths.RepoRoot, "src", "OnnxSteer.Cli", "bin", config, "net10.0", "OnnxSteer.Cli.dll");
-        Assert.True(File.Exists(dll), $"build the CLI first: {dll}");
+        var dll = Path.Combine(AppContext.BaseDirectory, "OnnxSteer.Cli.dll");
+        Assert.True(File.Exists(dll), $"build the tests first: {dll}");
         return dll;
     }
 
@@ -44,7 +43,7 @@ public sealed class FaultTests
 
     /// <summary>Runs the verb once to measure it, then kills it after delays spread over that duration. After each kill the
     /// output is absent or complete; a rerun succeeds and leaves no temporary sibling.</summary>
-    private static void KillAtRandomMoments(string[] args, string output, Action<string> checkComplete, int seed)
+    private void KillAtRandomMoments(string[] args, string output, Action<string> checkComplete, int seed)
     {
         var parent = Path.GetDirectoryName(output)!;
         var name = Path.GetFileName(output);
@@ -60,10 +59,17 @@ public sealed class FaultTests
         for (var i = 0; i < KillRuns; i++)
         {
             var delay = TimeSpan.FromMilliseconds(rng.NextDouble() * full.TotalMilliseconds * 1.1);
+            // Start from nothing, so an output present after the kill is the killed run's own.
+            if (Directory.Exists(output)) Directory.Delete(output, recursive: true);
+            File.Delete(output);
             using var p = Start([.. args, "--overwrite"]);
-            if (!p.WaitForExit(delay)) p.Kill(entireProcessTree: true);
+            var killed = !p.WaitForExit(delay);
+            if (killed) p.Kill(entireProcessTree: true);
             p.WaitForExit();
-            if (Directory.Exists(output) || File.Exists(output)) checkComplete(output);
+            var present = Directory.Exists(output) || File.Exists(output);
+            if (present) checkComplete(output);
+            log.WriteLine($"{args[0]} kill {i}: after {delay.TotalMilliseconds:F0} ms of a {full.TotalMilliseconds:F0} ms run: " +
+                          $"{(killed ? "killed" : "finished first")}, output {(present ? "complete" : "absent")}, temp siblings {Leftovers(parent, name).Length}");
             // The next run cleans what the killed one could not.
             var (o, e) = (new StringWriter(), new StringWriter());
             Assert.True(CliApp.Run([.. args, "--overwrite"], o, e) == 0, e.ToString());

@@ -19,12 +19,12 @@ public sealed class LoadTests(PatchedFixtureModel fixture, ITestOutputHelper out
     private static GenerationRequest RandomRequest(Random rng, int[][] prompts)
     {
         var steering = Steering.None;
-        var terms = rng.Next(3);
-        for (var t = 0; t < terms; t++)
+        // At most one term per layer: the patched model has one direction and target per layer.
+        for (var layer = 0; layer < 2; layer++)
         {
+            if (rng.Next(3) == 0) continue;
             var raw = Enumerable.Range(0, Hidden).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
             var vector = SteeringVector.FromRaw(raw, zBar: (float)(rng.NextDouble() * 4));
-            var layer = rng.Next(2);
             steering = rng.Next(3) switch
             {
                 0 => steering.Add(vector, layer, (float)(rng.NextDouble() * 16 - 8)),

@@ -21,6 +21,25 @@ public sealed class RegressionTests
         Assert.False(Directory.Exists(dir.Combine("p")));
     }
 
+    [Theory]
+    [InlineData(long.MaxValue)]
+    [InlineData(int.MaxValue + 7L)]
+    [InlineData(-3L)]
+    public void HugeOrNegativeInitializerDimsAreAnInvalidModelNotAnOverflow(long dim)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var built = DecoderFixtures.Write(DecoderSpec.Tiny(DecoderLayout.OrtFused) with { Hidden = 16, HeadDim = 8, Intermediate = 32, Vocab = 64 }, dir.Combine("m"));
+        var proto = OnnxModelFile.ParseBytes(File.ReadAllBytes(built.ModelPath), "m");
+        foreach (var t in proto.Graph.Initializer.Where(t => t.Dims.Count > 0)) t.Dims[^1] = dim;
+        File.WriteAllBytes(built.ModelPath, Google.Protobuf.MessageExtensions.ToByteArray(proto));
+        foreach (var verb in new[] { "inspect", "patch" })
+        {
+            var (o, e) = (new StringWriter(), new StringWriter());
+            var code = CliApp.Run(verb == "inspect" ? [verb, built.Directory, "--explain"] : [verb, built.Directory, "-o", dir.Combine("p")], o, e);
+            Assert.True(code is (int)ErrorKind.InvalidModel or (int)ErrorKind.UnsupportedModel, $"{verb}: {code} {e}");
+        }
+    }
+
     [Fact]
     public void TemporarySiblingsOfAKilledWriterAreRemovedByTheNextWrite()
     {
