@@ -47,7 +47,7 @@ public sealed record SelectionEntry
         if (SteerMode is not { } mode) return "none";
         var s = $"{Mode.ToLowerInvariant()} {Vector}@{Layer}";
         if (mode == Evaluation.SteerMode.Add)
-            s += Weight is { } w ? $" w={w.ToString("0.###", CultureInfo.InvariantCulture)}" : $" {Scale?.ToString("0.###", CultureInfo.InvariantCulture)}×|u|";
+            s += Weight is { } w ? $" w={w.ToString("0.###", CultureInfo.InvariantCulture)}" : $" {Scale?.ToString("0.###", CultureInfo.InvariantCulture)}×‖u‖";
         return s;
     }
 }

@@ -85,7 +85,7 @@ public class DatasetAndSelectionTests
         File.WriteAllText(path, selection.ToJson());
         var loaded = SteeringSelection.Load(path);
         Assert.Equal(3, loaded.Instructions.Count);
-        Assert.Equal("add keywords.existence.{word}@5 -4×|u|", loaded.Instructions[InstructionIds.ForbiddenWords].Describe());
+        Assert.Equal("add keywords.existence.{word}@5 -4×‖u‖", loaded.Instructions[InstructionIds.ForbiddenWords].Describe());
 
         var item = EvalDataset.Parse(new StringReader("""
             {"prompt": "p", "instruction": "i", "instruction_id_list": ["keywords:forbidden_words", "change_case:english_lowercase", "detectable_format:json_format"], "kwargs": [{"forbidden_words": ["Ocean", "salt"]}, {}, {}]}
