@@ -119,10 +119,14 @@ internal static class Models
         return ((int)decoder["num_hidden_layers"]!, (int)decoder["hidden_size"]!, (int)genai["vocab_size"]!, (int)genai["context_length"]!);
     }
 
-    private static string FindRepoRoot()
+    // Above the binaries (a normal build) or above the working directory (a build copied elsewhere with -o).
+    private static string FindRepoRoot() =>
+        Above(AppContext.BaseDirectory) ?? Above(Directory.GetCurrentDirectory()) ?? Directory.GetCurrentDirectory();
+
+    private static string? Above(string start)
     {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        var dir = new DirectoryInfo(start);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "OnnxSteer.sln"))) dir = dir.Parent;
-        return dir?.FullName ?? Directory.GetCurrentDirectory();
+        return dir?.FullName;
     }
 }

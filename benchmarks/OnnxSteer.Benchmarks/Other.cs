@@ -33,7 +33,8 @@ internal static class PrefillBench
             var samples = cases.Select(_ => new List<double>()).ToArray();
             var cpu = cases.Select(_ => new List<double>()).ToArray();
             var loads = new List<double>();
-            for (int rep = -1; rep < o.Repeats; rep++)
+            // Warm up once, at the shortest length (a long prefill on the medium model takes many seconds).
+            for (int rep = len == lengths[0] ? -1 : 0; rep < o.Repeats; rep++)
                 for (int c = 0; c < cases.Length; c++)
                 {
                     var model = load(cases[c].Folder);

@@ -4,7 +4,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>The model builder's command line (plain argument parsing: it is a developer tool).
 /// <code>
-/// build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2 [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
+/// build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2|gemma2-gqa [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
 ///       [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P] [--rope-theta T] [--eps E]
 ///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
 /// dump MODEL.onnx
@@ -52,7 +52,7 @@ public static class BuilderCli
     /// <summary>Usage text.</summary>
     public const string Usage = """
         usage:
-          modelbuilder build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2 [--dtype fp32|fp16] [--layers N] [--hidden H]
+          modelbuilder build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2|gemma2-gqa [--dtype fp32|fp16] [--layers N] [--hidden H]
                 [--heads N] [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P]
                 [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
@@ -71,7 +71,8 @@ public static class BuilderCli
         "optimum-merged" => (DecoderLayout.OptimumMerged, null),
         "ort-fused" => (DecoderLayout.OrtFused, null),
         "gemma2" => (DecoderLayout.Gemma2, null),
-        _ => throw new OnnxSteerException(ErrorKind.Usage, $"unknown layout '{s}'; expected genai, genai-gqa, optimum, optimum-merged, ort-fused or gemma2."),
+        "gemma2-gqa" => (DecoderLayout.Gemma2, AttentionKind.GroupQuery),
+        _ => throw new OnnxSteerException(ErrorKind.Usage, $"unknown layout '{s}'; expected genai, genai-gqa, optimum, optimum-merged, ort-fused, gemma2 or gemma2-gqa."),
     };
 
     /// <summary>Parses fp32/fp16.</summary>

@@ -18,6 +18,17 @@ public static class Gemma2Names
     /// <summary>Final logit soft-capping of the fixtures (Gemma 2's <c>final_logit_softcapping</c>).</summary>
     public const float FinalLogitSoftcap = 30f;
 
+    /// <summary>Attention-logit soft-capping (Gemma 2's <c>attn_logit_softcapping</c>); GroupQueryAttention variant only.</summary>
+    public const float AttentionSoftcap = 50f;
+
+    /// <summary>Sliding window of the local layers (even layers, as in Hugging Face's Gemma 2), tiny so short fixtures
+    /// exercise it: a token sees itself and the <c>SlidingWindow - 1</c> tokens before it (GroupQueryAttention's
+    /// <c>local_window_size</c> counts the token itself, as measured against the reference). GroupQueryAttention variant only.</summary>
+    public const int SlidingWindow = 4;
+
+    /// <summary>Whether block <paramref name="layer"/> uses the sliding window.</summary>
+    public static bool IsSliding(int layer) => layer % 2 == 0;
+
     /// <summary>The embedding normaliser sqrt(hidden), in the model's float type as Gemma multiplies by it.</summary>
     public static float Normalizer(DecoderSpec s)
     {
@@ -34,14 +45,19 @@ public static class Gemma2Names
 /// residual after attention → GeGLU MLP (FastGelu(gate) · up) → Cast → <c>post_feedforward_layernorm</c> →
 /// next block's input norm (or the final norm, output 0 only) as SkipSimplifiedLayerNormalization. Every norm weight is
 /// stored float32 with Gemma's (1 + weight) folded in, as the builder does. Logits are soft-capped (cap · tanh(x / cap)).
-/// Simplifications: no sliding-window layers and no attention-logit soft-capping (short fixtures; MultiHeadAttention has
-/// no softcap), query_pre_attn_scalar = head_dim.</summary>
+/// With <see cref="AttentionKind.GroupQuery"/> attention is GroupQueryAttention with fused rotary, <c>softcap</c>
+/// (attention-logit soft-capping) and <c>local_window_size</c> on the sliding layers, as the builder writes it for CPU;
+/// with <see cref="AttentionKind.MultiHead"/> it is RotaryEmbedding + MultiHeadAttention, which has neither (global
+/// attention, no attention soft-capping). query_pre_attn_scalar = head_dim.</summary>
 internal static class Gemma2Writer
 {
     public static void Write(DecoderSpec s, IWeightSource w, string dir)
     {
-        if (s.Attention != AttentionKind.MultiHead || s.KvHeads != s.Heads)
-            throw new OnnxSteerException(ErrorKind.Usage, "the gemma2 fixture uses MultiHeadAttention: kv_heads must equal heads.");
+        var gqa = s.Attention == AttentionKind.GroupQuery;
+        if (!gqa && s.KvHeads != s.Heads)
+            throw new OnnxSteerException(ErrorKind.Usage, "MultiHeadAttention needs kv_heads == heads; use GroupQueryAttention.");
+        if (gqa && s.HeadDim % 16 != 0)
+            throw new OnnxSteerException(ErrorKind.Usage, $"GroupQueryAttention on CPU needs head_dim a multiple of 16, got {s.HeadDim}.");
         var fp16 = s.DType == DecoderDType.Float16;
         var T = fp16 ? DT.Float16 : DT.Float;
         const DT R = DT.Float;
@@ -50,7 +66,7 @@ internal static class Gemma2Writer
 
         g.Input("input_ids", DT.Int64, "batch_size", "sequence_length");
         g.Input("attention_mask", DT.Int64, "batch_size", "total_sequence_length");
-        g.Input("position_ids", DT.Int64, "batch_size", "sequence_length");
+        if (!gqa) g.Input("position_ids", DT.Int64, "batch_size", "sequence_length");
         for (var i = 0; i < s.Layers; i++)
         {
             g.Input($"past_key_values.{i}.key", T, "batch_size", s.KvHeads, "past_sequence_length", s.HeadDim);
@@ -63,17 +79,29 @@ internal static class Gemma2Writer
             g.Output($"present.{i}.value", T, "batch_size", s.KvHeads, "total_sequence_length", s.HeadDim);
         }
 
-        // The builder's additive causal + padding mask.
+        // The builder's additive causal + padding mask (MultiHeadAttention), or seqlens_k and total length (GQA).
         const string m = "/model/attn_mask_reformat";
-        var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
-        var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-        var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
-        var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
-        var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
-        var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
-        var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
-            g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
-        var bias = g.Op("Where", $"{m}/Where", g.Op("And", $"{m}/And", causal, padding), g.Scalar(0f, T), g.Scalar(fp16 ? -65504f : float.MinValue, T));
+        string? seqlensK = null, totalLen = null;
+        if (gqa)
+        {
+            var sum = g.OpA("ReduceSum", $"{m}/attn_mask_subgraph/ReduceSum", ["attention_mask", g.Int64(false, 1)], ("keepdims", 0L));
+            seqlensK = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_2", [g.Op("Sub", $"{m}/attn_mask_subgraph/Sub", sum, g.Int64(true, 1))], ("to", (long)DT.Int32));
+            var totalG = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather_1", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape_1", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+            totalLen = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_1", [totalG], ("to", (long)DT.Int32));
+        }
+        string? bias = null;
+        if (!gqa)
+        {
+            var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
+            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+            var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
+            var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
+            var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
+            var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
+            var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
+                g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
+            bias = g.Op("Where", $"{m}/Where", g.Op("And", $"{m}/And", causal, padding), g.Scalar(0f, T), g.Scalar(fp16 ? -65504f : float.MinValue, T));
+        }
 
         string Linear(string hfName, int outDim, int inDim, string onnxName) =>
             g.Initializer(onnxName, LlamaNames.Transpose(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim), [inDim, outDim], T);
@@ -102,14 +130,27 @@ internal static class Gemma2Writer
             var q = g.Op("MatMul", $"{p}/attn/q_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight"));
             var k = g.Op("MatMul", $"{p}/attn/k_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight"));
             var v = g.Op("MatMul", $"{p}/attn/v_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight"));
-            var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
-                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-            var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
-                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-            var attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
-                [qr, kr, v, "", "", bias, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
-                [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                ("num_heads", (long)s.Heads), ("scale", scale))[0];
+            string attn;
+            if (gqa)
+            {
+                attn = g.Node("GroupQueryAttention", $"{p}/attn/GroupQueryAttention",
+                    [q, k, v, $"past_key_values.{i}.key", $"past_key_values.{i}.value", seqlensK!, totalLen!, cos, sin], 3, "com.microsoft",
+                    [$"{p}/attn/GroupQueryAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                    ("num_heads", (long)s.Heads), ("kv_num_heads", (long)s.KvHeads), ("scale", scale),
+                    ("local_window_size", Gemma2Names.IsSliding(i) ? (long)Gemma2Names.SlidingWindow : -1L),
+                    ("softcap", Gemma2Names.AttentionSoftcap), ("do_rotary", 1L), ("rotary_interleaved", 0L))[0];
+            }
+            else
+            {
+                var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
+                    ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+                var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
+                    ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+                attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
+                    [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
+                    [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                    ("num_heads", (long)s.Heads), ("scale", scale))[0];
+            }
             var o = g.Op("MatMul", $"{p}/attn/o_proj/MatMul", attn, Linear(LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight"));
             var postAttn = g.Node("SimplifiedLayerNormalization", $"{p}/post_attention_layernorm/LayerNorm",
                 [ToR($"{p}/post_attention_layernorm", o), Norm(LlamaNames.PostAttentionNorm(i), $"model.layers.{i}.post_attention_layernorm.weight")], 1, "",
@@ -210,7 +251,10 @@ public sealed class Gemma2Reference
             var q = h.Select(r => Linear(r, W(LlamaNames.Attn(l, 'q'), s.QWidth, s.Hidden), s.QWidth)).ToArray();
             var k = h.Select(r => Linear(r, W(LlamaNames.Attn(l, 'k'), s.KvWidth, s.Hidden), s.KvWidth)).ToArray();
             var v = h.Select(r => Linear(r, W(LlamaNames.Attn(l, 'v'), s.KvWidth, s.Hidden), s.KvWidth)).ToArray();
-            for (var t = 0; t < n; t++) { Rope(q[t], pos[t]); Rope(k[t], pos[t]); }
+            for (var t = 0; t < n; t++) { Rope(q[t], s.Heads, pos[t]); Rope(k[t], s.KvHeads, pos[t]); }
+            var gqa = s.Attention == AttentionKind.GroupQuery;
+            var window = gqa && Gemma2Names.IsSliding(l) ? Gemma2Names.SlidingWindow : int.MaxValue;
+            var group = s.Heads / s.KvHeads;
             var scale = 1.0 / Math.Sqrt(s.HeadDim);
             var wo = W(LlamaNames.Attn(l, 'o'), s.Hidden, s.QWidth);
             var postAttn = NormWeight(LlamaNames.PostAttentionNorm(l));
@@ -223,17 +267,19 @@ public sealed class Gemma2Reference
                     var max = double.NegativeInfinity;
                     for (var j = 0; j <= t; j++)
                     {
-                        if (mask[j] == 0) { scores[j] = double.NegativeInfinity; continue; }
+                        if (mask[j] == 0 || t - j >= window) { scores[j] = double.NegativeInfinity; continue; }
                         double dot = 0;
-                        for (var d = 0; d < s.HeadDim; d++) dot += (double)q[t][hd * s.HeadDim + d] * k[j][hd * s.HeadDim + d];
+                        for (var d = 0; d < s.HeadDim; d++) dot += (double)q[t][hd * s.HeadDim + d] * k[j][hd / group * s.HeadDim + d];
                         scores[j] = dot * scale;
+                        if (gqa) scores[j] = Gemma2Names.AttentionSoftcap * Math.Tanh(scores[j] / Gemma2Names.AttentionSoftcap);
                         max = Math.Max(max, scores[j]);
                     }
                     if (double.IsNegativeInfinity(max)) continue;
                     double sum = 0;
                     for (var j = 0; j <= t; j++) { scores[j] = Math.Exp(scores[j] - max); sum += scores[j]; }
                     for (var j = 0; j <= t; j++)
-                        for (var d = 0; d < s.HeadDim; d++) attn[hd * s.HeadDim + d] += (float)(scores[j] / sum * v[j][hd * s.HeadDim + d]);
+                        if (scores[j] != 0)
+                            for (var d = 0; d < s.HeadDim; d++) attn[hd * s.HeadDim + d] += (float)(scores[j] / sum * v[j][hd / group * s.HeadDim + d]);
                 }
                 var o = RmsNorm(Linear(attn, wo, s.Hidden), postAttn);
                 for (var d = 0; d < s.Hidden; d++) x[t][d] += o[d];
@@ -260,9 +306,9 @@ public sealed class Gemma2Reference
         var logits = x.Select(r => Linear(RmsNorm(r, fn), lm, s.Vocab).Select(z => cap * MathF.Tanh(z / cap)).ToArray()).ToArray();
         return (logits, residuals);
 
-        void Rope(float[] vec, int p)
+        void Rope(float[] vec, int heads, int p)
         {
-            for (var hd = 0; hd < s.Heads; hd++)
+            for (var hd = 0; hd < heads; hd++)
             {
                 var b = hd * s.HeadDim;
                 for (var i = 0; i < half; i++)

@@ -6,15 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W="${1:-$(mktemp -d -t onnxsteer-eval-XXXXXX)}"
-OUT=docs/evaluation
+OUT="${OUT:-docs/evaluation}"
 BATCH="${BATCH:-8}"
 MODELS="${MODELS:-models}"   # folder with tiny-instruct/, tiny-base/ and data/
+# Sizes chosen so the whole run fits a shared 2-core machine: 5 validation prompts per instruction (the paper uses
+# 6-10), additive weights 2x and 8x |u_L|, 10 test prompts per instruction (all 20 two-instruction prompts), 96 new tokens.
+VAL_LIMIT="${VAL_LIMIT:-5}"; TEST_LIMIT="${TEST_LIMIT:-10}"; SCALES="${SCALES:-2,8}"; TOKENS="${TOKENS:-96}"
 mkdir -p "$W/vectors" "$OUT"
 if [ -z "${ONNXSTEER:-}" ]; then
   dotnet build src/OnnxSteer.Cli -c Release -v q -nologo >/dev/null
   ONNXSTEER="dotnet src/OnnxSteer.Cli/bin/Release/net10.0/OnnxSteer.Cli.dll"
 fi
 
+if [ -z "${SKIP_PREP:-}" ]; then   # SKIP_PREP=1 reuses the patched models and vectors already in WORKDIR
 # 1. Patch both models (required steering inputs; hidden states of every layer exposed).
 $ONNXSTEER patch "$MODELS/tiny-instruct" -o "$W/instruct" --steer-input required --overwrite
 $ONNXSTEER patch "$MODELS/tiny-base" -o "$W/base" --steer-input required --overwrite
@@ -24,15 +28,18 @@ for pairs in "$MODELS"/data/pairs/*.jsonl; do
   name="$(basename "$pairs" .jsonl)"
   $ONNXSTEER extract "$W/instruct" --pairs "$pairs" --name "$name" -o "$W/vectors/$name.safetensors" --overwrite
 done
+fi
 
 # 3. Sweep on validation prompts (validation topics; disjoint from the pairs' training topics).
 $ONNXSTEER sweep "$W/instruct" --data "$MODELS"/data/eval/validation.jsonl --vectors "$W/vectors" --batch-size "$BATCH" \
-  --objective guarded -o "$OUT/selection.json" --plot "$OUT/sweep.svg" --json-out "$W/sweep.json" --overwrite > "$OUT/sweep.md"
+  --limit "$VAL_LIMIT" --scales "$SCALES" --max-new-tokens "$TOKENS" --objective guarded -o "$OUT/selection.json" --plot "$OUT/sweep.svg" --json-out "$W/sweep.json" --overwrite > "$OUT/sweep.md"
 
 # 4. Test split: the paper's four settings, instruct model; then the base model with the instruct vectors (transfer).
 $ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
+  --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
   --plot "$OUT/test-instruct.svg" --json-out "$W/test-instruct.json" > "$OUT/test-instruct.md"
 $ONNXSTEER eval "$W/base" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
+  --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
   --plot "$OUT/test-base-transfer.svg" --json-out "$W/test-base-transfer.json" > "$OUT/test-base-transfer.md"
 python3 tools/eval/summarize.py "$W/test-instruct.json" "tiny-instruct, test split" > "$OUT/summary-instruct.md"
 python3 tools/eval/summarize.py "$W/test-base-transfer.json" "tiny-base with tiny-instruct's vectors (transfer), test split" > "$OUT/summary-base-transfer.md"

@@ -17,11 +17,18 @@ cd "$HERE"
 "$PY" train.py --variant instruct --seed "$SEED" --steps 750 --batch 16 --max-minutes 35 --max-cpu-minutes 24 \
   --init work/tiny-base/ckpt.pt
 "$PY" sample.py --variant instruct --n 3 || true
+for v in tiny-base tiny-instruct; do
+  mkdir -p "results/$v"
+  cp "work/$v/train_log.json" "work/$v/train.log" "work/$v/reference.json" "results/$v/"
+done
 if [[ "${1:-}" != "--no-export" ]]; then
   cd "$ROOT"
-  for v in tiny-base tiny-instruct; do
+  export_llama() {  # $1 variant, $2 layout, $3 output folder; fails if the ONNX logits differ from reference.json
     dotnet run --project tools/OnnxSteer.ModelBuilder -- export-llama \
-      --weights "tools/train/work/$v/model.safetensors" --config "tools/train/work/$v/config.json" \
-      --reference "tools/train/work/$v/reference.json" --layout genai -o "models/$v"
-  done
+      --weights "tools/train/work/$1/model.safetensors" --config "tools/train/work/$1/config.json" \
+      --reference "tools/train/work/$1/reference.json" --layout "$2" -o "$3"
+  }
+  export_llama tiny-base genai models/tiny-base
+  export_llama tiny-instruct genai models/tiny-instruct
+  export_llama tiny-instruct optimum models/tiny-instruct-optimum
 fi

@@ -37,9 +37,9 @@ public static class DemoRunner
     /// the vectors are named after their pair files.</summary>
     internal static readonly IReadOnlyDictionary<string, SelectionEntry> FallbackSteering = new Dictionary<string, SelectionEntry>
     {
-        [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 3 },
-        [InstructionIds.Capital] = new() { Mode = "project", Vector = "change_case.english_capital", Layer = 3 },
-        [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keywords.existence.{word}", Layer = 3, Scale = -4 },
+        [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 1 },
+        [InstructionIds.NoComma] = new() { Mode = "project", Vector = "punctuation.no_comma", Layer = 0 },
+        [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keywords.existence.{word}", Layer = 4, Scale = -4 },
     };
 
     /// <summary>Runs the demo, writing progress and results to <paramref name="output"/>.</summary>

@@ -164,7 +164,7 @@ public sealed record EvalReport
             sb.AppendLine();
         }
         sb.AppendLine();
-        sb.AppendLine("Cells: IFEval loose accuracy (strict in parentheses where it differs). Degenerate: share of responses that are blank or repeat a 4-word phrase 3+ times.");
+        sb.AppendLine("Cells: IFEval loose accuracy (strict in parentheses where it differs). Degenerate: share of responses that are blank, repeat a 4-word phrase 3+ times, or loop on characters (QualityGuard).");
         return sb.ToString();
     }
 

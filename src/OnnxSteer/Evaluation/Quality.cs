@@ -5,8 +5,9 @@ namespace OnnxSteer.Evaluation;
 /// <summary>Decides whether a response has collapsed: the evaluation's quality figure and the sweep's guard.
 /// The paper flags responses whose perplexity is very low (degenerate repetition); a repetition test measures the
 /// same failure without needing token probabilities, so it works with any generator. A response is degenerate when
-/// it is blank, when some word n-gram occurs <see cref="MaxRepeats"/> times or more, or when a long response uses
-/// few distinct words.</summary>
+/// it is blank, when some word n-gram occurs <see cref="MaxRepeats"/> times or more, when a long response uses
+/// few distinct words, or when one character repeats <see cref="MaxCharRun"/> times in a row or a "word" is
+/// <see cref="MaxWordLength"/> characters long (a token loop without spaces, such as "AAAA…").</summary>
 public sealed record QualityGuard
 {
     /// <summary>Length of the word n-grams counted (default 4).</summary>
@@ -21,6 +22,12 @@ public sealed record QualityGuard
     /// <summary>Distinct words / words below this marks a long response degenerate (default 0.3).</summary>
     public double MinDistinctRatio { get; init; } = 0.3;
 
+    /// <summary>A non-space character repeated this many times in a row marks the response degenerate (default 10).</summary>
+    public int MaxCharRun { get; init; } = 10;
+
+    /// <summary>A word of this many characters or more marks the response degenerate (default 30).</summary>
+    public int MaxWordLength { get; init; } = 30;
+
     private static readonly Regex Word = new(@"\w+", RegexOptions.CultureInvariant);
 
     /// <summary>Whether <paramref name="text"/> is degenerate.</summary>
@@ -28,6 +35,7 @@ public sealed record QualityGuard
     {
         if (string.IsNullOrWhiteSpace(text)) return true;
         var words = Word.Matches(text).Select(m => m.Value.ToLowerInvariant()).ToArray();
+        if (LongestRun(text) >= MaxCharRun || words.Any(w => w.Length >= MaxWordLength)) return true;
         if (words.Length == 0) return false; // punctuation-only output (e.g. "{}") is short, not repetitive
         if (words.Length >= MinWordsForDistinct && (double)words.Distinct().Count() / words.Length < MinDistinctRatio) return true;
         return MaxNGramCount(words, NGram) >= MaxRepeats;
@@ -36,6 +44,17 @@ public sealed record QualityGuard
     /// <summary>How often the most frequent word n-gram of <paramref name="text"/> occurs (0 when it is shorter than n words).</summary>
     public int MostRepeatedNGram(string text) =>
         MaxNGramCount([.. Word.Matches(text).Select(m => m.Value.ToLowerInvariant())], NGram);
+
+    private static int LongestRun(string text)
+    {
+        var longest = 0;
+        for (int i = 0, run = 0; i < text.Length; i++)
+        {
+            run = i > 0 && text[i] == text[i - 1] && !char.IsWhiteSpace(text[i]) ? run + 1 : 1;
+            if (run > longest) longest = run;
+        }
+        return longest;
+    }
 
     private static int MaxNGramCount(string[] words, int n)
     {

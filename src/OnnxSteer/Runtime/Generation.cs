@@ -28,6 +28,10 @@ public sealed record GeneratorOptions
     /// <summary>Whether prompts pass through the model's chat template (default true; false sends raw text).</summary>
     public bool UseChatTemplate { get; init; } = true;
 
+    /// <summary>Whether to compute the model's log-probability of each generated token (softmax of the raw logits,
+    /// temperature 1), reported as <see cref="GenerationResult.MeanLogProb"/>. Costs one pass over the vocabulary per token.</summary>
+    public bool ComputeLogProbs { get; init; }
+
     internal void Validate()
     {
         if (MaxNewTokens < 0) throw new OnnxSteerException(ErrorKind.Usage, $"max new tokens must be >= 0, got {MaxNewTokens}");
@@ -104,4 +108,7 @@ public sealed record GenerationResult
     public double TokensPerSecond => DecodeSteps > 0 && DecodeTime > TimeSpan.Zero ? DecodeSteps / DecodeTime.TotalSeconds : 0;
     /// <summary>Number of decode runs (each produced one token per unfinished row).</summary>
     public int DecodeSteps { get; init; }
+    /// <summary>Mean natural-log probability the model gave its generated tokens (exp of its negative is the
+    /// perplexity); null unless <see cref="GeneratorOptions.ComputeLogProbs"/> was set or when nothing was generated.</summary>
+    public double? MeanLogProb { get; init; }
 }

@@ -34,11 +34,26 @@ internal sealed partial class ModelSignature
     public required IReadOnlyDictionary<int, (string Add, string Direction, string Target, TensorElementType Type)> SteeringInputs { get; init; }
     /// <summary>Whether the steering inputs must be fed (no zero defaults in the graph).</summary>
     public bool SteeringRequired { get; init; }
+    /// <summary>The graph uses com.microsoft::GroupQueryAttention, which ONNX Runtime supports with right padding
+    /// only: left-padded batches of unequal prompts would be wrong, so such rows run one at a time.</summary>
+    public bool RightPaddingOnly { get; init; }
+
+    /// <summary>Whether the model's graph (main graph and subgraphs; never external weights) uses GroupQueryAttention.
+    /// Only onnxruntime-genai exports use it, so only folders with a genai_config.json are parsed.</summary>
+    public static bool UsesGroupQueryAttention(string modelPath)
+    {
+        if (!File.Exists(Path.Combine(Path.GetDirectoryName(modelPath)!, "genai_config.json"))) return false;
+        var model = OnnxSteer.Onnx.OnnxModelFile.Parse(modelPath);
+        return Contains(model.Graph);
+
+        static bool Contains(OnnxSteer.Onnx.Proto.GraphProto graph) =>
+            graph.Node.Any(n => n.OpType == "GroupQueryAttention" || n.Attribute.Any(a => (a.G is not null && Contains(a.G)) || a.Graphs.Any(Contains)));
+    }
 
     [GeneratedRegex(@"^past_key_values\.(\d+)\.(key|value)$")] private static partial Regex PerLayerPast();
     [GeneratedRegex(@"^past_(\d+)$")] private static partial Regex CombinedPast();
 
-    public static ModelSignature Discover(InferenceSession session, SteeringManifest? manifest, string modelPath)
+    public static ModelSignature Discover(InferenceSession session, SteeringManifest? manifest, string modelPath, bool rightPaddingOnly = false)
     {
         var inputs = session.InputMetadata;
         var outputs = session.OutputMetadata;
@@ -102,6 +117,7 @@ internal sealed partial class ModelSignature
             Cache = cache,
             SteeringInputs = steering,
             SteeringRequired = manifest?.SteerInput == SteerInputMode.Required,
+            RightPaddingOnly = rightPaddingOnly,
         };
     }
 

@@ -88,7 +88,7 @@ public sealed class SteeredModel : IDisposable
             {
                 throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
             }
-            var signature = ModelSignature.Discover(session, manifest, modelPath);
+            var signature = ModelSignature.Discover(session, manifest, modelPath, ModelSignature.UsesGroupQueryAttention(modelPath));
             return new SteeredModel(directory, modelPath, session, signature, manifest, config, tokenizer, template, options.Provider);
         }
         catch
@@ -174,6 +174,17 @@ public sealed class SteeredModel : IDisposable
 
     private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
     {
+        if (Signature.RightPaddingOnly && rows.Select(r => r.PromptIds.Length).Distinct().Count() > 1)
+        {
+            // GroupQueryAttention cannot take left padding: run the rows one by one (same results, less throughput).
+            var results = new List<GenerationResult>(rows.Count);
+            for (int i = 0; i < rows.Count; i++)
+            {
+                int row = i;
+                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct)[0]);
+            }
+            return results;
+        }
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();

@@ -140,6 +140,10 @@ public class EvaluationTests
         Assert.True(q.IsDegenerate(string.Join(' ', Enumerable.Repeat("sea sky", 15))));
         Assert.False(q.IsDegenerate("The river is old, and it is beautiful. People visit the river often. It has a long history."));
         Assert.False(q.IsDegenerate("{}"));
+        Assert.True(q.IsDegenerate(new string('A', 96))); // a token loop without spaces
+        Assert.True(q.IsDegenerate("The river is " + new string('!', 12)));
+        Assert.True(q.IsDegenerate("Rivers are pondpondpondpondpondpondpondpond."));
+        Assert.False(q.IsDegenerate("Wait..... what?"));
         Assert.False(q.IsDegenerate("* the river is long\n* the river is wide\n* the river is deep"));
         Assert.Equal(3, q.MostRepeatedNGram("a b c d a b c d a b c d"));
     }

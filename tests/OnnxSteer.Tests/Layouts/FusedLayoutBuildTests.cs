@@ -15,7 +15,36 @@ public sealed class FusedLayoutBuildTests
         { DecoderLayout.Gemma2, DecoderDType.Float16 },
     };
 
-    private static DecoderSpec Spec(DecoderLayout layout, DecoderDType dtype) => DecoderSpec.Tiny(layout, dtype) with { Layers = 3 };
+    private static DecoderSpec Spec(DecoderLayout layout, DecoderDType dtype, AttentionKind attention = AttentionKind.MultiHead) =>
+        DecoderSpec.Tiny(layout, dtype, attention) with { Layers = 3, Heads = 4, KvHeads = attention == AttentionKind.GroupQuery ? 2 : 4 };
+
+    /// <summary>Gemma 2 with GroupQueryAttention: fused rotary, attention soft-capping and a sliding window on even layers
+    /// (window 4, so the 8-token sequences cross it); CPU GQA takes right padding only, so no left-padded batch here.</summary>
+    [Theory]
+    [InlineData(DecoderDType.Float32, 1e-4)]
+    [InlineData(DecoderDType.Float16, 0.15)]
+    public void Gemma2GroupQueryWithSoftcapAndSlidingWindow(DecoderDType dtype, double tol)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var spec = Spec(DecoderLayout.Gemma2, dtype, AttentionKind.GroupQuery);
+        var weights = new RandomWeights(12);
+        var fixture = DecoderFixtures.Write(spec, dir.Path, weights);
+        var nodes = OnnxModelFile.Load(fixture.ModelPath).Proto.Graph.Node;
+        var gqa = nodes.Where(n => n.OpType == "GroupQueryAttention").ToList();
+        Assert.Equal(spec.Layers, gqa.Count);
+        Assert.Equal([4L, -1L, 4L], gqa.Select(n => n.Attribute.Single(a => a.Name == "local_window_size").I));
+        LayoutChecks.CacheMatchesFullRun(fixture.ModelPath, spec, Tol(dtype));
+        var ids = LayoutChecks.Tokens(8, spec.Vocab, 17);
+        using var runner = DecoderRunner.Load(fixture.ModelPath);
+        var onnx = runner.Forward([ids])[0];
+        var reference = FusedReference.Forward(spec, weights, ids).Logits;
+        LayoutChecks.AssertNotDegenerate(reference[^1]);
+        for (var t = 0; t < ids.Length; t++)
+        {
+            var d = LayoutChecks.MaxAbsDiff(reference[t], onnx[t]);
+            Assert.True(d <= tol, $"position {t}: max |onnx - reference| {d} > {tol}");
+        }
+    }
 
     private static double Tol(DecoderDType dtype) => dtype == DecoderDType.Float32 ? 1e-4 : 2e-2;
 

@@ -21,17 +21,19 @@ public sealed class FusedLayoutPatchTests
         { "gemma2 fp16 (fp32 residual)", MbLayout.Gemma2, DecoderDType.Float16, false, "gemma2", "float32" },
         { "genai int4 fp32", MbLayout.GenAi, DecoderDType.Float32, true, "genai", "float32" },
         { "genai int4 fp16", MbLayout.GenAi, DecoderDType.Float16, true, "genai", "float16" },
+        { "gemma2 fp16 GroupQueryAttention", MbLayout.Gemma2, DecoderDType.Float16, false, "gemma2", "float32" },
     };
 
-    private static DecoderSpec Spec(MbLayout layout, DecoderDType dtype, bool int4) =>
-        DecoderSpec.Tiny(layout, dtype) with { Layers = 3, Quantization = int4 ? WeightQuantization.Int4 : WeightQuantization.None };
+    private static DecoderSpec Spec(MbLayout layout, DecoderDType dtype, bool int4, string name = "") =>
+        DecoderSpec.Tiny(layout, dtype, name.Contains("GroupQuery", StringComparison.Ordinal) ? AttentionKind.GroupQuery : AttentionKind.MultiHead)
+            with { Layers = 3, Quantization = int4 ? WeightQuantization.Int4 : WeightQuantization.None };
 
     [Theory]
     [MemberData(nameof(Layouts))]
     public void DetectedAsItsOwnLayoutOnly(string name, MbLayout layout, DecoderDType dtype, bool int4, string expected, string residualDtype)
     {
         using var dir = TestPaths.NewTempDir();
-        var fixture = DecoderFixtures.Write(Spec(layout, dtype, int4), dir.Path);
+        var fixture = DecoderFixtures.Write(Spec(layout, dtype, int4, name), dir.Path);
         var graph = GraphView.Create(OnnxModelFile.Load(fixture.ModelPath).Proto.Graph);
         var results = LayoutMatchers.Explain(graph);
         var match = Assert.Single(results, r => r.IsMatch);
@@ -62,7 +64,7 @@ public sealed class FusedLayoutPatchTests
     public void InspectExplainNamesTheLayoutAndWhyOthersStopped(string name, MbLayout layout, DecoderDType dtype, bool int4, string expected, string residualDtype)
     {
         using var dir = TestPaths.NewTempDir();
-        DecoderFixtures.Write(Spec(layout, dtype, int4), dir.Path);
+        DecoderFixtures.Write(Spec(layout, dtype, int4, name), dir.Path);
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         Assert.True(0 == CliApp.Run(["inspect", dir.Path, "--explain"], stdout, stderr), name + stderr);
@@ -79,7 +81,7 @@ public sealed class FusedLayoutPatchTests
     public void PatchesAndVerifies(string name, MbLayout layout, DecoderDType dtype, bool int4, string expected, string residualDtype)
     {
         using var dir = TestPaths.NewTempDir();
-        var spec = Spec(layout, dtype, int4);
+        var spec = Spec(layout, dtype, int4, name);
         var fixture = DecoderFixtures.Write(spec, dir.Combine("source"));
         var before = ModelPatcher.Sha256Hex(fixture.ModelPath);
 

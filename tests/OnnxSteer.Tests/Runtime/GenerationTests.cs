@@ -46,6 +46,16 @@ public sealed class GenerationTests(FixtureModel fixture) : IClassFixture<Fixtur
     internal static readonly int[] GoldenHelloIds = [3931, 14756, 7811, 21645, 17518, 23890, 28733, 8019, 8645, 20610, 24351, 28333];
 
     [Fact]
+    public void Mean_log_prob_is_reported_on_request()
+    {
+        var plain = Model.Generate("Hello", options: Raw);
+        var scored = Model.Generate("Hello", options: Raw with { ComputeLogProbs = true });
+        Assert.Null(plain.MeanLogProb);
+        Assert.Equal(plain.TokenIds, scored.TokenIds);
+        Assert.InRange(scored.MeanLogProb!.Value, -Math.Log(32000) - 1, 0);
+    }
+
+    [Fact]
     public void Text_prompt_without_template_equals_token_prompt()
     {
         var a = Model.Generate("Hello world, this is a test", options: Raw);
@@ -183,7 +193,8 @@ public sealed class GenerationTests(FixtureModel fixture) : IClassFixture<Fixtur
             Model.Generate([new GenerationRequest { PromptTokenIds = prompt }], options with { MaxNewTokens = n });
             return GC.GetAllocatedBytesForCurrentThread() - before;
         }
-        // Random weights may hit an EOS early; only count runs that produced all tokens.
+        // The fixture does not hit an EOS within 40 greedy tokens of this prompt (checked below), so both runs are full length.
+        Assert.Equal(40, Model.Generate([new GenerationRequest { PromptTokenIds = prompt }], options with { MaxNewTokens = 40 })[0].TokenIds.Length);
         long small = Measure(8), large = Measure(40);
         double perToken = (large - small) / 32.0;
         Console.WriteLine($"managed bytes per decode step: {perToken:F0}");

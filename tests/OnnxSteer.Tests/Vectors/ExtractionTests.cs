@@ -115,6 +115,25 @@ public sealed class ExtractionTests
     }
 
     [Fact]
+    public void SpillFileIsRemovedAndPairsAreReadLazily()
+    {
+        using var dir = TestPaths.NewTempDir();
+        ToyPatchedModel.Write(dir.Combine("toy"));
+        var spill = dir.Combine("spill");
+        Directory.CreateDirectory(spill);
+        using var extractor = VectorExtractor.Load(dir.Combine("toy"));
+        var enumerated = 0;
+        IEnumerable<PromptPair> Stream()
+        {
+            foreach (var p in ToyPairs) { enumerated++; yield return p; }
+        }
+        var file = extractor.Extract(Stream(), ToyEncode, new ExtractionOptions { BatchSize = 2, SpillDirectory = spill });
+        Assert.Equal(ToyPairs.Length, enumerated);
+        Assert.Equal(ToyPairs.Length, file.Get().PairCount);
+        Assert.Empty(Directory.GetFiles(spill));
+    }
+
+    [Fact]
     public void LayerSelectionAndErrors()
     {
         using var dir = TestPaths.NewTempDir();

@@ -52,6 +52,7 @@ internal sealed class DecodeLoop : IDisposable
         public readonly StringBuilder Text = new();
         public int Emitted;
         public bool Done;
+        public double LogProbSum;
         public FinishReason Reason = FinishReason.Length;
     }
 
@@ -246,6 +247,7 @@ internal sealed class DecodeLoop : IDisposable
             var row = TensorConvert.Row(logits, _sig.LogitsType, ((long)b * seq + seq - 1) * vocab, vocab, _scratch);
             int token = s.Sampler.Next(row);
             s.Tokens.Add(token);
+            if (_options.ComputeLogProbs) s.LogProbSum += LogProb(row, token);
             if (_eos.Contains(token))
             {
                 s.Done = true;
@@ -261,6 +263,15 @@ internal sealed class DecodeLoop : IDisposable
     }
 
     private int _vocab;
+
+    private static double LogProb(ReadOnlySpan<float> logits, int token)
+    {
+        float max = float.NegativeInfinity;
+        foreach (var l in logits) if (l > max) max = l;
+        double sum = 0;
+        foreach (var l in logits) sum += Math.Exp(l - max);
+        return logits[token] - max - Math.Log(sum);
+    }
 
     /// <summary>Appends a token's text to the row, cutting at a stop string and holding back a tail that may
     /// still become one, and reports what became final.</summary>
@@ -365,6 +376,7 @@ internal sealed class DecodeLoop : IDisposable
                 PrefillTime = PrefillTime,
                 DecodeTime = DecodeTime,
                 DecodeSteps = DecodeSteps,
+                MeanLogProb = _options.ComputeLogProbs && s.Tokens.Count > 0 ? s.LogProbSum / s.Tokens.Count : null,
             });
         }
         return results;
