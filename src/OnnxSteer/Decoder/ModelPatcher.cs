@@ -64,6 +64,8 @@ public static class ModelPatcher
             foreach (var location in dataFiles)
             {
                 var from = Path.Combine(model.Directory, location);
+                // link(2) would link the symlink itself, which dangles in the output; use the (validated, in-folder) file.
+                from = new FileInfo(from).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? from;
                 var to = Path.Combine(tmp, location);
                 Directory.CreateDirectory(Path.GetDirectoryName(to)!);
                 if (HardLink.TryCreate(from, to)) linked.Add(location);

@@ -35,7 +35,9 @@ public static class ExternalDataValidator
             {
                 if (!File.Exists(full))
                     throw new OnnxSteerException(ErrorKind.NotFound, $"external data file '{location}' (for initializer '{tensor.Name}') is missing from '{root}'.");
-                fileLength = new FileInfo(full).Length;
+                // FileInfo.Length of a symlink is the link's own size; measure what it points to (already checked to be inside).
+                var info = new FileInfo(full);
+                fileLength = (info.LinkTarget is null ? info : info.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? info).Length;
                 fileLengths[full] = fileLength;
             }
             var end = length < 0 ? fileLength : offset + length;
