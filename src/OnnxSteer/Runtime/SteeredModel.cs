@@ -163,7 +163,12 @@ public sealed class SteeredModel : IDisposable
         try
         {
             await foreach (var piece in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                // ReadAllAsync drains pieces already buffered without looking at the token; a fast decode loop can
+                // buffer the whole answer, so check here or cancellation would only be seen at the end.
+                cancellationToken.ThrowIfCancellationRequested();
                 yield return piece;
+            }
         }
         finally
         {
