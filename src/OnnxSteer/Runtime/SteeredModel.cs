@@ -224,18 +224,8 @@ public sealed class SteeredModel : IDisposable
         return rows;
     }
 
-    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate)
-    {
-        if (!useChatTemplate)
-        {
-            var raw = string.Join("\n", messages.Select(m => m.Content));
-            return (raw, Tokenizer.Encode(raw, addSpecialTokens: true));
-        }
-        var text = ChatTemplate.Apply(messages, addGenerationPrompt: true);
-        // A real chat template writes the special tokens (BOS, role markers) itself, as transformers'
-        // apply_chat_template assumes; the fallback format does not.
-        return (text, Tokenizer.Encode(text, addSpecialTokens: !ChatTemplate.WritesSpecialTokens));
-    }
+    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate) =>
+        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate);
 
     private static string FindModelFile(string directory, string? preferred)
     {

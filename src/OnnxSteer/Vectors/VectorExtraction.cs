@@ -42,18 +42,15 @@ public static class VectorExtraction
 }
 
 /// <summary>Turns a user prompt into the token ids a generation would see: the model's chat template with the assistant
-/// turn opened (or the raw text with the tokenizer's special tokens when the template is off). It mirrors
-/// <see cref="SteeredModel.EncodePrompt"/> without loading a second inference session.</summary>
+/// turn opened (or the raw text with the tokenizer's special tokens when the template is off), by the same
+/// <see cref="PromptEncoder"/> rule as <see cref="SteeredModel.EncodePrompt"/>, without loading a second inference session.</summary>
 internal static class PromptEncoding
 {
     public static Func<string, IReadOnlyList<int>> Create(string modelDirectory, bool chatTemplate, List<string> warnings)
     {
         var tokenizer = TextTokenizer.Load(modelDirectory);
-        if (!chatTemplate) return prompt => tokenizer.Encode(prompt, addSpecialTokens: true);
-        var template = ChatTemplate.Load(modelDirectory, tokenizer);
-        if (template.Warning is { } w) warnings.Add(w);
-        // A real chat template writes BOS and role markers itself (as transformers' apply_chat_template assumes).
-        return prompt => tokenizer.Encode(template.Apply([new ChatTurn("user", prompt)], addGenerationPrompt: true),
-            addSpecialTokens: !template.WritesSpecialTokens);
+        var template = chatTemplate ? ChatTemplate.Load(modelDirectory, tokenizer) : null;
+        if (template?.Warning is { } w) warnings.Add(w);
+        return prompt => PromptEncoder.Encode(tokenizer, template, [new ChatTurn("user", prompt)], chatTemplate).Ids;
     }
 }

@@ -119,3 +119,23 @@ public sealed class ChatTemplate
         _ => null,
     };
 }
+
+/// <summary>The one rule for turning messages into the token ids a generation sees; used by generation and by
+/// vector extraction so both encode a prompt identically.</summary>
+internal static class PromptEncoder
+{
+    // template is needed only when useChatTemplate is true.
+    public static (string Text, int[] Ids) Encode(TextTokenizer tokenizer, ChatTemplate? template, IReadOnlyList<ChatTurn> messages, bool useChatTemplate)
+    {
+        if (!useChatTemplate)
+        {
+            var raw = string.Join("\n", messages.Select(m => m.Content));
+            return (raw, tokenizer.Encode(raw, addSpecialTokens: true));
+        }
+        ArgumentNullException.ThrowIfNull(template);
+        var text = template.Apply(messages, addGenerationPrompt: true);
+        // A real chat template writes the special tokens (BOS, role markers) itself, as transformers'
+        // apply_chat_template assumes; the fallback format does not.
+        return (text, tokenizer.Encode(text, addSpecialTokens: !template.WritesSpecialTokens));
+    }
+}
