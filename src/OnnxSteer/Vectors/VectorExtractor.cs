@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
+using Google.Protobuf;
 using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Vectors;
@@ -19,27 +20,51 @@ public sealed record ExtractionOptions
     public bool ChatTemplate { get; init; } = true;
     /// <summary>Folder for the temporary spill file of per-pair differences (default: the system temp folder).</summary>
     public string? SpillDirectory { get; init; }
+    /// <summary>Run a copy of the graph pruned to the requested <c>hidden_states.{L}</c> outputs (default): ONNX Runtime
+    /// runs every node whatever is fetched, so without pruning each prompt also pays for the LM head over every position,
+    /// the final norm and any layer above the highest requested one. The pruned copy lives in memory only; its weights are
+    /// read from the model's own folder. Results are the same either way.</summary>
+    public bool PruneGraph { get; init; } = true;
+    /// <summary>Prompts read ahead and sorted by token count before they are cut into batches, so a batch holds prompts of
+    /// similar length and right padding wastes less (default 64; 0 turns sorting off). Results do not depend on it: each
+    /// row's state is independent of its batch, and pairs are accumulated in input order. Memory grows with it (one
+    /// last-token state per layer per prompt in the window), not with the number of pairs.</summary>
+    public int SortWindow { get; init; } = 64;
 }
 
 /// <summary>Computes instruction vectors from a patched model (one that exposes <c>hidden_states.{L}</c>) by the paper's
 /// diff-mean method at the last prompt token. Prompts run in batches, prefill only, with an empty KV cache; only the
-/// hidden-state outputs are fetched (logits and presents are never copied out of ONNX Runtime).</summary>
+/// hidden-state outputs are fetched, and by default ONNX Runtime runs a copy of the graph pruned to them (no LM head, no
+/// presents, no layers above the highest requested one).</summary>
 /// <remarks>Batches are padded on the <b>right</b>: under causal attention a row's real tokens never attend to the padding
 /// after them, so each row's last real token gets exactly the state it gets alone, whatever way the exporter's attention
 /// kernel treats the mask (GroupQueryAttention, for one, assumes right padding). Each row's own last token is read at its
 /// own length − 1.</remarks>
 public sealed class VectorExtractor : IDisposable
 {
-    private readonly InferenceSession _session;
+    private InferenceSession _session;
+    private string _sessionKey;
+    private readonly SessionOptions _options;
+    private readonly bool _ownsOptions;
     private readonly int _padId;
 
-    private VectorExtractor(InferenceSession session, SteeringManifest manifest, string modelFile, int padId)
+    private VectorExtractor(SteeringManifest manifest, string modelFile, int padId, SessionOptions options, bool ownsOptions)
     {
-        _session = session;
         Manifest = manifest;
         ModelFile = modelFile;
         _padId = padId;
+        _options = options;
+        _ownsOptions = ownsOptions;
+        // The session an Extract with default options needs (pruned to every exposed layer), opened now so a model ONNX
+        // Runtime cannot load fails at Load.
+        (_session, _sessionKey, Pruning) = OpenSession(Manifest.ExposedLayers.Order().ToList(), prune: true);
     }
+
+    /// <summary>What pruning removed from the graph of the session in use; null when it runs the full graph.</summary>
+    internal PruneResult? Pruning { get; private set; }
+
+    /// <summary>The session in use (benchmarks read its profile).</summary>
+    internal InferenceSession Session => _session;
 
     /// <summary>The patched model's steering.json.</summary>
     public SteeringManifest Manifest { get; }
@@ -54,7 +79,9 @@ public sealed class VectorExtractor : IDisposable
     /// session options (the extractor does not own them).</summary>
     /// <param name="path">Patched folder or .onnx file.</param>
     /// <param name="padTokenId">Token id used for padding (any valid id: padded positions are masked and never read).</param>
-    /// <param name="sessionOptions">Session options; null for defaults.</param>
+    /// <param name="sessionOptions">Session options; null for defaults. The extractor does not own them but keeps using them
+    /// (it opens a new session when an extraction asks for other layers or no pruning), so they must outlive it; it adds the
+    /// config entry that points ONNX Runtime at the model's folder for external weights.</param>
     /// <exception cref="OnnxSteerException">Missing folder (NotFound), no steering.json (UnsupportedModel), a model ONNX Runtime cannot load (InvalidModel).</exception>
     public static VectorExtractor Load(string path, int padTokenId = 0, SessionOptions? sessionOptions = null)
     {
@@ -64,34 +91,50 @@ public sealed class VectorExtractor : IDisposable
                 $"'{path}' has no {SteeringContract.ManifestFileName}; extract needs a patched model (run onnxsteer patch first).");
         if (manifest.ExposedLayers.Count == 0)
             throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{path}' exposes no hidden states; patch it with --expose all (or the layers you want).");
-        InferenceSession session;
+        var owns = sessionOptions is null;
+        // Optional steering inputs are initializers that double as graph inputs; ONNX Runtime warns about each one on
+        // stderr, which would bury the progress bar. Errors still surface as exceptions.
+        var options = sessionOptions ?? new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         try
         {
-            if (sessionOptions is null)
-            {
-                // Optional steering inputs are initializers that double as graph inputs; ONNX Runtime warns about each one
-                // on stderr, which would bury the progress bar. Errors still surface as exceptions.
-                using var quiet = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-                session = new InferenceSession(modelFile, quiet);
-            }
-            else
-            {
-                session = new InferenceSession(modelFile, sessionOptions);
-            }
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load '{modelFile}': {e.Message}", e);
-        }
-        try
-        {
-            return new VectorExtractor(session, manifest, modelFile, padTokenId);
+            // A pruned graph is handed to ONNX Runtime as bytes; its external-data locations stay relative to the model's
+            // folder, which this entry names (nothing is written into the user's folder).
+            options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(Path.GetFullPath(modelFile))!);
+            return new VectorExtractor(manifest, modelFile, padTokenId, options, owns);
         }
         catch
         {
-            session.Dispose();
+            if (owns) options.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Opens a session for <paramref name="layers"/>: on a graph pruned to their hidden_states outputs, or on the
+    /// model file as it is.</summary>
+    private (InferenceSession Session, string Key, PruneResult? Pruning) OpenSession(IReadOnlyList<int> layers, bool prune)
+    {
+        var key = prune ? "pruned:" + string.Join(",", layers) : "full";
+        try
+        {
+            if (!prune) return (new InferenceSession(ModelFile, _options), key, null);
+            var model = OnnxModelFile.Load(ModelFile).Proto;
+            var result = GraphPruner.KeepOutputs(model, layers.Select(SteeringContract.HiddenStateOutput).ToList());
+            return (new InferenceSession(model.ToByteArray(), _options), key, result);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load '{ModelFile}'{(prune ? " (pruned to the hidden-state outputs)" : "")}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Makes the session in use the one <paramref name="layers"/> and <paramref name="prune"/> need.</summary>
+    private void UseSession(IReadOnlyList<int> layers, bool prune)
+    {
+        var key = prune ? "pruned:" + string.Join(",", layers) : "full";
+        if (key == _sessionKey) return;
+        // One session at a time: a second copy of the weights would double the memory of a large model.
+        _session.Dispose();
+        (_session, _sessionKey, Pruning) = OpenSession(layers, prune);
     }
 
     /// <summary>Computes one instruction vector over <paramref name="pairs"/>.</summary>
@@ -108,33 +151,34 @@ public sealed class VectorExtractor : IDisposable
     {
         VectorFormat.CheckName(options.Name);
         if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"--batch-size must be at least 1 (got {options.BatchSize}).");
+        if (options.SortWindow < 0) throw new OnnxSteerException(ErrorKind.Usage, $"the sort window must be 0 or more (got {options.SortWindow}).");
         var layers = ResolveLayers(options.Layers);
+        UseSession(layers, options.PruneGraph);
         var hidden = Manifest.HiddenSize;
         using var accumulator = new DiffMeanAccumulator(layers, hidden, options.SpillDirectory);
 
-        // Prompts stream in the order with1, without1, with2, without2, ...; a pair may straddle two batches, so the
-        // with-states of the last pair of a batch wait here for their partner.
-        var batch = new List<(PromptPair Pair, bool IsWith, int[] Ids)>(options.BatchSize);
-        float[][]? pendingWith = null;
+        // Pairs are read a window at a time (whole pairs: with, without), the window's prompts are sorted by length and cut
+        // into batches, and the pairs are then accumulated in input order, so the result depends on neither the batch size
+        // nor the sorting. Memory is one window, whatever the number of pairs.
+        var windowPrompts = Math.Max(options.BatchSize, options.SortWindow);
+        var window = new List<int[]>(windowPrompts + 1);
 
-        void RunBatch()
+        void RunWindow()
         {
-            if (batch.Count == 0) return;
-            cancellationToken.ThrowIfCancellationRequested();
-            var states = LastTokenStates(batch.Select(b => b.Ids).ToList(), layers);
-            for (var r = 0; r < batch.Count; r++)
+            if (window.Count == 0) return;
+            var order = Enumerable.Range(0, window.Count);
+            if (options.SortWindow > 0) order = order.OrderBy(i => window[i].Length);
+            var sorted = order.ToArray();
+            var states = new float[window.Count][][];
+            for (var start = 0; start < sorted.Length; start += options.BatchSize)
             {
-                if (batch[r].IsWith)
-                {
-                    pendingWith = states[r];
-                }
-                else
-                {
-                    accumulator.Add(pendingWith!, states[r]);
-                    pendingWith = null;
-                }
+                cancellationToken.ThrowIfCancellationRequested();
+                var rows = sorted.AsSpan(start, Math.Min(options.BatchSize, sorted.Length - start)).ToArray();
+                var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers);
+                for (var r = 0; r < rows.Length; r++) states[rows[r]] = batchStates[r];
             }
-            batch.Clear();
+            for (var p = 0; p < window.Count; p += 2) accumulator.Add(states[p], states[p + 1]);
+            window.Clear();
             progress?.Report(accumulator.Count);
         }
 
@@ -148,12 +192,11 @@ public sealed class VectorExtractor : IDisposable
 
         foreach (var pair in pairs)
         {
-            batch.Add((pair, true, Encode(pair, pair.With, "with")));
-            if (batch.Count == options.BatchSize) RunBatch();
-            batch.Add((pair, false, Encode(pair, pair.Without, "without")));
-            if (batch.Count == options.BatchSize) RunBatch();
+            window.Add(Encode(pair, pair.With, "with"));
+            window.Add(Encode(pair, pair.Without, "without"));
+            if (window.Count >= windowPrompts) RunWindow();
         }
-        RunBatch();
+        RunWindow();
         if (accumulator.Count == 0) throw new OnnxSteerException(ErrorKind.InvalidData, "no pairs were given.");
 
         var vector = new InstructionVector
@@ -184,7 +227,10 @@ public sealed class VectorExtractor : IDisposable
 
     /// <summary>Runs one right-padded batch and returns, per row, the last real token's state at each layer
     /// ([row][layer index][hidden], float32).</summary>
-    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers)
+    /// <param name="sequences">Token ids per row.</param>
+    /// <param name="layers">Layers to read.</param>
+    /// <param name="extraOutputs">Outputs fetched as well and thrown away (benchmarks: what fetching logits costs).</param>
+    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null)
     {
         var batch = sequences.Count;
         var length = sequences.Max(s => s.Length);
@@ -214,12 +260,12 @@ public sealed class VectorExtractor : IDisposable
             }
             var outputNames = layers.Select(SteeringContract.HiddenStateOutput).ToList();
             using var runOptions = new RunOptions();
-            using var outputs = _session.Run(runOptions, names, values, outputNames);
+            using var outputs = _session.Run(runOptions, names, values, [.. outputNames, .. extraOutputs ?? []]);
             var result = new float[batch][][];
             for (var b = 0; b < batch; b++) result[b] = new float[layers.Count][];
             var hidden = Manifest.HiddenSize;
             var i = 0;
-            foreach (var output in outputs)
+            foreach (var output in outputs.Take(outputNames.Count))
             {
                 var shape = output.GetTensorTypeAndShape();
                 var dims = shape.Shape;
@@ -316,6 +362,10 @@ public sealed class VectorExtractor : IDisposable
         return value;
     }
 
-    /// <summary>Releases the ONNX Runtime session.</summary>
-    public void Dispose() => _session.Dispose();
+    /// <summary>Releases the ONNX Runtime session (and the session options when the extractor made them).</summary>
+    public void Dispose()
+    {
+        _session.Dispose();
+        if (_ownsOptions) _options.Dispose();
+    }
 }
