@@ -111,37 +111,61 @@ internal static class ExtractBench
     {
         using var so = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         if (o.Threads is int t) so.IntraOpNumThreads = t;
+        // Two extractors, so that no case reopens a session: one keeps the full graph, one runs the pruned graph.
+        using var fullGraph = VectorExtractor.Load(m.PatchedExposeAll, 0, so);
         using var extractor = VectorExtractor.Load(m.PatchedExposeAll, 0, so);
         int pairs = o.Pairs[0];
         var data = Pairs(pairs, m.Vocab, seed: 11);
-        report.Heading($"Extraction throughput, {m.Name}: {pairs} pairs, prompts 24-48 tokens, all {m.Layers} layers (pairs/s; median (min-max) of {o.Repeats})");
-        report.Row("batch size (prompts per run)", "pairs/s (wall)", "vs batch 1", "pairs per CPU-second", "vs batch 1", "load");
-        report.Rule(6);
-        double? baseline = null, cpuBaseline = null;
-        var sizes = new[] { 1, 8, 16 };
-        var samples = sizes.ToDictionary(s => s, _ => new List<double>());
-        var cpuSamples = sizes.ToDictionary(s => s, _ => new List<double>());
-        var loads = sizes.ToDictionary(s => s, _ => new List<double>());
+        var window = new ExtractionOptions().SortWindow;
+        // The first two rows are what extraction did before graph pruning and sorting.
+        var cases = new (string Name, VectorExtractor Extractor, ExtractionOptions Options)[]
+        {
+            ("full graph, batch 1", fullGraph, new ExtractionOptions { BatchSize = 1, PruneGraph = false, SortWindow = 0 }),
+            ("full graph, batch 16, unsorted", fullGraph, new ExtractionOptions { BatchSize = 16, PruneGraph = false, SortWindow = 0 }),
+            ("pruned, batch 1", extractor, new ExtractionOptions { BatchSize = 1, SortWindow = 0 }),
+            ("pruned, batch 8, unsorted", extractor, new ExtractionOptions { BatchSize = 8, SortWindow = 0 }),
+            ($"pruned, batch 8, sorted (window {window})", extractor, new ExtractionOptions { BatchSize = 8 }),
+            ("pruned, batch 16, unsorted", extractor, new ExtractionOptions { BatchSize = 16, SortWindow = 0 }),
+            ($"pruned, batch 16, sorted (window {window}; the defaults)", extractor, new ExtractionOptions { BatchSize = 16 }),
+        };
+        report.Heading($"Extraction throughput, {m.Name}: {pairs} pairs, prompts 24-48 tokens, all {m.Layers} layers (pairs/s; median (min-max) of {o.Repeats}; round-robin)");
+        report.Row("case", "pairs/s (wall)", "pairs per CPU-second", "CPU vs full graph, batch 1", "CPU vs pruned, batch 1", "positions run (real)", "MatMul GFLOP/s per CPU-second", "load");
+        report.Rule(8);
+        var samples = cases.Select(_ => new List<double>()).ToArray();
+        var cpuSamples = cases.Select(_ => new List<double>()).ToArray();
+        var loads = cases.Select(_ => new List<double>()).ToArray();
         for (int rep = -1; rep < o.Repeats; rep++)
-            foreach (var size in sizes)
+            for (int c = 0; c < cases.Length; c++)
             {
-                if (rep < 0 && size != sizes[0]) continue; // one warm-up
+                var (_, x, opts) = cases[c];
+                // The warm-up round is short: it only has to open the sessions, JIT and size ONNX Runtime's arenas.
+                var input = rep < 0 ? Pairs(Math.Max(1, opts.BatchSize / 2), m.Vocab, seed: 5) : data;
                 double c0 = ThreadCpu.Ms();
                 var sw = Stopwatch.StartNew();
-                extractor.Extract(data, Encode, new ExtractionOptions { BatchSize = size, Name = "bench" });
+                x.Extract(input, Encode, opts with { Name = "bench" });
                 double cpuS = (ThreadCpu.Ms() - c0) / 1000;
-                if (rep >= 0) { samples[size].Add(pairs / sw.Elapsed.TotalSeconds); cpuSamples[size].Add(pairs / cpuS); loads[size].Add(Machine.LoadValue()); }
+                if (rep >= 0) { samples[c].Add(pairs / sw.Elapsed.TotalSeconds); cpuSamples[c].Add(pairs / cpuS); loads[c].Add(Machine.LoadValue()); }
             }
-        foreach (var size in sizes)
+        var prompts = data.SelectMany(p => new[] { Encode(p.With).Count, Encode(p.Without).Count }).ToList();
+        var (flopsPerToken, lmHeadFlops, _) = ExtractProfileBench.MatMulFlops(OnnxSteer.Onnx.OnnxModelFile.Load(fullGraph.ModelFile).Proto);
+        var medians = cpuSamples.Select(s => Summary.Of(s).Median).ToArray();
+        for (int c = 0; c < cases.Length; c++)
         {
-            var s = Summary.Of(samples[size]);
-            var c = Summary.Of(cpuSamples[size]);
-            baseline ??= s.Median;
-            cpuBaseline ??= c.Median;
-            report.Row($"{size}", s.Format("F1"), $"{s.Median / baseline.Value:F2}x", c.Format("F1"), $"{c.Median / cpuBaseline.Value:F2}x", Summary.Of(loads[size]).Format("F1"));
+            var opts = cases[c].Options;
+            var positions = Positions(prompts, opts.BatchSize, opts.SortWindow);
+            // The graph's MatMul arithmetic for every position run (padding included) over the thread CPU time of the pair.
+            var gflops = (opts.PruneGraph ? flopsPerToken - lmHeadFlops : flopsPerToken) * positions / pairs * medians[c] / 1e9;
+            report.Row(cases[c].Name, Summary.Of(samples[c]).Format("F1"), Summary.Of(cpuSamples[c]).Format("F1"),
+                $"{medians[c] / medians[0]:F2}x", $"{medians[c] / medians[2]:F2}x", $"{positions} ({prompts.Sum()})", $"{gflops:F1}",
+                Summary.Of(loads[c]).Format("F1"));
         }
+        var matmulPeak = ExtractProfileBench.Roofline(o, report);
+        var batch1 = (flopsPerToken - lmHeadFlops) * prompts.Sum() / pairs * medians[2] / 1e9;
+        report.Note($"Ceiling for batching on this core: pruned batch 1 already does {batch1:F1} GFLOP/s of MatMul arithmetic per CPU-second " +
+                    $"(everything else in the run counted as overhead); a single large MatMul peaks at {matmulPeak:F1}. Even a batch with no padding, " +
+                    $"no attention and no other kernels could be at most {matmulPeak / batch1:F2}x the pairs per CPU-second of batch 1.");
 
-        report.Heading($"Extraction memory against pair count, {m.Name}, batch 16 (peak RSS above the loaded model, MiB)");
+        report.Heading($"Extraction memory against pair count, {m.Name}, batch 16, pruned and sorted (the defaults; peak RSS above the loaded model, MiB)");
         report.Row("pairs", "peak RSS delta", "managed heap after a full GC", "seconds");
         report.Rule(4);
         foreach (var n in o.Pairs)
@@ -160,11 +184,25 @@ internal static class ExtractBench
         }
     }
 
+    /// <summary>Positions ONNX Runtime runs (padding included) when prompts of these lengths go through the extractor's
+    /// windowed sort and batching.</summary>
+    private static long Positions(IReadOnlyList<int> lengths, int batch, int sortWindow)
+    {
+        long total = 0;
+        int window = Math.Max(batch, sortWindow);
+        foreach (var w in lengths.Chunk(window))
+        {
+            var order = sortWindow > 0 ? w.Order().ToArray() : w;
+            foreach (var b in order.Chunk(batch)) total += (long)b.Length * b.Max();
+        }
+        return total;
+    }
+
     // Prompts are written as space-separated token ids so no tokenizer is involved.
-    private static IReadOnlyList<int> Encode(string text) => text.Split(' ').Select(int.Parse).ToArray();
+    internal static IReadOnlyList<int> Encode(string text) => text.Split(' ').Select(int.Parse).ToArray();
 
     /// <summary>Pairs are generated lazily: the extractor must not need the whole list in memory.</summary>
-    private static IEnumerable<PromptPair> Pairs(int count, int vocab, int seed)
+    internal static IEnumerable<PromptPair> Pairs(int count, int vocab, int seed)
     {
         var rng = new Random(seed);
         for (int i = 0; i < count; i++)

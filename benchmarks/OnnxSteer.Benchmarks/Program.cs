@@ -21,7 +21,7 @@ internal sealed record Options
     public string? Keep { get; init; }
 
     public const string Usage = """
-        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [patch] [profile] [all]
+        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [all]
                  [--model tiny|medium|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
                  [--markdown FILE] [--keep DIR]
@@ -29,7 +29,11 @@ internal sealed record Options
                    add @ all layers, project @ 1 layer) with hidden states exposed at all layers and at none
           prefill  prefill latency for --lengths-token prompts (default 64, 256, 1024)
           alloc    managed bytes allocated per generated token in steady state
-          extract  extraction pairs/s at batch 1/8/16 (over the first --pairs count) and peak memory for each --pairs count
+          extract  extraction pairs/s at batch 1/8/16 (over the first --pairs count), full graph against pruned, unsorted
+                   against sorted, and peak memory for each --pairs count
+          extract-profile  ONNX Runtime's profiler over extraction (full graph with and without logits, pruned; batch 1
+                   and 16), MatMul GFLOP/s counted from the graph, then the roofline below
+          roofline one [M,768]x[768,2048] MatMul: the GFLOP/s ONNX Runtime reaches on this core
           patch    patch time and bytes read against a sparse external data file of each --sizes
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
         models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights);
@@ -46,7 +50,7 @@ internal sealed record Options
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile": suites.Add(args[i]); break;
+                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline": suites.Add(args[i]); break;
                 case "all": suites.AddRange(["decode", "prefill", "alloc", "extract", "patch"]); break;
                 case "--model": models.Add(Next()); break;
                 case "--repeats": o = o with { Repeats = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
@@ -111,9 +115,10 @@ internal static class Program
             report.Note($"### Run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC: `{string.Join(' ', args)}`");
             report.Note($"Machine: {Machine.Describe()}. ONNX Runtime intra-op threads: {(o.Threads?.ToString(CultureInfo.InvariantCulture) ?? "default (all cores)")}. Load average at start: {Machine.Load()}.");
             if (o.Suites.Contains("patch")) PatchBench.Run(scratch, o, report);
+            if (o.Suites.Contains("roofline") && !o.Suites.Contains("extract-profile")) ExtractProfileBench.Roofline(o, report);
             foreach (var name in o.Models)
             {
-                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile")) break;
+                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile")) break;
                 var m = Models.Prepare(name, scratch, Console.Out);
                 report.Note($"Model **{m.Name}**: {m.Description}.");
                 var loaded = new Dictionary<string, SteeredModel>();
@@ -135,6 +140,7 @@ internal static class Program
                 }
                 if (o.Suites.Contains("extract")) ExtractBench.Run(m, o, report);
                 if (o.Suites.Contains("profile")) ProfileBench.Run(m, o, scratch, report);
+                if (o.Suites.Contains("extract-profile")) ExtractProfileBench.Run(m, o, scratch, report);
             }
             report.Note($"Load average at end: {Machine.Load()}.");
             return 0;

@@ -80,8 +80,8 @@ public sealed class VectorExtractor : IDisposable
     /// <param name="path">Patched folder or .onnx file.</param>
     /// <param name="padTokenId">Token id used for padding (any valid id: padded positions are masked and never read).</param>
     /// <param name="sessionOptions">Session options; null for defaults. The extractor does not own them but keeps using them
-    /// (it opens a new session when an extraction asks for other layers or no pruning), so they must outlive it; it adds the
-    /// config entry that points ONNX Runtime at the model's folder for external weights.</param>
+    /// (it opens a new session when an extraction asks for other layers or no pruning), so they must outlive it; it sets the
+    /// config entry <c>session.model_external_initializers_file_folder_path</c> on them to the model's folder.</param>
     /// <exception cref="OnnxSteerException">Missing folder (NotFound), no steering.json (UnsupportedModel), a model ONNX Runtime cannot load (InvalidModel).</exception>
     public static VectorExtractor Load(string path, int padTokenId = 0, SessionOptions? sessionOptions = null)
     {
@@ -97,9 +97,6 @@ public sealed class VectorExtractor : IDisposable
         var options = sessionOptions ?? new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         try
         {
-            // A pruned graph is handed to ONNX Runtime as bytes; its external-data locations stay relative to the model's
-            // folder, which this entry names (nothing is written into the user's folder).
-            options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(Path.GetFullPath(modelFile))!);
             return new VectorExtractor(manifest, modelFile, padTokenId, options, owns);
         }
         catch
@@ -119,6 +116,16 @@ public sealed class VectorExtractor : IDisposable
             if (!prune) return (new InferenceSession(ModelFile, _options), key, null);
             var model = OnnxModelFile.Load(ModelFile).Proto;
             var result = GraphPruner.KeepOutputs(model, layers.Select(SteeringContract.HiddenStateOutput).ToList());
+            // The pruned graph is handed to ONNX Runtime as bytes; its external-data locations stay relative to the model's
+            // folder, which this entry names (nothing is written into the user's folder). Set just before each open, so two
+            // extractors sharing one SessionOptions each get their own folder; set only when it changes, because ONNX
+            // Runtime warns on stderr about every overwrite.
+            var folder = Path.GetDirectoryName(Path.GetFullPath(ModelFile))!;
+            if (!ExternalFolderSet.TryGetValue(_options, out var current) || current.Folder != folder)
+            {
+                _options.AddSessionConfigEntry(ExternalInitializersFolderKey, folder);
+                ExternalFolderSet.AddOrUpdate(_options, new FolderEntry(folder));
+            }
             return (new InferenceSession(model.ToByteArray(), _options), key, result);
         }
         catch (OnnxRuntimeException e)
@@ -126,6 +133,13 @@ public sealed class VectorExtractor : IDisposable
             throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load '{ModelFile}'{(prune ? " (pruned to the hidden-state outputs)" : "")}: {e.Message}", e);
         }
     }
+
+    private const string ExternalInitializersFolderKey = "session.model_external_initializers_file_folder_path";
+
+    private sealed record FolderEntry(string Folder);
+
+    /// <summary>The external-initializer folder last written into each SessionOptions (ONNX Runtime cannot be asked).</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<SessionOptions, FolderEntry> ExternalFolderSet = new();
 
     /// <summary>Makes the session in use the one <paramref name="layers"/> and <paramref name="prune"/> need.</summary>
     private void UseSession(IReadOnlyList<int> layers, bool prune)

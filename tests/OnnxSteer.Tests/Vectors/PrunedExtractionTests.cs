@@ -135,5 +135,17 @@ public sealed class PrunedExtractionTests(PatchedGenAiFixture fixture) : IClassF
         Assert.True(extractor.Pruning!.NodesAfter < extractor.Pruning.NodesBefore);
         var full = extractor.Extract(Pairs, Encode, new ExtractionOptions { BatchSize = 1, PruneGraph = false, SortWindow = 0 }).Get();
         AssertSameVector(full, pruned, 1e-6);
+
+        // Two extractors sharing one SessionOptions: each pruned session must read its own model's weights (both folders
+        // hold a model.onnx.data), also when one reopens after the other was loaded.
+        IReadOnlyList<int> FixtureEncode(string s) => fixture.Tokenizer.Encode(s, addSpecialTokens: true);
+        InstructionVector expected;
+        using (var alone = VectorExtractor.Load(fixture.Directory))
+            expected = alone.Extract(Pairs, FixtureEncode, new ExtractionOptions { Layers = [1] }).Get();
+        using var shared = new Microsoft.ML.OnnxRuntime.SessionOptions();
+        using var first = VectorExtractor.Load(fixture.Directory, 0, shared);
+        using var second = VectorExtractor.Load(patched, 0, shared);
+        AssertSameVector(pruned, second.Extract(Pairs, Encode, new ExtractionOptions { BatchSize = 8 }).Get(), 1e-6);
+        AssertSameVector(expected, first.Extract(Pairs, FixtureEncode, new ExtractionOptions { Layers = [1] }).Get(), 1e-6);
     }
 }
