@@ -116,6 +116,8 @@ public sealed class VectorExtractor : IDisposable
             if (!prune) return (new InferenceSession(ModelFile, _options), key, null);
             var model = OnnxModelFile.Load(ModelFile).Proto;
             var result = GraphPruner.KeepOutputs(model, layers.Select(SteeringContract.HiddenStateOutput).ToList());
+            // Nothing to skip (a graph with no LM head, say): the file itself spares a copy of an embedded-weight graph.
+            if (result.NodesAfter == result.NodesBefore) return (new InferenceSession(ModelFile, _options), key, result);
             // The pruned graph is handed to ONNX Runtime as bytes; its external-data locations stay relative to the model's
             // folder, which this entry names (nothing is written into the user's folder). Set just before each open, so two
             // extractors sharing one SessionOptions each get their own folder; set only when it changes, because ONNX
@@ -155,8 +157,9 @@ public sealed class VectorExtractor : IDisposable
     /// <param name="pairs">The contrast pairs, enumerated once.</param>
     /// <param name="encode">Turns a prompt into the token ids the model sees (chat template with the assistant turn opened,
     /// special tokens included).</param>
-    /// <param name="options">Name, layers, batch size.</param>
-    /// <param name="progress">Receives the number of pairs done after each batch.</param>
+    /// <param name="options">Name, layers, batch size, pruning, sort window.</param>
+    /// <param name="progress">Receives the number of pairs done after each batch (within a sort window: prompts run / 2),
+    /// never decreasing, ending at the pair count.</param>
     /// <param name="cancellationToken">Stops between batches.</param>
     /// <exception cref="OnnxSteerException">Layers not exposed (UnsupportedModel), empty prompts or no pairs (InvalidData),
     /// a hidden state holding NaN/Inf (InvalidVector).</exception>
@@ -190,6 +193,10 @@ public sealed class VectorExtractor : IDisposable
                 var rows = sorted.AsSpan(start, Math.Min(options.BatchSize, sorted.Length - start)).ToArray();
                 var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers);
                 for (var r = 0; r < rows.Length; r++) states[rows[r]] = batchStates[r];
+                // Pairs complete only when the window does; in between, report the prompts run as pairs so a slow model's
+                // progress still moves every batch.
+                var run = start + rows.Length;
+                if (run < sorted.Length) progress?.Report(accumulator.Count + run / 2);
             }
             for (var p = 0; p < window.Count; p += 2) accumulator.Add(states[p], states[p + 1]);
             window.Clear();

@@ -73,9 +73,16 @@ public sealed class PrunedExtractionTests(PatchedGenAiFixture fixture) : IClassF
         ExtractionTests.AssertMatchesDirect(dir.Combine("toy/model.onnx"), reference, pairs.Select(p => (ToyEncode(p.With), ToyEncode(p.Without))).ToList(), [0, 1], 1e-5);
         foreach (var (prune, window) in new[] { (true, 64), (true, 0), (false, 64), (true, 5) })
         {
-            var got = extractor.Extract(pairs, ToyEncode, new ExtractionOptions { BatchSize = batchSize, PruneGraph = prune, SortWindow = window }).Get();
+            var reports = new List<int>();
+            var got = extractor.Extract(pairs, ToyEncode, new ExtractionOptions { BatchSize = batchSize, PruneGraph = prune, SortWindow = window },
+                new ListProgress(reports)).Get();
             Assert.Equal(prune, extractor.Pruning is not null);
             AssertSameVector(reference, got, 1e-6);
+            // Progress moves every batch, never back, and ends at the pair count.
+            Assert.Equal(pairs.Count, reports[^1]);
+            Assert.Equal(reports.Order(), reports);
+            // All 22 prompts fit one window of 64: still one report per batch.
+            if (window == 64) Assert.True(reports.Count >= (22 + batchSize - 1) / batchSize, $"{reports.Count} reports");
         }
         // Pruned to layer 0 only: the second layer's nodes are gone too, and layer 0 is unchanged.
         var layer0 = extractor.Extract(pairs, ToyEncode, new ExtractionOptions { BatchSize = batchSize, Layers = [0] }).Get();
@@ -147,5 +154,10 @@ public sealed class PrunedExtractionTests(PatchedGenAiFixture fixture) : IClassF
         using var second = VectorExtractor.Load(patched, 0, shared);
         AssertSameVector(pruned, second.Extract(Pairs, Encode, new ExtractionOptions { BatchSize = 8 }).Get(), 1e-6);
         AssertSameVector(expected, first.Extract(Pairs, FixtureEncode, new ExtractionOptions { Layers = [1] }).Get(), 1e-6);
+    }
+
+    private sealed class ListProgress(List<int> reports) : IProgress<int>
+    {
+        public void Report(int value) => reports.Add(value);
     }
 }
