@@ -120,7 +120,9 @@ internal static class Program
                 SteeredModel Load(string folder)
                 {
                     if (!loaded.TryGetValue(folder, out var model))
-                        loaded[folder] = model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = o.Threads });
+                        loaded[folder] = model = folder.EndsWith(DecodeBench.PlainSuffix, StringComparison.Ordinal)
+                            ? SteeredModel.Load(folder[..^DecodeBench.PlainSuffix.Length], new RuntimeOptions { IntraOpThreads = o.Threads, BoundDecode = false })
+                            : SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = o.Threads });
                     return model;
                 }
                 try
