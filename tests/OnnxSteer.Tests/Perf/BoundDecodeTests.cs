@@ -25,9 +25,9 @@ public sealed class BoundDecodeTests
 
     public static TheoryData<string, bool> Layouts() => new()
     {
-        // layout, whether the bound path applies (Optimum's merged model switches its cache branch with an input)
+        // layout, whether the bound path applies
         { "genai-mha-fp32", true }, { "genai-mha-fp16", true }, { "genai-gqa-fp32", true }, { "optimum-fp32", true },
-        { "optimum-fp16", true }, { "optimum-noposition-fp32", true }, { "merged-fp32", false }, { "ortfused-gpt2-fp32", true },
+        { "optimum-fp16", true }, { "optimum-noposition-fp32", true }, { "merged-fp32", true }, { "ortfused-gpt2-fp32", true },
     };
 
     private static readonly int[][] Prompts = [[5, 17, 42, 9, 100, 3], [7, 8], [60, 61, 62, 63]];
@@ -96,7 +96,7 @@ public sealed class BoundDecodeTests
         Assert.True(a[0].BoundDecode);
     }
 
-    public static TheoryData<string> AllocationCases() => ["greedy", "greedy-batch", "sampled", "stop-strings", "steered", "steered-batch", "fp16"];
+    public static TheoryData<string> AllocationCases() => ["greedy", "greedy-batch", "sampled", "stop-strings", "steered", "steered-batch", "fp16", "optimum-merged", "gpt2-combined-cache"];
 
     /// <summary>Issue 6: zero managed allocations per generated token in steady state. Measured inside the loop from the
     /// second decode step to the last, on the thread that runs it (no listener for pieces: a streaming caller gets one
@@ -106,7 +106,13 @@ public sealed class BoundDecodeTests
     public void A_decode_step_allocates_no_managed_memory_in_steady_state(string name)
     {
         using var dir = TestPaths.NewTempDir();
-        var path = WritePatched(name == "fp16" ? "genai-mha-fp16" : "genai-mha-fp32", dir);
+        var path = WritePatched(name switch
+        {
+            "fp16" => "genai-mha-fp16",
+            "optimum-merged" => "merged-fp32",
+            "gpt2-combined-cache" => "ortfused-gpt2-fp32",
+            _ => "genai-mha-fp32",
+        }, dir);
         using var model = SteeredModel.Load(path, new RuntimeOptions { IntraOpThreads = 1 });
         var options = new GeneratorOptions { MaxNewTokens = 40, UseChatTemplate = false };
         options = name switch

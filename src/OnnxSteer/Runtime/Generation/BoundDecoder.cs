@@ -75,6 +75,12 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _binding = session.CreateIoBinding();
         _binding.BindInput(sig.InputIds, ids);
         if (sig.PositionIds is not null && positions is not null) _binding.BindInput(sig.PositionIds, positions);
+        if (sig.UseCacheBranch is not null)
+        {
+            // Optimum's merged decoder: every decode step takes the with-past branch of its If.
+            _owned.Add(OrtValue.CreateTensorValueFromMemory(new[] { true }, [1]));
+            _binding.BindInput(sig.UseCacheBranch, _owned[^1]);
+        }
         foreach (var (name, value) in steering) _binding.BindInput(name, value);
 
         // Logits for one position per row, in the model's dtype, read in place after each step.
@@ -99,11 +105,10 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _binding.BindOutput(sig.Logits, _owned[^1]);
     }
 
-    /// <summary>Whether the bound loop can run this model: a KV cache fed by plain inputs (no Optimum use_cache_branch),
-    /// presents of the prefill's length (so present = past + 1), cache and logits in float32/float16/bfloat16.</summary>
+    /// <summary>Whether the bound loop can run this model: a KV cache, presents of the prefill's length (so present = past + 1), cache and logits in float32/float16/bfloat16.</summary>
     public static bool Supports(ModelSignature sig, IReadOnlyList<OrtValue> prefillPresents, int batch, int promptLength)
     {
-        if (sig.Layout == CacheLayout.None || sig.UseCacheBranch is not null) return false;
+        if (sig.Layout == CacheLayout.None) return false;
         if (ElementSize(sig.LogitsType) == 0) return false;
         for (int i = 0; i < sig.Cache.Count; i++)
         {
