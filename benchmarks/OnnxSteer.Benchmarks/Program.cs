@@ -22,7 +22,7 @@ internal sealed record Options
 
     public const string Usage = """
         usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [patch] [profile] [all]
-                 [--model tiny|medium|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
+                 [--model tiny|medium|medium-optimum|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
                  [--markdown FILE] [--keep DIR]
           decode   decode ms/token and tokens/s: bare ORT loop, original, patched (nothing fed, add @ 1 layer,
@@ -32,7 +32,8 @@ internal sealed record Options
           extract  extraction pairs/s at batch 1/8/16 (over the first --pairs count) and peak memory for each --pairs count
           patch    patch time and bytes read against a sparse external data file of each --sizes
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
-        models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights);
+        models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights,
+                genai layout); medium-optimum = the same in Optimum's decomposed layout;
         bundled = models/tiny-instruct. All are written or linked into a temp folder deleted at exit.
         """;
 
