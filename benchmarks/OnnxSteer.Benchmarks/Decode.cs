@@ -27,6 +27,7 @@ internal static class DecodeBench
             new("bare ORT loop, original", m.Original, None, Bare: true),
             new("bare IOBinding loop (bindings prebuilt), original", m.Original, None, Bound: true),
             new("original", m.Original, None),
+            new("original, our loop with plain Run (--no-bind)", m.Original + PlainSuffix, None),
             new("patched (expose all), nothing fed", m.PatchedExposeAll, None),
             new("patched (expose none), nothing fed", m.PatchedExposeNone, None),
             new($"patched (expose all), add @ layer {mid}", m.PatchedExposeAll, AddOne),
@@ -43,6 +44,9 @@ internal static class DecodeBench
         return cases;
     }
 
+    /// <summary>Appended to a folder in a case: load the model with <see cref="RuntimeOptions.BoundDecode"/> off.</summary>
+    public const string PlainSuffix = "#plain";
+
     public static SteeringVector RandomUnit(Random rng, int hidden)
     {
         var raw = new float[hidden];
@@ -57,21 +61,30 @@ internal static class DecodeBench
         return Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, length).Select(_ => rng.Next(3, vocab)).ToArray()).ToArray();
     }
 
-    public static DecodeSample RunOurs(SteeredModel model, int[][] prompts, Steering steering, int newTokens)
+    /// <summary>Our loop. With <paramref name="listen"/> a piece listener marks where decode CPU time starts (the first piece
+    /// arrives when the prefill has produced its token); without one, nothing outside the loop allocates (for the
+    /// allocation suite), and the loop's own steady-state count is kept in <see cref="LastSteadyBytesPerStep"/>.</summary>
+    public static DecodeSample RunOurs(SteeredModel model, int[][] prompts, Steering steering, int newTokens, bool listen = true)
     {
         var requests = prompts.Select(p => new GenerationRequest { PromptTokenIds = p, Steering = steering }).ToList();
-        // The first piece arrives when the prefill has produced its token: decode CPU time starts there.
         double cpuStart = double.NaN;
         int pieces = 0;
         var results = model.Generate(requests, new GeneratorOptions { MaxNewTokens = newTokens, UseChatTemplate = false },
-            _ => { if (pieces++ == 0) cpuStart = ThreadCpu.Ms(); });
+            listen ? _ => { if (pieces++ == 0) cpuStart = ThreadCpu.Ms(); } : null);
         double cpuEnd = ThreadCpu.Ms();
         var r = results[0];
+        LastSteadyBytesPerStep = r.SteadySteps > 0 ? r.SteadyAllocatedBytes / (double)r.SteadySteps : double.NaN;
+        LastBound = r.BoundDecode;
         if (results.Any(x => x.TokenIds.Length != newTokens))
             throw new InvalidOperationException($"a row stopped early ({string.Join(",", results.Select(x => x.TokenIds.Length))} of {newTokens} tokens)");
         double ms = r.DecodeTime.TotalMilliseconds / r.DecodeSteps;
         return new DecodeSample(ms, prompts.Length * 1000.0 / ms, r.PrefillTime.TotalMilliseconds, r.DecodeSteps, (cpuEnd - cpuStart) / r.DecodeSteps);
     }
+
+    /// <summary>Managed bytes per decode step our loop counted itself (second step to last), in the last <see cref="RunOurs"/>.</summary>
+    public static double LastSteadyBytesPerStep { get; private set; }
+    /// <summary>Whether the last <see cref="RunOurs"/> decoded through pre-bound buffers.</summary>
+    public static bool LastBound { get; private set; }
 
     /// <summary>The bound loop; PrefillMs carries the time spent building the bindings.</summary>
     public static DecodeSample RunBound(SteeredModel model, int[][] prompts, int newTokens)

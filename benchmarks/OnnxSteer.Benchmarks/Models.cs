@@ -35,11 +35,14 @@ internal static class Models
         switch (name)
         {
             case "medium":
+            case "medium-optimum":
             {
-                var spec = DecoderSpec.Medium();
+                // medium-optimum: the same shape in Optimum's decomposed layout (plain Add + SimplifiedLayerNormalization
+                // pieces that ONNX Runtime fuses at load), where exposing hidden states could block fusions.
+                var spec = name == "medium" ? DecoderSpec.Medium() : DecoderSpec.Medium(DecoderLayout.Optimum);
                 DecoderFixtures.Write(spec, original, new RandomWeights(1));
                 File.Copy(SharedTokenizer, Path.Combine(original, "tokenizer.json"));
-                description = Describe("medium (ModelBuilder DecoderSpec.Medium, random weights)", spec);
+                description = Describe($"{name} (ModelBuilder DecoderSpec.Medium, {spec.Layout} layout, random weights)", spec);
                 break;
             }
             case "tiny":
@@ -114,6 +117,13 @@ internal static class Models
 
     private static (int Layers, int Hidden, int Vocab, int Context) ReadShape(string dir)
     {
+        var hfConfig = Path.Combine(dir, "config.json");
+        if (!File.Exists(Path.Combine(dir, "genai_config.json")) && File.Exists(hfConfig))
+        {
+            // Optimum exports carry Hugging Face's config.json instead.
+            var hf = JsonNode.Parse(File.ReadAllText(hfConfig))!;
+            return ((int)hf["num_hidden_layers"]!, (int)hf["hidden_size"]!, (int)hf["vocab_size"]!, (int)hf["max_position_embeddings"]!);
+        }
         var genai = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "genai_config.json")))!["model"]!;
         var decoder = genai["decoder"]!;
         return ((int)decoder["num_hidden_layers"]!, (int)decoder["hidden_size"]!, (int)genai["vocab_size"]!, (int)genai["context_length"]!);

@@ -59,8 +59,8 @@ internal static class AllocBench
         var mid = m.Layers / 2;
         var v = DecodeBench.RandomUnit(new Random(5), m.Hidden);
         report.Heading($"Managed allocations per generated token, {m.Name} (steady state: (bytes for {2 * n} tokens - bytes for {n}) / {n}; min of {o.Repeats})");
-        report.Row("loop", "batch", "bytes/token (this thread)", "bytes/token (all threads)");
-        report.Rule(4);
+        report.Row("loop", "batch", "bytes/token (this thread)", "bytes/token (all threads)", "bytes/step inside the loop (steps 2..N)");
+        report.Rule(5);
         foreach (var batch in o.Batches)
         {
             var prompts = DecodeBench.Prompts(batch, o.Prompt, m.Vocab);
@@ -68,8 +68,10 @@ internal static class AllocBench
             {
                 ("bare ORT loop, original", t => DecodeBench.RunBare(load(m.Original), prompts, t)),
                 ("bare IOBinding loop (decode only; bindings prebuilt), original", t => DecodeBench.RunBound(load(m.Original), prompts, t)),
-                ("ours, original", t => DecodeBench.RunOurs(load(m.Original), prompts, Steering.None, t)),
-                ($"ours, patched, add @ layer {mid}", t => DecodeBench.RunOurs(load(m.PatchedExposeAll), prompts, Steering.None.Add(v, mid, 4f), t)),
+                ("ours, original", t => DecodeBench.RunOurs(load(m.Original), prompts, Steering.None, t, listen: false)),
+                ("ours with plain Run (--no-bind), original", t => DecodeBench.RunOurs(load(m.Original + DecodeBench.PlainSuffix), prompts, Steering.None, t, listen: false)),
+                ($"ours, patched, add @ layer {mid}", t => DecodeBench.RunOurs(load(m.PatchedExposeAll), prompts, Steering.None.Add(v, mid, 4f), t, listen: false)),
+                ($"ours, patched, add @ layer {mid}, streaming (a string per piece)", t => DecodeBench.RunOurs(load(m.PatchedExposeAll), prompts, Steering.None.Add(v, mid, 4f), t, listen: true)),
             };
             foreach (var (name, run) in cases)
             {
@@ -78,20 +80,22 @@ internal static class AllocBench
                     // Its setup allocates in proportion to the token count, so only the decode loop itself is measured.
                     run(2 * n);
                     var perStep = Enumerable.Range(0, o.Repeats).Select(_ => { run(2 * n); return BoundLoop.LastDecodeAllocatedPerStep; }).Min();
-                    report.Row(name, $"{batch}", $"{perStep:F0}", "(decode loop only)");
+                    report.Row(name, $"{batch}", "", "", $"{perStep:F0}");
                     continue;
                 }
                 run(n); run(2 * n); // warm up (JIT, ORT arenas)
                 var thread = new List<double>();
                 var total = new List<double>();
+                var inside = new List<double>();
                 for (int rep = 0; rep < o.Repeats; rep++)
                 {
                     var (t1, a1) = Measure(() => run(n));
                     var (t2, a2) = Measure(() => run(2 * n));
                     thread.Add((t2 - t1) / (double)n);
                     total.Add((a2 - a1) / (double)n);
+                    inside.Add(name.StartsWith("ours", StringComparison.Ordinal) ? DecodeBench.LastSteadyBytesPerStep : double.NaN);
                 }
-                report.Row(name, $"{batch}", $"{thread.Min():F0}", $"{total.Min():F0}");
+                report.Row(name, $"{batch}", $"{thread.Min():F0}", $"{total.Min():F0}", double.IsNaN(inside.Min()) ? "" : $"{inside.Min():F0}");
             }
         }
     }

@@ -22,7 +22,7 @@ internal sealed record Options
 
     public const string Usage = """
         usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [all]
-                 [--model tiny|medium|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
+                 [--model tiny|medium|medium-optimum|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
                  [--markdown FILE] [--keep DIR]
           decode   decode ms/token and tokens/s: bare ORT loop, original, patched (nothing fed, add @ 1 layer,
@@ -36,7 +36,8 @@ internal sealed record Options
           roofline one [M,768]x[768,2048] MatMul: the GFLOP/s ONNX Runtime reaches on this core
           patch    patch time and bytes read against a sparse external data file of each --sizes
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
-        models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights);
+        models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights,
+                genai layout); medium-optimum = the same in Optimum's decomposed layout;
         bundled = models/tiny-instruct. All are written or linked into a temp folder deleted at exit.
         """;
 
@@ -125,7 +126,9 @@ internal static class Program
                 SteeredModel Load(string folder)
                 {
                     if (!loaded.TryGetValue(folder, out var model))
-                        loaded[folder] = model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = o.Threads });
+                        loaded[folder] = model = folder.EndsWith(DecodeBench.PlainSuffix, StringComparison.Ordinal)
+                            ? SteeredModel.Load(folder[..^DecodeBench.PlainSuffix.Length], new RuntimeOptions { IntraOpThreads = o.Threads, BoundDecode = false })
+                            : SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = o.Threads });
                     return model;
                 }
                 try

@@ -44,7 +44,8 @@ public static class GenerateRunner
                 result.PromptText ?? job.Prompt, result.PromptTokenIds, result.TokenIds, result.Text,
                 result.FinishReason.ToString() switch { "EndOfSequence" => "eos", "StopString" => "stop", _ => "length" },
                 steering.ToString(), model.Provider.ToString().ToLowerInvariant(),
-                new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond));
+                new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
+                    result.BoundDecode));
             stdout.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
             return 0;
         }
@@ -69,5 +70,6 @@ public static class GenerateRunner
         string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Provider, GenerateTiming Timing);
 
     private sealed record GenerateTiming(
-        double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond);
+        double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond,
+        bool BoundDecode);
 }

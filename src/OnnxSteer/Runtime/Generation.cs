@@ -111,4 +111,11 @@ public sealed record GenerationResult
     /// <summary>Mean natural-log probability the model gave its generated tokens (exp of its negative is the
     /// perplexity); null unless <see cref="GeneratorOptions.ComputeLogProbs"/> was set or when nothing was generated.</summary>
     public double? MeanLogProb { get; init; }
+    /// <summary>Whether decode ran through pre-bound buffers (<see cref="RuntimeOptions.BoundDecode"/>), the path that
+    /// allocates no managed memory per step.</summary>
+    public bool BoundDecode { get; init; }
+    /// <summary>Managed bytes the generating thread allocated from the second decode step to the end (steady state),
+    /// over <see cref="SteadySteps"/> steps; for tests and benchmarks.</summary>
+    internal long SteadyAllocatedBytes { get; init; }
+    internal int SteadySteps { get; init; }
 }

@@ -26,4 +26,13 @@ public sealed record RuntimeOptions
     /// <summary>The .onnx file inside the folder; null picks steering.json's model_file, genai_config.json's
     /// decoder filename, then model.onnx or decoder_model_merged.onnx.</summary>
     public string? ModelFile { get; init; }
+
+    /// <summary>Decode through pre-bound buffers (an ONNX Runtime IO binding over a KV cache the loop owns), so a decode
+    /// step allocates no managed memory. Used on the CPU provider for models whose present is past + 1; other models and
+    /// providers, or false here, use plain <c>Run</c> calls (same tokens; about 2-3 KB of managed garbage per step).</summary>
+    public bool BoundDecode { get; init; } = true;
+
+    /// <summary>Cache positions the bound decode reserves beyond the prompt before it first doubles its buffers (tests set
+    /// it small to exercise growth).</summary>
+    internal int BoundCacheHeadroom { get; init; } = 256;
 }

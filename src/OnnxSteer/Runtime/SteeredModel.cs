@@ -22,12 +22,17 @@ public sealed class SteeredModel : IDisposable
     private readonly InferenceSession _session;
     private readonly int _padId;
     private readonly HashSet<int> _eos;
+    private readonly bool _boundDecode;
+    private readonly int _cacheHeadroom;
 
     private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
-        ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider)
+        ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider, RuntimeOptions options)
     {
         Directory = directory; ModelPath = modelPath; _session = session; Signature = signature; Manifest = manifest;
         Tokenizer = tokenizer; ChatTemplate = template; Provider = provider;
+        // Device providers would copy a CPU-side cache to the device at every bind, so binding is used on the CPU only.
+        _boundDecode = options.BoundDecode && provider == ExecutionProvider.Cpu;
+        _cacheHeadroom = options.BoundCacheHeadroom;
         ModelType = manifest?.ModelType ?? config.ModelType;
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
@@ -89,7 +94,7 @@ public sealed class SteeredModel : IDisposable
                 throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
             }
             var signature = ModelSignature.Discover(session, manifest, modelPath, ModelSignature.UsesGroupQueryAttention(modelPath));
-            return new SteeredModel(directory, modelPath, session, signature, manifest, config, tokenizer, template, options.Provider);
+            return new SteeredModel(directory, modelPath, session, signature, manifest, config, tokenizer, template, options.Provider, options);
         }
         catch
         {
@@ -193,7 +198,7 @@ public sealed class SteeredModel : IDisposable
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
-        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId);
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom);
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 

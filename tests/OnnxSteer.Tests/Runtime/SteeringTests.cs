@@ -234,6 +234,8 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
         int[] Ids(string json) => System.Text.Json.JsonDocument.Parse(json).RootElement.GetProperty("token_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
         Assert.Equal(expected.TokenIds, Ids(steered));
         Assert.NotEqual(Ids(plain), Ids(steered));
+        // The CPU decode runs through the pre-bound buffers, and the report says so.
+        Assert.True(System.Text.Json.JsonDocument.Parse(steered).RootElement.GetProperty("timing").GetProperty("bound_decode").GetBoolean());
 
         var stderr2 = new StringWriter();
         Assert.Equal((int)ErrorKind.InvalidVector, OnnxSteer.Cli.CliApp.Run(["generate", fixture.Directory, "--prompt", "x", "--steer", $"{path}@7=ablate"], new StringWriter(), stderr2));

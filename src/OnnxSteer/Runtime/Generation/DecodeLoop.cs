@@ -9,12 +9,13 @@ namespace OnnxSteer.Runtime.Generation;
 /// <summary>A prompt ready to run: token ids, the text they came from and the row's steering.</summary>
 internal sealed record PreparedRow(int[] PromptIds, string? PromptText, Steering Steering);
 
-/// <summary>The state of one generation call (a batch of rows): input buffers, the KV cache as OrtValues handed
-/// from each run's presents to the next run's pasts, steering feeds, samplers and decoders. Everything here is
-/// per call, so one <see cref="SteeredModel"/> can run many loops at once.</summary>
-/// <remarks>Buffers are allocated once: ids/positions for a decode step are OrtValues over fixed arrays, the
-/// attention mask is rewritten in place in one array, and presents become the next pasts without copying. What a
-/// step still allocates is ONNX Runtime's small OrtValue wrappers for its outputs and the mask view.</remarks>
+/// <summary>The state of one generation call (a batch of rows): input buffers, the KV cache, steering feeds, samplers
+/// and decoders. Everything here is per call, so one <see cref="SteeredModel"/> can run many loops at once.</summary>
+/// <remarks>Prefill is a plain <c>Run</c>. Decode then runs, where the model allows it (CPU, present = past + 1), through
+/// a <see cref="BoundDecoder"/>: buffers bound once, cache views rebound natively, so a decode step allocates no managed
+/// memory (issue 6; measured by <see cref="SteadyAllocatedBytes"/>). Otherwise decode is the plain loop: ids/positions are
+/// OrtValues over fixed arrays, the mask is rewritten in place, and presents become the next pasts without copying; what
+/// a step of that loop allocates is ONNX Runtime's managed wrappers (about 2-3 KB).</remarks>
 internal sealed class DecodeLoop : IDisposable
 {
     private readonly InferenceSession _session;
@@ -41,15 +42,20 @@ internal sealed class DecodeLoop : IDisposable
 
     private readonly RowState[] _state;
     private float[] _scratch = [];
+    private readonly bool _allowBinding;
+    private readonly int _cacheHeadroom;
+    private BoundDecoder? _bound;
+    private bool _logitsRank2;
+    private char[] _window = new char[256];
 
-    private sealed class RowState
+    private sealed class RowState(int tokenCapacity)
     {
         public required int PromptLength;
         public required int Pad;
         public required Sampler Sampler;
         public required StreamingDecoder Decoder;
-        public readonly List<int> Tokens = [];
-        public readonly StringBuilder Text = new();
+        public readonly List<int> Tokens = new(tokenCapacity);
+        public readonly StringBuilder Text = new(Math.Min(tokenCapacity * 8, 1 << 18));
         public int Emitted;
         public bool Done;
         public double LogProbSum;
@@ -57,8 +63,10 @@ internal sealed class DecodeLoop : IDisposable
     }
 
     public DecodeLoop(InferenceSession session, ModelSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
-        GeneratorOptions options, IReadOnlySet<int> eos, int padId)
+        GeneratorOptions options, IReadOnlySet<int> eos, int padId, bool allowBinding = false, int cacheHeadroom = 256)
     {
+        _allowBinding = allowBinding;
+        _cacheHeadroom = cacheHeadroom;
         _session = session; _sig = signature; _tokenizer = tokenizer; _rows = rows; _options = options;
         _eos = [.. eos, .. options.ExtraEosTokenIds];
         _padId = padId;
@@ -70,8 +78,10 @@ internal sealed class DecodeLoop : IDisposable
         _stepPositions = GC.AllocateArray<long>(_batch, pinned: true);
         _past = new OrtValue[signature.Cache.Count];
         _state = new RowState[_batch];
+        // Results grow in place without reallocating mid-generation (up to a sane bound; beyond it growth is amortised).
+        int tokenCapacity = Math.Min(Math.Max(options.MaxNewTokens, 1), 1 << 16);
         for (int b = 0; b < _batch; b++)
-            _state[b] = new RowState
+            _state[b] = new RowState(tokenCapacity)
             {
                 PromptLength = rows[b].PromptIds.Length,
                 Pad = _promptLength - rows[b].PromptIds.Length,
@@ -83,6 +93,12 @@ internal sealed class DecodeLoop : IDisposable
     public TimeSpan PrefillTime { get; private set; }
     public TimeSpan DecodeTime { get; private set; }
     public int DecodeSteps { get; private set; }
+    /// <summary>Whether decode ran through pre-bound buffers (<see cref="BoundDecoder"/>).</summary>
+    public bool UsedBinding { get; private set; }
+    /// <summary>Managed bytes this thread allocated from the start of the second decode step to the end of the loop
+    /// (steady state: the first step warms up), and the number of steps that covers.</summary>
+    public long SteadyAllocatedBytes { get; private set; }
+    public int SteadySteps { get; private set; }
 
     /// <summary>Runs prefill and decode until every row is done; <paramref name="onPiece"/> sees each token's text.</summary>
     public IReadOnlyList<GenerationResult> Run(Func<bool, SteeringFeed> steeringForPhase, Action<GeneratedPiece>? onPiece, CancellationToken ct)
@@ -122,7 +138,7 @@ internal sealed class DecodeLoop : IDisposable
             BuildInputs(idsValue, posValue, maskValue, useCache: false, steering);
             using var outputs = RunOnce();
             maskValue.Dispose();
-            PickTokens(outputs, SequenceLength(outputs[0]), onPiece);
+            PickTokens(outputs[0], SequenceLength(outputs[0]), onPiece);
             PrefillTime = Stopwatch.GetElapsedTime(start);
         }
 
@@ -134,9 +150,12 @@ internal sealed class DecodeLoop : IDisposable
             var idsValue = Own(OrtValue.CreateTensorValueFromMemory(_stepIds, [_batch, 1]));
             var posValue = Own(OrtValue.CreateTensorValueFromMemory(_stepPositions, [_batch, 1]));
             bool first = true;
+            if (_allowBinding) _bound = TryBind(idsValue, posValue, steering);
+            long steadyFrom = 0;
             while (!AllDone())
             {
                 ct.ThrowIfCancellationRequested();
+                if (DecodeSteps == 1) steadyFrom = GC.GetAllocatedBytesForCurrentThread();
                 // Tokens so far per running row: one from prefill plus one per decode run (a row that already hit EOS
                 // stops counting, so no row's own count can be used).
                 int generated = 1 + DecodeSteps;
@@ -148,6 +167,12 @@ internal sealed class DecodeLoop : IDisposable
                     _stepPositions[b] = s.PromptLength + generated - 1;
                 }
                 WriteMask(length);
+                if (_bound is not null && BoundStep(length))
+                {
+                    PickTokens(null, 1, onPiece);
+                    DecodeSteps++;
+                    continue;
+                }
                 var maskValue = MaskValue(length);
                 OrtValue ids = idsValue, pos = posValue;
                 OrtValue? fullIds = null, fullPos = null;
@@ -166,12 +191,61 @@ internal sealed class DecodeLoop : IDisposable
                 maskValue.Dispose();
                 fullIds?.Dispose(); fullPos?.Dispose();
                 // With a cache each decode run sees one position; without, the whole sequence.
-                PickTokens(outputs, _sig.Layout == CacheLayout.None ? SequenceLength(outputs[0]) : 1, onPiece);
+                PickTokens(outputs[0], _sig.Layout == CacheLayout.None ? SequenceLength(outputs[0]) : 1, onPiece);
                 DecodeSteps++;
+            }
+            if (DecodeSteps > 1)
+            {
+                SteadyAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - steadyFrom;
+                SteadySteps = DecodeSteps - 1;
             }
             DecodeTime = Stopwatch.GetElapsedTime(start);
         }
         return Results();
+    }
+
+    /// <summary>Sets up the bound decode when the model allows it; null keeps the plain loop.</summary>
+    private BoundDecoder? TryBind(OrtValue ids, OrtValue positions, SteeringFeed steering)
+    {
+        if (!BoundDecoder.Supports(_sig, _past, _batch, _promptLength)) return null;
+        try
+        {
+            var bound = new BoundDecoder(_session, _sig, _batch, _promptLength, _promptLength + Math.Max(_options.MaxNewTokens, 1), _vocab,
+                _logitsRank2, _past, ids, _sig.PositionIds is null ? null : positions, steering.Inputs, _cacheHeadroom);
+            _tokenizer.WarmDecodeCache(_vocab);
+            return bound;
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or OnnxSteerException or InvalidOperationException)
+        {
+            return null; // an export this path does not fit: the plain loop still works
+        }
+    }
+
+    /// <summary>One bound decode step. The first one may still find that the export does not fit (ONNX Runtime checks
+    /// the bound shapes then); it falls back to the plain loop, whose pasts are kept until that first step succeeds.</summary>
+    private bool BoundStep(int length)
+    {
+        try
+        {
+            _bound!.Step(_mask, length - 1, _runOptions);
+        }
+        catch (OnnxRuntimeException) when (_runOptions.Terminate)
+        {
+            throw new OperationCanceledException("generation was cancelled");
+        }
+        catch (Exception e) when (DecodeSteps == 0 && e is OnnxRuntimeException or OnnxSteerException)
+        {
+            _bound!.Dispose();
+            _bound = null;
+            return false;
+        }
+        if (!UsedBinding)
+        {
+            // The cache now lives in the bound buffers; the prefill's presents are no longer needed.
+            UsedBinding = true;
+            for (int i = 0; i < _past.Length; i++) { _past[i].Dispose(); _past[i] = null!; }
+        }
+        return true;
     }
 
     private void BuildInputs(OrtValue ids, OrtValue positions, OrtValue mask, bool useCache, SteeringFeed steering)
@@ -227,38 +301,44 @@ internal sealed class DecodeLoop : IDisposable
     private int SequenceLength(OrtValue logits)
     {
         var shape = logits.GetTensorTypeAndShape().Shape;
+        _logitsRank2 = shape.Length == 2;
         if (_scratch.Length == 0)
         {
             _vocab = (int)shape[^1];
             _scratch = new float[_vocab];
             for (int b = 0; b < _batch; b++) _state[b].Sampler = new Sampler(_options, _vocab);
         }
-        return (int)shape[1];
+        return shape.Length == 2 ? 1 : (int)shape[1];
     }
 
-    private void PickTokens(IReadOnlyList<OrtValue> outputs, int seq, Action<GeneratedPiece>? onPiece)
+    /// <summary>Samples each running row's next token from <paramref name="logits"/> (or, when null, from the bound
+    /// decoder's logits buffer) and appends its text.</summary>
+    private void PickTokens(OrtValue? logits, int seq, Action<GeneratedPiece>? onPiece)
     {
-        var logits = outputs[0];
         int vocab = _vocab;
         for (int b = 0; b < _batch; b++)
         {
             var s = _state[b];
             if (s.Done) continue;
-            var row = TensorConvert.Row(logits, _sig.LogitsType, ((long)b * seq + seq - 1) * vocab, vocab, _scratch);
+            var row = logits is null
+                ? _bound!.LogitsRow(b, vocab, _scratch)
+                : TensorConvert.Row(logits, _sig.LogitsType, ((long)b * seq + seq - 1) * vocab, vocab, _scratch);
             int token = s.Sampler.Next(row);
             s.Tokens.Add(token);
             if (_options.ComputeLogProbs) s.LogProbSum += LogProb(row, token);
+            int before = s.Text.Length;
             if (_eos.Contains(token))
             {
                 s.Done = true;
                 s.Reason = FinishReason.EndOfSequence;
-                Emit(b, s, s.Decoder.Flush(), token, onPiece, final: true);
+                s.Decoder.FlushTo(s.Text);
+                Emit(b, s, before, token, onPiece, final: true);
                 continue;
             }
-            var text = s.Decoder.Append(token);
+            s.Decoder.AppendTo(token, s.Text);
             bool last = s.Tokens.Count >= _options.MaxNewTokens;
-            if (last) { s.Done = true; s.Reason = FinishReason.Length; text += s.Decoder.Flush(); }
-            Emit(b, s, text, token, onPiece, final: last);
+            if (last) { s.Done = true; s.Reason = FinishReason.Length; s.Decoder.FlushTo(s.Text); }
+            Emit(b, s, before, token, onPiece, final: last);
         }
     }
 
@@ -273,48 +353,55 @@ internal sealed class DecodeLoop : IDisposable
         return logits[token] - max - Math.Log(sum);
     }
 
-    /// <summary>Appends a token's text to the row, cutting at a stop string and holding back a tail that may
-    /// still become one, and reports what became final.</summary>
-    private void Emit(int b, RowState s, string text, int token, Action<GeneratedPiece>? onPiece, bool final)
+    /// <summary>Handles the text a token appended to the row (from <paramref name="before"/> on): cuts at a stop string,
+    /// holds back a tail that may still become one, and reports what became final. Stop strings are searched in a window
+    /// copied from the end of the text, and a piece's string is made only for a listener, so a step allocates nothing.</summary>
+    private void Emit(int b, RowState s, int before, int token, Action<GeneratedPiece>? onPiece, bool final)
     {
         var stops = _options.StopStrings;
-        if (stops.Count == 0)
-        {
-            s.Text.Append(text);
-            onPiece?.Invoke(new GeneratedPiece(b, token, text));
-            return;
-        }
-        int before = s.Text.Length;
-        s.Text.Append(text);
-        var all = s.Text.ToString();
-        int cut = -1;
-        foreach (var stop in stops)
-        {
-            if (stop.Length == 0) continue;
-            int from = Math.Max(0, before - stop.Length + 1);
-            int at = all.IndexOf(stop, from, StringComparison.Ordinal);
-            if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-        }
         int safe;
-        if (cut >= 0)
-        {
-            s.Text.Length = cut;
-            s.Done = true;
-            s.Reason = FinishReason.StopString;
-            safe = cut;
-        }
-        else if (final) safe = all.Length;
+        if (stops.Count == 0) safe = s.Text.Length;
         else
         {
-            int hold = 0;
-            foreach (var stop in stops)
-                for (int k = Math.Min(stop.Length - 1, all.Length); k > hold; k--)
-                    if (all.AsSpan(all.Length - k).SequenceEqual(stop.AsSpan(0, k))) { hold = k; break; }
-            safe = all.Length - hold;
+            // Index loops: foreach over the IReadOnlyList would box an enumerator every step.
+            int longest = 0;
+            for (int i = 0; i < stops.Count; i++) longest = Math.Max(longest, stops[i].Length);
+            // Any stop that ends in the new text starts at or after before - longest + 1; a held-back tail is shorter
+            // than the longest stop. So the window from there to the end decides both.
+            int from = Math.Max(0, before - longest + 1);
+            int count = s.Text.Length - from;
+            if (_window.Length < count) _window = new char[Math.Max(count, _window.Length * 2)];
+            var window = _window.AsSpan(0, count);
+            s.Text.CopyTo(from, window, count);
+            int cut = -1;
+            for (int i = 0; i < stops.Count; i++)
+            {
+                var stop = stops[i];
+                if (stop.Length == 0) continue;
+                int start = Math.Max(0, before - stop.Length + 1) - from;
+                int at = window[start..].IndexOf(stop.AsSpan(), StringComparison.Ordinal);
+                if (at >= 0 && (cut < 0 || from + start + at < cut)) cut = from + start + at;
+            }
+            if (cut >= 0)
+            {
+                s.Text.Length = cut;
+                s.Done = true;
+                s.Reason = FinishReason.StopString;
+                safe = cut;
+            }
+            else if (final) safe = s.Text.Length;
+            else
+            {
+                int hold = 0;
+                for (int i = 0; i < stops.Count; i++)
+                    for (int k = Math.Min(stops[i].Length - 1, window.Length); k > hold; k--)
+                        if (window[^k..].SequenceEqual(stops[i].AsSpan(0, k))) { hold = k; break; }
+                safe = s.Text.Length - hold;
+            }
         }
-        var piece = safe > s.Emitted ? all[s.Emitted..safe] : string.Empty;
+        if (onPiece is not null)
+            onPiece(new GeneratedPiece(b, token, safe > s.Emitted ? s.Text.ToString(s.Emitted, safe - s.Emitted) : string.Empty));
         s.Emitted = Math.Max(s.Emitted, safe);
-        onPiece?.Invoke(new GeneratedPiece(b, token, piece));
     }
 
     private bool AllDone()
@@ -377,6 +464,9 @@ internal sealed class DecodeLoop : IDisposable
                 DecodeTime = DecodeTime,
                 DecodeSteps = DecodeSteps,
                 MeanLogProb = _options.ComputeLogProbs && s.Tokens.Count > 0 ? s.LogProbSum / s.Tokens.Count : null,
+                BoundDecode = UsedBinding,
+                SteadyAllocatedBytes = SteadyAllocatedBytes,
+                SteadySteps = SteadySteps,
             });
         }
         return results;
@@ -390,6 +480,7 @@ internal sealed class DecodeLoop : IDisposable
 
     public void Dispose()
     {
+        _bound?.Dispose();
         foreach (var p in _past) p?.Dispose();
         foreach (var v in _owned) v.Dispose();
         _owned.Clear();

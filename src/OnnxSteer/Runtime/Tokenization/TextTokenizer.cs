@@ -240,6 +240,17 @@ public sealed class TextTokenizer
         bytes.AddRange(TokenBytes(id));
     }
 
+    /// <summary>Computes and keeps the bytes of every id below <paramref name="vocabSize"/>, once per tokenizer, so that a
+    /// decode loop never meets an id whose bytes it still has to build (that would allocate mid-generation).</summary>
+    internal void WarmDecodeCache(int vocabSize)
+    {
+        if (vocabSize <= _warmedTo || vocabSize > 1 << 22) return;
+        for (int id = 0; id < vocabSize; id++) TokenBytes(id);
+        _warmedTo = vocabSize;
+    }
+
+    private volatile int _warmedTo;
+
     // Each token's bytes are computed once and kept, so streaming decode allocates only the text it returns.
     // Races only compute the same array twice.
     private byte[]?[] _tokenBytes = [];
@@ -342,9 +353,40 @@ public sealed class StreamingDecoder
     /// <summary>Adds one token and returns the text it completes (empty while a character is incomplete).</summary>
     public string Append(int tokenId)
     {
+        var text = AppendSpan(tokenId);
+        return text.IsEmpty ? string.Empty : new string(text);
+    }
+
+    /// <summary>Adds one token and appends the text it completes to <paramref name="destination"/>; returns the number
+    /// of characters appended. Allocates nothing once the token's bytes are cached and the builder has room, which is
+    /// what lets the decode loop run without managed allocations.</summary>
+    public int AppendTo(int tokenId, StringBuilder destination)
+    {
+        var text = AppendSpan(tokenId);
+        destination.Append(text);
+        return text.Length;
+    }
+
+    /// <summary>Returns what is left at the end (an incomplete character becomes U+FFFD).</summary>
+    public string Flush()
+    {
+        var text = FlushSpan();
+        return text.IsEmpty ? string.Empty : new string(text);
+    }
+
+    /// <summary>Appends what is left at the end to <paramref name="destination"/>; returns the number of characters appended.</summary>
+    public int FlushTo(StringBuilder destination)
+    {
+        var text = FlushSpan();
+        destination.Append(text);
+        return text.Length;
+    }
+
+    private ReadOnlySpan<char> AppendSpan(int tokenId)
+    {
         _pending.Clear();
         _tokenizer.AppendBytes(tokenId, _pending, _skipSpecial);
-        if (_pending.Count == 0) return string.Empty;
+        if (_pending.Count == 0) return [];
         var text = DecodePending(flush: false);
         if (_stripLeadingSpace && text.Length > 0)
         {
@@ -354,19 +396,19 @@ public sealed class StreamingDecoder
         return text;
     }
 
-    /// <summary>Returns what is left at the end (an incomplete character becomes U+FFFD).</summary>
-    public string Flush()
+    private ReadOnlySpan<char> FlushSpan()
     {
         _pending.Clear();
         return DecodePending(flush: true);
     }
 
-    private string DecodePending(bool flush)
+    // The returned span is valid until the next call.
+    private ReadOnlySpan<char> DecodePending(bool flush)
     {
         var bytes = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_pending);
         var chars = bytes.Length + 2 <= _chars.Length ? _chars : new char[bytes.Length + 2];
         _utf8.Convert(bytes, chars, flush, out _, out int charsUsed, out _);
-        return charsUsed == 0 ? string.Empty : new string(chars, 0, charsUsed);
+        return chars.AsSpan(0, charsUsed);
     }
 }
 

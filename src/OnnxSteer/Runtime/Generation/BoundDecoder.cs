@@ -1,0 +1,218 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace OnnxSteer.Runtime.Generation;
+
+/// <summary>Runs decode steps through one <see cref="OrtIoBinding"/> over buffers that live for the whole generation, so
+/// that a step allocates no managed memory (issue 6): ids, positions, steering inputs and logits are bound once; each step
+/// rebinds only the attention mask and the cache views, through <see cref="OrtNative"/>.</summary>
+/// <remarks>
+/// <para>The KV cache: two native buffers per cache tensor swap roles every step. ONNX Runtime writes step n's present
+/// ([batch, heads, L + 1, head_size]) into one buffer and step n + 1 reads it as its past from there. A contiguous
+/// [b, h, L, d] tensor is the first b·h·L·d elements of its buffer whatever the buffer's capacity, so a view of the next
+/// length over the same buffer is the right tensor and nothing is copied between steps (the attention kernel copies the
+/// past into the present anyway, exactly as with plain <c>Run</c>). Buffers start at prompt + min(max new tokens, 256)
+/// positions and double when full (the live past is copied once), so memory follows the actual length.</para>
+/// <para>Used on the CPU execution provider for models whose present is past + 1 (checked on the prefill's presents);
+/// anything else keeps the plain <c>Run</c> loop.</para>
+/// </remarks>
+internal sealed unsafe class BoundDecoder : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly ModelSignature _sig;
+    private readonly int _batch;
+    private readonly int _maxLength;
+    private readonly OrtIoBinding _binding;
+    private readonly OrtMemoryInfo _memory = OrtMemoryInfo.DefaultInstance;
+    private readonly Utf8Name? _maskName;
+    private readonly Utf8Name[] _pastNames, _presentNames;
+    private readonly long[] _maskShape = new long[2];
+    private readonly long[] _cacheShape;
+    private readonly int[] _elementSize;
+    private readonly long[] _tokenBytes; // bytes per cache position in each buffer (all of batch, heads, head size, K and V)
+    private NativeBuffer[] _front, _back; // _front holds the current past
+    private int _capacity;
+    private readonly List<OrtValue> _owned = [];
+    private readonly Array _logits;
+
+    /// <summary>Creates the binding and copies the prefill's presents (each [.., prompt, ..]) into the first buffers.</summary>
+    public BoundDecoder(InferenceSession session, ModelSignature sig, int batch, int promptLength, int maxLength, int vocab, bool logitsRank2,
+        IReadOnlyList<OrtValue> prefillPresents, OrtValue ids, OrtValue? positions, IEnumerable<(string Name, OrtValue Value)> steering,
+        int headroom = 256)
+    {
+        OrtNative.EnsureLoaded();
+        _session = session; _sig = sig; _batch = batch; _maxLength = maxLength;
+        int n = sig.Cache.Count;
+        _pastNames = new Utf8Name[n];
+        _presentNames = new Utf8Name[n];
+        _elementSize = new int[n];
+        _tokenBytes = new long[n];
+        _cacheShape = new long[sig.Cache.Any(c => c.Combined) ? 5 : 4];
+        for (int i = 0; i < n; i++)
+        {
+            var c = sig.Cache[i];
+            _pastNames[i] = new Utf8Name(c.Input);
+            _presentNames[i] = new Utf8Name(c.Output);
+            _elementSize[i] = ElementSize(c.Type);
+            _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * _elementSize[i];
+        }
+        if (sig.AttentionMask is not null) _maskName = new Utf8Name(sig.AttentionMask);
+
+        _capacity = Math.Min(maxLength, promptLength + Math.Max(headroom, 1));
+        _front = Allocate(_capacity);
+        _back = Allocate(_capacity);
+        for (int i = 0; i < n; i++)
+        {
+            var src = prefillPresents[i].GetTensorMutableRawData();
+            long expected = _tokenBytes[i] * promptLength;
+            if (src.Length != expected)
+                throw new InvalidOperationException($"{sig.Cache[i].Output}: {src.Length} bytes after prefill, expected {expected}");
+            src.CopyTo(new Span<byte>((void*)_front[i].Pointer, src.Length));
+        }
+
+        _binding = session.CreateIoBinding();
+        _binding.BindInput(sig.InputIds, ids);
+        if (sig.PositionIds is not null && positions is not null) _binding.BindInput(sig.PositionIds, positions);
+        if (sig.UseCacheBranch is not null)
+        {
+            // Optimum's merged decoder: every decode step takes the with-past branch of its If.
+            _owned.Add(OrtValue.CreateTensorValueFromMemory(new[] { true }, [1]));
+            _binding.BindInput(sig.UseCacheBranch, _owned[^1]);
+        }
+        foreach (var (name, value) in steering) _binding.BindInput(name, value);
+
+        // Logits for one position per row, in the model's dtype, read in place after each step.
+        long[] logitsShape = logitsRank2 ? [batch, vocab] : [batch, 1, vocab];
+        switch (sig.LogitsType)
+        {
+            case TensorElementType.Float:
+                _logits = GC.AllocateArray<float>(batch * vocab, pinned: true);
+                _owned.Add(OrtValue.CreateTensorValueFromMemory((float[])_logits, logitsShape));
+                break;
+            case TensorElementType.Float16:
+                _logits = GC.AllocateArray<Float16>(batch * vocab, pinned: true);
+                _owned.Add(OrtValue.CreateTensorValueFromMemory((Float16[])_logits, logitsShape));
+                break;
+            case TensorElementType.BFloat16:
+                _logits = GC.AllocateArray<BFloat16>(batch * vocab, pinned: true);
+                _owned.Add(OrtValue.CreateTensorValueFromMemory((BFloat16[])_logits, logitsShape));
+                break;
+            default:
+                throw new InvalidOperationException($"logits of type {sig.LogitsType}");
+        }
+        _binding.BindOutput(sig.Logits, _owned[^1]);
+    }
+
+    /// <summary>Whether the bound loop can run this model: a KV cache, presents of the prefill's length (so present = past + 1), cache and logits in float32/float16/bfloat16.</summary>
+    public static bool Supports(ModelSignature sig, IReadOnlyList<OrtValue> prefillPresents, int batch, int promptLength)
+    {
+        if (sig.Layout == CacheLayout.None) return false;
+        if (ElementSize(sig.LogitsType) == 0) return false;
+        for (int i = 0; i < sig.Cache.Count; i++)
+        {
+            var c = sig.Cache[i];
+            if (ElementSize(c.Type) == 0 || c.Heads <= 0 || c.HeadSize <= 0) return false;
+            var shape = prefillPresents[i].GetTensorTypeAndShape().Shape;
+            long[] expected = c.Combined ? [2, batch, c.Heads, promptLength, c.HeadSize] : [batch, c.Heads, promptLength, c.HeadSize];
+            if (!shape.AsSpan().SequenceEqual(expected)) return false;
+        }
+        return true;
+    }
+
+    /// <summary>One decode step: the past holds <paramref name="pastLength"/> positions, the mask (pinned, row-major
+    /// [batch, pastLength + 1]) is read from <paramref name="mask"/>. Logits land in <see cref="LogitsRow"/>.</summary>
+    public void Step(long[] mask, int pastLength, RunOptions runOptions)
+    {
+        int length = pastLength + 1;
+        if (length > _capacity) Grow(pastLength, length);
+        if (_maskName is not null)
+        {
+            _maskShape[0] = _batch; _maskShape[1] = length;
+            var maskPointer = (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(mask)); // allocated pinned
+            OrtNative.Bind(_binding, _maskName, output: false, _memory, TensorElementType.Int64, maskPointer, (long)_batch * length * sizeof(long), _maskShape);
+        }
+        for (int i = 0; i < _pastNames.Length; i++)
+        {
+            var c = _sig.Cache[i];
+            OrtNative.Bind(_binding, _pastNames[i], output: false, _memory, c.Type, _front[i].Pointer, _tokenBytes[i] * pastLength, CacheShape(c, pastLength));
+            OrtNative.Bind(_binding, _presentNames[i], output: true, _memory, c.Type, _back[i].Pointer, _tokenBytes[i] * length, CacheShape(c, length));
+        }
+        _session.RunWithBinding(runOptions, _binding);
+        (_front, _back) = (_back, _front);
+    }
+
+    /// <summary>Row <paramref name="b"/> of the last step's logits as float32 (converted into <paramref name="scratch"/> when needed).</summary>
+    public ReadOnlySpan<float> LogitsRow(int b, int vocab, float[] scratch)
+    {
+        switch (_logits)
+        {
+            case float[] f:
+                return f.AsSpan(b * vocab, vocab);
+            case Float16[] h:
+            {
+                var src = h.AsSpan(b * vocab, vocab);
+                for (int i = 0; i < vocab; i++) scratch[i] = (float)BitConverter.UInt16BitsToHalf(src[i].value);
+                return scratch.AsSpan(0, vocab);
+            }
+            default:
+            {
+                var src = ((BFloat16[])_logits).AsSpan(b * vocab, vocab);
+                for (int i = 0; i < vocab; i++) scratch[i] = BitConverter.UInt32BitsToSingle((uint)src[i].value << 16);
+                return scratch.AsSpan(0, vocab);
+            }
+        }
+    }
+
+    private ReadOnlySpan<long> CacheShape(CacheEntry c, int length)
+    {
+        if (c.Combined)
+        {
+            _cacheShape[0] = 2; _cacheShape[1] = _batch; _cacheShape[2] = c.Heads; _cacheShape[3] = length; _cacheShape[4] = c.HeadSize;
+            return _cacheShape;
+        }
+        _cacheShape[0] = _batch; _cacheShape[1] = c.Heads; _cacheShape[2] = length; _cacheShape[3] = c.HeadSize;
+        return _cacheShape.AsSpan(0, 4);
+    }
+
+    // Doubling keeps growth to a handful of native allocations per generation; only the live past is copied.
+    private void Grow(int pastLength, int needed)
+    {
+        int capacity = Math.Min(_maxLength, Math.Max(needed, _capacity * 2));
+        capacity = Math.Max(capacity, needed);
+        var front = Allocate(capacity);
+        for (int i = 0; i < front.Length; i++)
+            Buffer.MemoryCopy((void*)_front[i].Pointer, (void*)front[i].Pointer, front[i].Size, _tokenBytes[i] * pastLength);
+        Free(_front); Free(_back);
+        _front = front;
+        _back = Allocate(capacity);
+        _capacity = capacity;
+    }
+
+    private NativeBuffer[] Allocate(int positions)
+    {
+        var buffers = new NativeBuffer[_sig.Cache.Count];
+        for (int i = 0; i < buffers.Length; i++) buffers[i] = new NativeBuffer(_tokenBytes[i] * positions);
+        return buffers;
+    }
+
+    private static void Free(NativeBuffer[] buffers)
+    {
+        foreach (var b in buffers) b.Dispose();
+    }
+
+    private static int ElementSize(TensorElementType t) => t switch
+    {
+        TensorElementType.Float => 4,
+        TensorElementType.Float16 or TensorElementType.BFloat16 => 2,
+        _ => 0,
+    };
+
+    public void Dispose()
+    {
+        _binding.Dispose();
+        foreach (var v in _owned) v.Dispose();
+        Free(_front); Free(_back);
+    }
+}
