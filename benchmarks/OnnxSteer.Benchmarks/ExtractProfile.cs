@@ -57,11 +57,13 @@ internal static class ExtractProfileBench
                 }
                 plain = Summary.Of(times).Median;
             }
+            // The prefix first: EnableProfiling hands ONNX Runtime the prefix set at that moment (set after, it is ignored and
+            // the profile lands in the working directory).
             using var so = new SessionOptions
             {
                 LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-                EnableProfiling = true,
                 ProfileOutputPathPrefix = Path.Combine(scratch, $"xprof-{rows.Count}"),
+                EnableProfiling = true,
             };
             if (o.Threads is int t) so.IntraOpNumThreads = t;
             using var extractor = VectorExtractor.Load(m.PatchedExposeAll, 0, so);

@@ -28,7 +28,7 @@ internal static class ProfileBench
         foreach (var (name, folder, steering) in cases)
         {
             var modelFile = Directory.GetFiles(folder, "*.onnx").Single();
-            using var so = new SessionOptions { EnableProfiling = true, ProfileOutputPathPrefix = Path.Combine(scratch, $"prof-{perCase.Count}") };
+            using var so = new SessionOptions { ProfileOutputPathPrefix = Path.Combine(scratch, $"prof-{perCase.Count}"), EnableProfiling = true };
             if (o.Threads is int t) so.IntraOpNumThreads = t;
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
             using var session = new InferenceSession(modelFile, so);
