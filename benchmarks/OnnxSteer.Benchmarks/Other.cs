@@ -169,6 +169,36 @@ internal static class ExtractBench
                     $"(everything else in the run counted as overhead); a single large MatMul peaks at {matmulPeak:F1}. Even a batch with no padding, " +
                     $"no attention and no other kernels could be at most {matmulPeak / batch1:F2}x the pairs per CPU-second of batch 1.");
 
+        // The paper steers one layer; extracting only that layer lets pruning drop every block above it as well.
+        int mid = m.Layers / 2;
+        using var oneLayer = VectorExtractor.Load(m.PatchedExposeAll, 0, so);
+        var single = new (string Name, VectorExtractor Extractor, ExtractionOptions Options)[]
+        {
+            ($"full graph, layer {mid} only, batch 8, sorted", fullGraph, new ExtractionOptions { BatchSize = 8, PruneGraph = false, Layers = [mid] }),
+            ($"pruned to layer {mid}, batch 8, sorted", oneLayer, new ExtractionOptions { BatchSize = 8, Layers = [mid] }),
+        };
+        var singleCpu = single.Select(_ => new List<double>()).ToArray();
+        var singleLoads = single.Select(_ => new List<double>()).ToArray();
+        for (int rep = -1; rep < o.Repeats; rep++)
+            for (int c = 0; c < single.Length; c++)
+            {
+                var (_, x, opts) = single[c];
+                var input = rep < 0 ? Pairs(4, m.Vocab, seed: 5) : data;
+                double c0 = ThreadCpu.Ms();
+                x.Extract(input, Encode, opts with { Name = "bench" });
+                double cpuS = (ThreadCpu.Ms() - c0) / 1000;
+                if (rep >= 0) { singleCpu[c].Add(pairs / cpuS); singleLoads[c].Add(Machine.LoadValue()); }
+            }
+        report.Heading($"Extraction of one layer ({mid} of {m.Layers}), {m.Name}: {pairs} pairs (pairs per CPU-second; median (min-max) of {o.Repeats})");
+        report.Row("case", "graph nodes run", "pairs per CPU-second", "vs full graph", "load");
+        report.Rule(5);
+        var singleBase = Summary.Of(singleCpu[0]).Median;
+        for (int c = 0; c < single.Length; c++)
+        {
+            var nodes = c == 0 ? fullGraph.Pruning?.NodesBefore ?? OnnxSteer.Onnx.OnnxModelFile.Load(fullGraph.ModelFile).Proto.Graph.Node.Count : oneLayer.Pruning!.NodesAfter;
+            report.Row(single[c].Name, $"{nodes}", Summary.Of(singleCpu[c]).Format("F1"), $"{Summary.Of(singleCpu[c]).Median / singleBase:F2}x", Summary.Of(singleLoads[c]).Format("F1"));
+        }
+
         report.Heading($"Extraction memory against pair count, {m.Name}, batch 16, pruned and sorted (the defaults; peak RSS above the loaded model, MiB)");
         report.Row("pairs", "peak RSS delta", "managed heap after a full GC", "seconds");
         report.Rule(4);
