@@ -1,8 +1,8 @@
 using System.Runtime.InteropServices;
+using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
-using Google.Protobuf;
 using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Vectors;
@@ -22,7 +22,7 @@ public sealed record ExtractionOptions
     public string? SpillDirectory { get; init; }
     /// <summary>Run a copy of the graph pruned to the requested <c>hidden_states.{L}</c> outputs (default): ONNX Runtime
     /// runs every node whatever is fetched, so without pruning each prompt also pays for the LM head over every position,
-    /// the final norm and any layer above the highest requested one. The pruned copy lives in memory only; its weights are
+    /// the final norm where no hidden state needs it, and any layer above the highest requested one. The pruned copy lives in memory only; its weights are
     /// read from the model's own folder. Results are the same either way.</summary>
     public bool PruneGraph { get; init; } = true;
     /// <summary>Prompts read ahead and sorted by token count before they are cut into batches, so a batch holds prompts of
@@ -35,7 +35,7 @@ public sealed record ExtractionOptions
 /// <summary>Computes instruction vectors from a patched model (one that exposes <c>hidden_states.{L}</c>) by the paper's
 /// diff-mean method at the last prompt token. Prompts run in batches, prefill only, with an empty KV cache; only the
 /// hidden-state outputs are fetched, and by default ONNX Runtime runs a copy of the graph pruned to them (no LM head, no
-/// presents, no layers above the highest requested one).</summary>
+/// layers above the highest requested one; the attention kernels the hidden states need still write their presents).</summary>
 /// <remarks>Batches are padded on the <b>right</b>: under causal attention a row's real tokens never attend to the padding
 /// after them, so each row's last real token gets exactly the state it gets alone, whatever way the exporter's attention
 /// kernel treats the mask (GroupQueryAttention, for one, assumes right padding). Each row's own last token is read at its
