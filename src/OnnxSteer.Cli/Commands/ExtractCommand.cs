@@ -16,12 +16,14 @@ internal static class ExtractCommand
         var name = new Option<string?>("--name") { Description = "Vector name (default: the output file's name, e.g. lowercase)." };
         var layers = new Option<string?>("--layers") { Description = "Layers: all exposed layers (default) or a list such as 8,10,12-16." };
         var batch = new Option<int>("--batch-size") { Description = "Prompts per ONNX Runtime run (a pair is two prompts).", DefaultValueFactory = _ => 8 };
+        var noPrune = new Option<bool>("--no-prune") { Description = "Run the whole patched graph instead of one pruned to the requested hidden states (same vectors; slower: the LM head and the blocks above the highest layer run too)." };
+        var sortWindow = new Option<int>("--sort-window") { Description = "Prompts read ahead and sorted by length before batching, to cut padding (default 64; 0: input order).", DefaultValueFactory = _ => 64 };
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
         var command = new Command("extract", "Compute an instruction vector (diff-mean at the last prompt token) from with/without prompt pairs.");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { pairs, output, name, layers, batch, noTemplate, overwrite, json }) command.Options.Add(o);
+        foreach (var o in new Option[] { pairs, output, name, layers, batch, noPrune, sortWindow, noTemplate, overwrite, json }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) =>
         {
             var outPath = parse.GetValue(output)!;
@@ -34,6 +36,8 @@ internal static class ExtractCommand
                 Layers = VectorTools.ParseLayers(parse.GetValue(layers)),
                 BatchSize = parse.GetValue(batch),
                 ChatTemplate = !parse.GetValue(noTemplate),
+                PruneGraph = !parse.GetValue(noPrune),
+                SortWindow = parse.GetValue(sortWindow),
             };
             var request = new ExtractionRequest(parse.GetValue(model)!, parse.GetValue(pairs)!, options);
             var result = RunWithProgress(request, stderr, cancellationToken);

@@ -104,6 +104,14 @@ public sealed class PatchedFixtureExtractionTests(PatchedGenAiFixture fixture) :
         Assert.Equal([0, 1], v.Layers.Keys.Order());
         Assert.Empty(file.CheckAgainst(InstructionVectorFile.FingerprintOf(SteeringManifest.TryLoad(fixture.Directory)!)));
 
+        // --no-prune and --sort-window 0 run the whole graph in input order: the same vector to float rounding.
+        var unpruned = dir.Combine("unpruned.safetensors");
+        Assert.Equal(0, CliApp.Run(["extract", fixture.Directory, "--pairs", pairs, "-o", unpruned, "--batch-size", "4", "--no-prune", "--sort-window", "0"], new StringWriter(), new StringWriter()));
+        var u = InstructionVectorFile.Load(unpruned).Get("unpruned");
+        foreach (var (layer, stats) in v.Layers)
+            for (int i = 0; i < stats.MeanDiff.Length; i++) Assert.Equal(stats.MeanDiff[i], u.Layers[layer].MeanDiff[i], 1e-5);
+        Assert.Equal((int)ErrorKind.Usage, CliApp.Run(["extract", fixture.Directory, "--pairs", pairs, "-o", dir.Combine("neg.safetensors"), "--sort-window", "-1"], new StringWriter(), new StringWriter()));
+
         // The chat template changes what the model sees: a raw-text extraction of the same pairs differs.
         using (var extractor = VectorExtractor.Load(fixture.Directory))
         {
