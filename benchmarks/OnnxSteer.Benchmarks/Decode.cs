@@ -191,6 +191,29 @@ internal sealed class BareLoop : IDisposable
         return new DecodeSample(ms, _batch * 1000.0 / ms, prefillMs, steps, cpu);
     }
 
+    /// <summary>Lockstep use (the <c>lockstep</c> suite): the prefill, then one decode step at a time.</summary>
+    public void Prefill()
+    {
+        _inputs[_idsAt] = _prefillIds;
+        if (_maskAt >= 0) _inputs[_maskAt] = _masks[_prompt];
+        if (_posAt >= 0) _inputs[_posAt] = _prefillPositions;
+        Step(_prompt);
+        _inputs[_idsAt] = _stepIds;
+        if (_posAt >= 0) _inputs[_posAt] = _stepPositions;
+    }
+
+    /// <summary>Decode step <paramref name="n"/> (1 .. new tokens - 1) after <see cref="Prefill"/>; returns the calling
+    /// thread's CPU milliseconds for it.</summary>
+    public double DecodeStep(int n)
+    {
+        double c0 = ThreadCpu.Ms();
+        int length = _prompt + n;
+        for (int b = 0; b < _batch; b++) _positions[b] = length - 1;
+        if (_maskAt >= 0) _inputs[_maskAt] = _masks[length];
+        Step(1);
+        return ThreadCpu.Ms() - c0;
+    }
+
     /// <summary>Runs the prefill only and hands over its presents (the caller disposes them) and first tokens.</summary>
     public (IReadOnlyList<OrtValue> Values, int Vocab, Action Dispose) PrefillPresentsCore(long[] firstTokens)
     {

@@ -23,7 +23,8 @@ internal static class ProfileBench
             ("patched (expose none), nothing fed", m.PatchedExposeNone, Steering.None),
             ($"patched (expose all), add @ all {m.Layers} layers", m.PatchedExposeAll, addAll),
         };
-        var prompts = DecodeBench.Prompts(1, o.Prompt, m.Vocab);
+        int batch = o.Batches[0]; // the first --batch value
+        var prompts = DecodeBench.Prompts(batch, o.Prompt, m.Vocab);
         var perCase = new List<(string Name, Dictionary<string, (double Us, double Count)> Ops, double RunUs, double KernelUs)>();
         foreach (var (name, folder, steering) in cases)
         {
@@ -41,7 +42,7 @@ internal static class ProfileBench
             var (ops, runUs, kernelUs) = Aggregate(file, o.Tokens - 1);
             perCase.Add((name, ops, runUs, kernelUs));
         }
-        report.Heading($"ONNX Runtime profile, {m.Name}, batch 1, decode steps only (µs per step; kernel time by operator type)");
+        report.Heading($"ONNX Runtime profile, {m.Name}, batch {batch}, decode steps only (µs per step; kernel time by operator type)");
         var top = perCase.SelectMany(c => c.Ops).GroupBy(kv => kv.Key).OrderByDescending(g => g.Max(x => x.Value.Us)).Select(g => g.Key).Take(14).ToList();
         report.Row(["operator (nodes/step in first case)", .. perCase.Select(c => c.Name)]);
         report.Rule(perCase.Count + 1);

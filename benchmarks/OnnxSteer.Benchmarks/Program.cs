@@ -36,6 +36,9 @@ internal sealed record Options
           roofline one [M,768]x[768,2048] MatMul: the GFLOP/s ONNX Runtime reaches on this core
           patch    patch time and bytes read against a sparse external data file of each --sizes
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
+          lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
+                   alternating which goes first, and each step's thread CPU time is paired (a null control, the
+                   original against itself, shows the method's resolution)
         models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights,
                 genai layout); medium-optimum = the same in Optimum's decomposed layout;
         bundled = models/tiny-instruct. All are written or linked into a temp folder deleted at exit.
@@ -51,7 +54,7 @@ internal sealed record Options
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline": suites.Add(args[i]); break;
+                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep": suites.Add(args[i]); break;
                 case "all": suites.AddRange(["decode", "prefill", "alloc", "extract", "patch"]); break;
                 case "--model": models.Add(Next()); break;
                 case "--repeats": o = o with { Repeats = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
@@ -119,7 +122,7 @@ internal static class Program
             if (o.Suites.Contains("roofline") && !o.Suites.Contains("extract-profile")) ExtractProfileBench.Roofline(o, report);
             foreach (var name in o.Models)
             {
-                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile")) break;
+                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile" or "lockstep")) break;
                 var m = Models.Prepare(name, scratch, Console.Out);
                 report.Note($"Model **{m.Name}**: {m.Description}.");
                 var loaded = new Dictionary<string, SteeredModel>();
@@ -136,6 +139,7 @@ internal static class Program
                     if (o.Suites.Contains("decode")) DecodeSuite(m, Load, o, report);
                     if (o.Suites.Contains("prefill")) PrefillBench.Run(m, Load, o, report);
                     if (o.Suites.Contains("alloc")) AllocBench.Run(m, Load, o, report);
+                    if (o.Suites.Contains("lockstep")) LockstepBench.Run(m, Load, o, report);
                 }
                 finally
                 {

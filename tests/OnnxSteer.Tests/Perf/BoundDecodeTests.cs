@@ -166,5 +166,15 @@ public sealed class BoundDecodeRealExportTests
         Assert.True(a.BoundDecode);
         Assert.True(a.SteadySteps >= 5);
         Assert.Equal(0, a.SteadyAllocatedBytes);
+
+        // A batch of four over the real 32000-token vocabulary: long tokens must not grow the detokenizer's buffers.
+        var batch = Enumerable.Range(0, 4).Select(i => new GenerationRequest { PromptTokenIds = [.. prompt.Take(prompt.Length - 1), 100 + i] }).ToList();
+        var long40 = options with { MaxNewTokens = 40 };
+        bound.Generate(batch, long40);
+        var rows = bound.Generate(batch, long40);
+        var plainRows = plain.Generate(batch, long40);
+        for (int i = 0; i < 4; i++) Assert.Equal(plainRows[i].TokenIds, rows[i].TokenIds);
+        Assert.True(rows[0].SteadySteps >= 5);
+        Assert.Equal(0, rows[0].SteadyAllocatedBytes);
     }
 }

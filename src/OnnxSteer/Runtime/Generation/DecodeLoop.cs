@@ -55,7 +55,7 @@ internal sealed class DecodeLoop : IDisposable
         public required Sampler Sampler;
         public required StreamingDecoder Decoder;
         public readonly List<int> Tokens = new(tokenCapacity);
-        public readonly StringBuilder Text = new(Math.Min(tokenCapacity * 8, 1 << 18));
+        public readonly StringBuilder Text = new(Math.Min(tokenCapacity * 16, 1 << 18)); // most tokens decode to under 16 chars
         public int Emitted;
         public bool Done;
         public double LogProbSum;

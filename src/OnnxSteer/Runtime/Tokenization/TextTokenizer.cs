@@ -341,9 +341,10 @@ public sealed class StreamingDecoder
     private readonly TextTokenizer _tokenizer;
     private readonly bool _skipSpecial;
     private bool _stripLeadingSpace;
-    private readonly List<byte> _pending = new(16);
+    // Sized for the longest tokens real vocabularies have, so neither buffer grows (allocates) mid-generation.
+    private readonly List<byte> _pending = new(256);
     private readonly System.Text.Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
-    private readonly char[] _chars = new char[64];
+    private readonly char[] _chars = new char[258];
 
     internal StreamingDecoder(TextTokenizer tokenizer, bool skipSpecial, bool stripLeadingSpace)
     {
