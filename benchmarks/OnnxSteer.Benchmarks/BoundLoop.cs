@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Runtime;
+using OnnxSteer.Runtime.Generation;
 
 namespace OnnxSteer.Benchmarks;
 
@@ -141,26 +142,6 @@ internal sealed class BoundLoop : IDisposable
     {
         for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
         _runOptions.Dispose();
-    }
-}
-
-/// <summary>Native memory for a KV buffer (64-byte aligned), freed on dispose.</summary>
-internal sealed unsafe class NativeBuffer : IDisposable
-{
-    public NativeBuffer(long bytes)
-    {
-        Size = bytes;
-        Pointer = (IntPtr)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)bytes, 64);
-    }
-
-    public IntPtr Pointer { get; private set; }
-    public long Size { get; }
-
-    public void Dispose()
-    {
-        if (Pointer == IntPtr.Zero) return;
-        System.Runtime.InteropServices.NativeMemory.AlignedFree((void*)Pointer);
-        Pointer = IntPtr.Zero;
     }
 }
 

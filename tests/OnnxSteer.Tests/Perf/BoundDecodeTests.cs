@@ -11,17 +11,7 @@ namespace OnnxSteer.Tests.Perf;
 /// Allocation counts are exact byte counts of the generating thread, not timings, so they do not flake.</summary>
 public sealed class BoundDecodeTests
 {
-    private static DecoderSpec Spec(string name) => name switch
-    {
-        "genai-mha-fp32" => DecoderSpec.Tiny(DecoderLayout.GenAi),
-        "genai-mha-fp16" => DecoderSpec.Tiny(DecoderLayout.GenAi, DecoderDType.Float16),
-        "genai-gqa-fp32" => DecoderSpec.Tiny(DecoderLayout.GenAi, DecoderDType.Float32, AttentionKind.GroupQuery),
-        "optimum-fp32" => DecoderSpec.Tiny(DecoderLayout.Optimum),
-        "optimum-fp16" => DecoderSpec.Tiny(DecoderLayout.Optimum, DecoderDType.Float16),
-        "optimum-noposition-fp32" => DecoderSpec.Tiny(DecoderLayout.Optimum) with { PositionIds = false },
-        "merged-fp32" => DecoderSpec.Tiny(DecoderLayout.OptimumMerged),
-        _ => DecoderSpec.Tiny(DecoderLayout.OrtFused),
-    };
+    private static DecoderSpec Spec(string name) => LayoutTests.Spec(name);
 
     public static TheoryData<string, bool> Layouts() => new()
     {

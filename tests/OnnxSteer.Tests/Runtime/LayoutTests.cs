@@ -12,7 +12,8 @@ public sealed class LayoutTests
 {
     public static TheoryData<string> Layouts() => ["genai-mha-fp32", "genai-mha-fp16", "genai-gqa-fp32", "optimum-fp32", "optimum-fp16", "optimum-noposition-fp32", "merged-fp32", "ortfused-gpt2-fp32"];
 
-    private static DecoderSpec Spec(string name) => name switch
+    /// <summary>The ModelBuilder spec behind each layout name (shared with the bound-decode tests).</summary>
+    internal static DecoderSpec Spec(string name) => name switch
     {
         "genai-mha-fp32" => DecoderSpec.Tiny(DecoderLayout.GenAi),
         "genai-mha-fp16" => DecoderSpec.Tiny(DecoderLayout.GenAi, DecoderDType.Float16),
