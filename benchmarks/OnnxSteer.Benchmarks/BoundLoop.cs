@@ -129,12 +129,8 @@ internal sealed class BoundLoop : IDisposable
         fixed (long* p = pinnedArray) return (IntPtr)p; // allocated with pinned: true, so the address is stable
     }
 
-    private static int ElementSize(TensorElementType t) => t switch
-    {
-        TensorElementType.Float => 4,
-        TensorElementType.Float16 or TensorElementType.BFloat16 => 2,
-        _ => throw new NotSupportedException($"cache type {t}"),
-    };
+    private static int ElementSize(TensorElementType t) =>
+        BoundDecoder.ElementSize(t) is > 0 and var size ? size : throw new NotSupportedException($"cache type {t}");
 
     private OrtValue Own(OrtValue v) { _owned.Add(v); return v; }
 

@@ -55,31 +55,28 @@ public static class GraphPruner
         }
 
         var before = graph.Node.Count;
-        var kept = graph.Node.Where((_, i) => live[i]).ToList();
-        graph.Node.Clear();
-        graph.Node.AddRange(kept);
-
-        var initializers = graph.Initializer.Where(t => needed.Contains(t.Name)).ToList();
-        var initializersRemoved = graph.Initializer.Count - initializers.Count;
-        graph.Initializer.Clear();
-        graph.Initializer.AddRange(initializers);
-        var sparse = graph.SparseInitializer.Where(t => needed.Contains(t.Values?.Name ?? "")).ToList();
-        graph.SparseInitializer.Clear();
-        graph.SparseInitializer.AddRange(sparse);
-
-        var inputs = graph.Input.Where(v => needed.Contains(v.Name)).ToList();
-        var inputsRemoved = graph.Input.Count - inputs.Count;
-        graph.Input.Clear();
-        graph.Input.AddRange(inputs);
+        KeepWhere(graph.Node, (_, i) => live[i]);
+        var initializersRemoved = KeepWhere(graph.Initializer, (t, _) => needed.Contains(t.Name));
+        KeepWhere(graph.SparseInitializer, (t, _) => needed.Contains(t.Values?.Name ?? ""));
+        var inputsRemoved = KeepWhere(graph.Input, (v, _) => needed.Contains(v.Name));
 
         graph.Output.Clear();
         graph.Output.AddRange(outputs.Select(n => outputInfo[n]));
 
         // value_info of values that no longer exist would only describe nothing; drop it.
-        var defined = new HashSet<string>(kept.SelectMany(n => n.Output), StringComparer.Ordinal);
-        var infos = graph.ValueInfo.Where(v => defined.Contains(v.Name)).ToList();
-        graph.ValueInfo.Clear();
-        graph.ValueInfo.AddRange(infos);
-        return new PruneResult(before, kept.Count, initializersRemoved, inputsRemoved);
+        var defined = new HashSet<string>(graph.Node.SelectMany(n => n.Output), StringComparer.Ordinal);
+        KeepWhere(graph.ValueInfo, (v, _) => defined.Contains(v.Name));
+        return new PruneResult(before, graph.Node.Count, initializersRemoved, inputsRemoved);
+    }
+
+    /// <summary>Keeps the elements of a repeated field that pass <paramref name="keep"/> (element, index), in order; returns
+    /// how many were removed.</summary>
+    private static int KeepWhere<T>(Google.Protobuf.Collections.RepeatedField<T> field, Func<T, int, bool> keep)
+    {
+        var kept = field.Where(keep).ToList();
+        var removed = field.Count - kept.Count;
+        field.Clear();
+        field.AddRange(kept);
+        return removed;
     }
 }

@@ -27,7 +27,7 @@ public static class VectorExtraction
         // Validate every line first, so a bad line late in the file fails before any model work.
         var total = PairsFile.Count(request.PairsPath);
         var warnings = new List<string>();
-        using var extractor = VectorExtractor.Load(request.ModelPath);
+        using var extractor = VectorExtractor.Load(request.ModelPath, request.Options);
         var encode = PromptEncoding.Create(Path.GetDirectoryName(extractor.ModelFile)!, request.Options.ChatTemplate, warnings);
         IProgress<int>? pairProgress = progress is null ? null : new Relay(done => progress.Report(new ExtractionProgress(done, total)));
         progress?.Report(new ExtractionProgress(0, total));

@@ -48,16 +48,18 @@ public sealed class VectorExtractor : IDisposable
     private readonly bool _ownsOptions;
     private readonly int _padId;
 
-    private VectorExtractor(SteeringManifest manifest, string modelFile, int padId, SessionOptions options, bool ownsOptions)
+    private VectorExtractor(SteeringManifest manifest, string modelFile, int padId, SessionOptions options, bool ownsOptions, ExtractionOptions firstUse)
     {
         Manifest = manifest;
         ModelFile = modelFile;
         _padId = padId;
         _options = options;
         _ownsOptions = ownsOptions;
-        // The session an Extract with default options needs (pruned to every exposed layer), opened now so a model ONNX
-        // Runtime cannot load fails at Load.
-        (_session, _sessionKey, Pruning) = OpenSession(Manifest.ExposedLayers.Order().ToList(), prune: true);
+        // The session the first Extract will need, opened now so a model ONNX Runtime cannot load fails at Load, and opened
+        // once: an extraction with the same layers and pruning reuses it instead of loading the weights a second time.
+        var layers = ResolveLayers(firstUse.Layers);
+        (_session, Pruning) = OpenSession(layers, firstUse.PruneGraph);
+        _sessionKey = SessionKey(layers, firstUse.PruneGraph);
     }
 
     /// <summary>What pruning removed from the graph of the session in use; null when it runs the full graph.</summary>
@@ -83,7 +85,12 @@ public sealed class VectorExtractor : IDisposable
     /// (it opens a new session when an extraction asks for other layers or no pruning), so they must outlive it; it sets the
     /// config entry <c>session.model_external_initializers_file_folder_path</c> on them to the model's folder.</param>
     /// <exception cref="OnnxSteerException">Missing folder (NotFound), no steering.json (UnsupportedModel), a model ONNX Runtime cannot load (InvalidModel).</exception>
-    public static VectorExtractor Load(string path, int padTokenId = 0, SessionOptions? sessionOptions = null)
+    public static VectorExtractor Load(string path, int padTokenId = 0, SessionOptions? sessionOptions = null) =>
+        Load(path, new ExtractionOptions(), padTokenId, sessionOptions);
+
+    /// <summary>As <see cref="Load(string, int, SessionOptions?)"/>, with the first session opened for the layers and
+    /// pruning of <paramref name="firstUse"/> (an extraction with those options then loads nothing more).</summary>
+    internal static VectorExtractor Load(string path, ExtractionOptions firstUse, int padTokenId = 0, SessionOptions? sessionOptions = null)
     {
         var modelFile = ModelLocator.ResolveModelFile(path);
         var manifest = SteeringManifest.TryLoad(Path.GetDirectoryName(modelFile)!)
@@ -97,7 +104,7 @@ public sealed class VectorExtractor : IDisposable
         var options = sessionOptions ?? new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         try
         {
-            return new VectorExtractor(manifest, modelFile, padTokenId, options, owns);
+            return new VectorExtractor(manifest, modelFile, padTokenId, options, owns, firstUse);
         }
         catch
         {
@@ -108,16 +115,15 @@ public sealed class VectorExtractor : IDisposable
 
     /// <summary>Opens a session for <paramref name="layers"/>: on a graph pruned to their hidden_states outputs, or on the
     /// model file as it is.</summary>
-    private (InferenceSession Session, string Key, PruneResult? Pruning) OpenSession(IReadOnlyList<int> layers, bool prune)
+    private (InferenceSession Session, PruneResult? Pruning) OpenSession(IReadOnlyList<int> layers, bool prune)
     {
-        var key = prune ? "pruned:" + string.Join(",", layers) : "full";
         try
         {
-            if (!prune) return (new InferenceSession(ModelFile, _options), key, null);
+            if (!prune) return (new InferenceSession(ModelFile, _options), null);
             var model = OnnxModelFile.Load(ModelFile).Proto;
             var result = GraphPruner.KeepOutputs(model, layers.Select(SteeringContract.HiddenStateOutput).ToList());
             // Nothing to skip (a graph with no LM head, say): the file itself spares a copy of an embedded-weight graph.
-            if (result.NodesAfter == result.NodesBefore) return (new InferenceSession(ModelFile, _options), key, result);
+            if (result.NodesAfter == result.NodesBefore) return (new InferenceSession(ModelFile, _options), result);
             // The pruned graph is handed to ONNX Runtime as bytes; its external-data locations stay relative to the model's
             // folder, which this entry names (nothing is written into the user's folder). Set just before each open, so two
             // extractors sharing one SessionOptions each get their own folder; set only when it changes, because ONNX
@@ -128,7 +134,7 @@ public sealed class VectorExtractor : IDisposable
                 _options.AddSessionConfigEntry(ExternalInitializersFolderKey, folder);
                 ExternalFolderSet.AddOrUpdate(_options, new FolderEntry(folder));
             }
-            return (new InferenceSession(model.ToByteArray(), _options), key, result);
+            return (new InferenceSession(model.ToByteArray(), _options), result);
         }
         catch (OnnxRuntimeException e)
         {
@@ -146,12 +152,15 @@ public sealed class VectorExtractor : IDisposable
     /// <summary>Makes the session in use the one <paramref name="layers"/> and <paramref name="prune"/> need.</summary>
     private void UseSession(IReadOnlyList<int> layers, bool prune)
     {
-        var key = prune ? "pruned:" + string.Join(",", layers) : "full";
+        var key = SessionKey(layers, prune);
         if (key == _sessionKey) return;
         // One session at a time: a second copy of the weights would double the memory of a large model.
         _session.Dispose();
-        (_session, _sessionKey, Pruning) = OpenSession(layers, prune);
+        (_session, Pruning) = OpenSession(layers, prune);
+        _sessionKey = key;
     }
+
+    private static string SessionKey(IReadOnlyList<int> layers, bool prune) => prune ? "pruned:" + string.Join(",", layers) : "full";
 
     /// <summary>Computes one instruction vector over <paramref name="pairs"/>.</summary>
     /// <param name="pairs">The contrast pairs, enumerated once.</param>

@@ -228,16 +228,23 @@ public sealed class GenerationTests(FixtureModel fixture) : IClassFixture<Fixtur
             var shape = outputs[0].GetTensorTypeAndShape().Shape;
             int vocab = (int)shape[2];
             var logits = outputs[0].GetTensorDataAsSpan<Float16>().Slice((n - 1) * vocab, vocab);
-            int best = 0; float max = float.NegativeInfinity;
-            for (int i = 0; i < vocab; i++)
-            {
-                float v = (float)BitConverter.UInt16BitsToHalf(logits[i].value);
-                if (v > max) { max = v; best = i; }
-            }
+            int best = ArgMaxHalf(logits);
             generated.Add(best);
             tokens.Add(best);
             if (eos.Contains(best)) break;
         }
         return [.. generated];
+    }
+
+    /// <summary>The reference loops' argmax over fp16 logits (first index on ties), written apart from the runtime's sampler.</summary>
+    internal static int ArgMaxHalf(ReadOnlySpan<Float16> logits)
+    {
+        int best = 0; float max = float.NegativeInfinity;
+        for (int i = 0; i < logits.Length; i++)
+        {
+            float v = (float)BitConverter.UInt16BitsToHalf(logits[i].value);
+            if (v > max) { max = v; best = i; }
+        }
+        return best;
     }
 }

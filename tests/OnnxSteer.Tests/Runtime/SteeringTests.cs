@@ -342,12 +342,7 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
                 var logitsShape = outputs[0].GetTensorTypeAndShape().Shape;
                 int seq = (int)logitsShape[1], vocab = (int)logitsShape[2];
                 var logits = outputs[0].GetTensorDataAsSpan<Float16>().Slice((seq - 1) * vocab, vocab);
-                int best = 0; float max = float.NegativeInfinity;
-                for (int i = 0; i < vocab; i++)
-                {
-                    float v = (float)BitConverter.UInt16BitsToHalf(logits[i].value);
-                    if (v > max) { max = v; best = i; }
-                }
+                int best = GenerationTests.ArgMaxHalf(logits);
                 generated.Add(best);
                 tokens.Add(best);
                 if (Model.EosTokenIds.Contains(best)) break;

@@ -33,7 +33,7 @@ public sealed class PatchedGenAiFixture : IDisposable
 /// of single batch-1 runs, for batch sizes 1 and 8 with prompts of different lengths; plus the CLI end to end.</summary>
 public sealed class PatchedFixtureExtractionTests(PatchedGenAiFixture fixture) : IClassFixture<PatchedGenAiFixture>
 {
-    private static readonly PromptPair[] Pairs =
+    internal static readonly PromptPair[] Pairs =
     [
         new("Write a short poem about the sea. Your entire response should be in lowercase letters.", "Write a short poem about the sea."),
         new("Hi. Answer in lowercase.", "Hi."),

@@ -100,15 +100,8 @@ public sealed class PrunedExtractionTests(PatchedGenAiFixture fixture) : IClassF
             extractor.Extract([new PromptPair("ab", "a")], ToyEncode, new ExtractionOptions { SortWindow = -1 })).Kind);
     }
 
-    private static readonly PromptPair[] Pairs =
-    [
-        new("Write a short poem about the sea. Your entire response should be in lowercase letters.", "Write a short poem about the sea."),
-        new("Hi. Answer in lowercase.", "Hi."),
-        new("List three facts about Jupiter, the largest planet of the solar system, for a school report. Use only lowercase letters.",
-            "List three facts about Jupiter, the largest planet of the solar system, for a school report."),
-        new("What is the capital of France? Respond in lowercase only.", "What is the capital of France?"),
-        new("Explain photosynthesis. Use lowercase.", "Explain photosynthesis."),
-    ];
+    // The first five of the real-fixture pairs (lowercase instructions over prompts of different lengths).
+    private static readonly PromptPair[] Pairs = PatchedFixtureExtractionTests.Pairs[..5];
 
     /// <summary>The real fp16 export with external data: the pruned graph is loaded from bytes and must still find its
     /// weights in the patched folder.</summary>

@@ -65,10 +65,8 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _back = Allocate(_capacity);
         for (int i = 0; i < n; i++)
         {
+            // Supports() checked the shape: exactly the prompt's positions, the start of the buffer.
             var src = prefillPresents[i].GetTensorMutableRawData();
-            long expected = _tokenBytes[i] * promptLength;
-            if (src.Length != expected)
-                throw new InvalidOperationException($"{sig.Cache[i].Output}: {src.Length} bytes after prefill, expected {expected}");
             src.CopyTo(new Span<byte>((void*)_front[i].Pointer, src.Length));
         }
 
@@ -85,24 +83,21 @@ internal sealed unsafe class BoundDecoder : IDisposable
 
         // Logits for one position per row, in the model's dtype, read in place after each step.
         long[] logitsShape = logitsRank2 ? [batch, vocab] : [batch, 1, vocab];
-        switch (sig.LogitsType)
+        (_logits, var logitsValue) = sig.LogitsType switch
         {
-            case TensorElementType.Float:
-                _logits = GC.AllocateArray<float>(batch * vocab, pinned: true);
-                _owned.Add(OrtValue.CreateTensorValueFromMemory((float[])_logits, logitsShape));
-                break;
-            case TensorElementType.Float16:
-                _logits = GC.AllocateArray<Float16>(batch * vocab, pinned: true);
-                _owned.Add(OrtValue.CreateTensorValueFromMemory((Float16[])_logits, logitsShape));
-                break;
-            case TensorElementType.BFloat16:
-                _logits = GC.AllocateArray<BFloat16>(batch * vocab, pinned: true);
-                _owned.Add(OrtValue.CreateTensorValueFromMemory((BFloat16[])_logits, logitsShape));
-                break;
-            default:
-                throw new InvalidOperationException($"logits of type {sig.LogitsType}");
+            TensorElementType.Float => Pinned<float>(),
+            TensorElementType.Float16 => Pinned<Float16>(),
+            TensorElementType.BFloat16 => Pinned<BFloat16>(),
+            _ => throw new InvalidOperationException($"logits of type {sig.LogitsType}"),
+        };
+        _owned.Add(logitsValue);
+        _binding.BindOutput(sig.Logits, logitsValue);
+
+        (Array, OrtValue) Pinned<T>() where T : unmanaged
+        {
+            var array = GC.AllocateArray<T>(batch * vocab, pinned: true);
+            return (array, OrtValue.CreateTensorValueFromMemory(array, logitsShape));
         }
-        _binding.BindOutput(sig.Logits, _owned[^1]);
     }
 
     /// <summary>Whether the bound loop can run this model: a KV cache, presents of the prefill's length (so present = past + 1), cache and logits in float32/float16/bfloat16.</summary>
@@ -144,26 +139,12 @@ internal sealed unsafe class BoundDecoder : IDisposable
     }
 
     /// <summary>Row <paramref name="b"/> of the last step's logits as float32 (converted into <paramref name="scratch"/> when needed).</summary>
-    public ReadOnlySpan<float> LogitsRow(int b, int vocab, float[] scratch)
+    public ReadOnlySpan<float> LogitsRow(int b, int vocab, float[] scratch) => _logits switch
     {
-        switch (_logits)
-        {
-            case float[] f:
-                return f.AsSpan(b * vocab, vocab);
-            case Float16[] h:
-            {
-                var src = h.AsSpan(b * vocab, vocab);
-                for (int i = 0; i < vocab; i++) scratch[i] = (float)BitConverter.UInt16BitsToHalf(src[i].value);
-                return scratch.AsSpan(0, vocab);
-            }
-            default:
-            {
-                var src = ((BFloat16[])_logits).AsSpan(b * vocab, vocab);
-                for (int i = 0; i < vocab; i++) scratch[i] = BitConverter.UInt32BitsToSingle((uint)src[i].value << 16);
-                return scratch.AsSpan(0, vocab);
-            }
-        }
-    }
+        float[] f => f.AsSpan(b * vocab, vocab),
+        Float16[] h => TensorConvert.ToFloat(h.AsSpan(b * vocab, vocab), scratch),
+        _ => TensorConvert.ToFloat(((BFloat16[])_logits).AsSpan(b * vocab, vocab), scratch),
+    };
 
     private ReadOnlySpan<long> CacheShape(CacheEntry c, int length)
     {
@@ -202,7 +183,8 @@ internal sealed unsafe class BoundDecoder : IDisposable
         foreach (var b in buffers) b.Dispose();
     }
 
-    private static int ElementSize(TensorElementType t) => t switch
+    /// <summary>Bytes per element of the cache and logits types the bound loop handles; 0 for any other.</summary>
+    internal static int ElementSize(TensorElementType t) => t switch
     {
         TensorElementType.Float => 4,
         TensorElementType.Float16 or TensorElementType.BFloat16 => 2,

@@ -47,6 +47,7 @@ internal sealed class DecodeLoop : IDisposable
     private BoundDecoder? _bound;
     private bool _logitsRank2;
     private char[] _window = new char[256];
+    private readonly int _longestStop;
 
     private sealed class RowState(int tokenCapacity)
     {
@@ -67,6 +68,7 @@ internal sealed class DecodeLoop : IDisposable
     {
         _allowBinding = allowBinding;
         _cacheHeadroom = cacheHeadroom;
+        _longestStop = options.StopStrings.Select(stop => stop.Length).DefaultIfEmpty(0).Max();
         _session = session; _sig = signature; _tokenizer = tokenizer; _rows = rows; _options = options;
         _eos = [.. eos, .. options.ExtraEosTokenIds];
         _padId = padId;
@@ -215,9 +217,9 @@ internal sealed class DecodeLoop : IDisposable
             _tokenizer.WarmDecodeCache(_vocab);
             return bound;
         }
-        catch (Exception e) when (e is OnnxRuntimeException or OnnxSteerException or InvalidOperationException)
+        catch (Exception e) when (e is OnnxRuntimeException or OnnxSteerException)
         {
-            return null; // an export this path does not fit: the plain loop still works
+            return null; // an export this path does not fit (or no native function table): the plain loop still works
         }
     }
 
@@ -364,11 +366,9 @@ internal sealed class DecodeLoop : IDisposable
         else
         {
             // Index loops: foreach over the IReadOnlyList would box an enumerator every step.
-            int longest = 0;
-            for (int i = 0; i < stops.Count; i++) longest = Math.Max(longest, stops[i].Length);
             // Any stop that ends in the new text starts at or after before - longest + 1; a held-back tail is shorter
             // than the longest stop. So the window from there to the end decides both.
-            int from = Math.Max(0, before - longest + 1);
+            int from = Math.Max(0, before - _longestStop + 1);
             int count = s.Text.Length - from;
             if (_window.Length < count) _window = new char[Math.Max(count, _window.Length * 2)];
             var window = _window.AsSpan(0, count);

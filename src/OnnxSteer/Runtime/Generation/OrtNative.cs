@@ -90,7 +90,6 @@ internal static unsafe class OrtNative
 /// <summary>A tensor name encoded once as zero-terminated UTF-8 for the C API.</summary>
 internal sealed class Utf8Name(string name)
 {
-    public string Name { get; } = name;
     public byte[] Bytes { get; } = [.. System.Text.Encoding.UTF8.GetBytes(name), 0];
 }
 

@@ -171,26 +171,25 @@ internal static class TensorConvert
     }
 
     /// <summary>Copies a row of logits into a float32 buffer (or reads them in place when already float32).</summary>
-    public static ReadOnlySpan<float> Row(OrtValue logits, TensorElementType type, long offset, int vocab, float[] scratch)
+    public static ReadOnlySpan<float> Row(OrtValue logits, TensorElementType type, long offset, int vocab, float[] scratch) => type switch
     {
-        switch (type)
-        {
-            case TensorElementType.Float:
-                return logits.GetTensorDataAsSpan<float>().Slice(checked((int)offset), vocab);
-            case TensorElementType.Float16:
-            {
-                var src = logits.GetTensorDataAsSpan<Float16>().Slice(checked((int)offset), vocab);
-                for (int i = 0; i < vocab; i++) scratch[i] = (float)BitConverter.UInt16BitsToHalf(src[i].value);
-                return scratch.AsSpan(0, vocab);
-            }
-            case TensorElementType.BFloat16:
-            {
-                var src = logits.GetTensorDataAsSpan<BFloat16>().Slice(checked((int)offset), vocab);
-                for (int i = 0; i < vocab; i++) scratch[i] = BitConverter.UInt32BitsToSingle((uint)src[i].value << 16);
-                return scratch.AsSpan(0, vocab);
-            }
-            default:
-                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"logits of type {type} are not supported");
-        }
+        TensorElementType.Float => logits.GetTensorDataAsSpan<float>().Slice(checked((int)offset), vocab),
+        TensorElementType.Float16 => ToFloat(logits.GetTensorDataAsSpan<Float16>().Slice(checked((int)offset), vocab), scratch),
+        TensorElementType.BFloat16 => ToFloat(logits.GetTensorDataAsSpan<BFloat16>().Slice(checked((int)offset), vocab), scratch),
+        _ => throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"logits of type {type} are not supported"),
+    };
+
+    /// <summary>Widens half-precision values into <paramref name="scratch"/> and returns that part of it.</summary>
+    public static ReadOnlySpan<float> ToFloat(ReadOnlySpan<Float16> src, float[] scratch)
+    {
+        for (int i = 0; i < src.Length; i++) scratch[i] = (float)BitConverter.UInt16BitsToHalf(src[i].value);
+        return scratch.AsSpan(0, src.Length);
+    }
+
+    /// <summary>Widens bfloat16 values (the upper half of a float32) into <paramref name="scratch"/> and returns that part of it.</summary>
+    public static ReadOnlySpan<float> ToFloat(ReadOnlySpan<BFloat16> src, float[] scratch)
+    {
+        for (int i = 0; i < src.Length; i++) scratch[i] = BitConverter.UInt32BitsToSingle((uint)src[i].value << 16);
+        return scratch.AsSpan(0, src.Length);
     }
 }
