@@ -306,41 +306,10 @@ public sealed class Gemma2Reference
         var logits = x.Select(r => Linear(RmsNorm(r, fn), lm, s.Vocab).Select(z => cap * MathF.Tanh(z / cap)).ToArray()).ToArray();
         return (logits, residuals);
 
-        void Rope(float[] vec, int heads, int p)
-        {
-            for (var hd = 0; hd < heads; hd++)
-            {
-                var b = hd * s.HeadDim;
-                for (var i = 0; i < half; i++)
-                {
-                    float c0 = cos[p * half + i], s0 = sin[p * half + i];
-                    float a = vec[b + i], bb = vec[b + i + half];
-                    vec[b + i] = a * c0 - bb * s0;
-                    vec[b + i + half] = bb * c0 + a * s0;
-                }
-            }
-        }
+        void Rope(float[] vec, int heads, int p) => ReferenceMath.Rope(vec, heads, s.HeadDim, half, cos, sin, p);
     }
 
-    private float[] RmsNorm(float[] x, float[] gain)
-    {
-        double ss = 0;
-        foreach (var v in x) ss += (double)v * v;
-        var inv = 1.0 / Math.Sqrt(ss / x.Length + _s.RmsEps);
-        var r = new float[x.Length];
-        for (var i = 0; i < x.Length; i++) r[i] = (float)(x[i] * inv) * gain[i];
-        return r;
-    }
+    private float[] RmsNorm(float[] x, float[] gain) => ReferenceMath.RmsNorm(x, gain, _s.RmsEps);
 
-    private static float[] Linear(float[] x, float[] w, int outDim)
-    {
-        var r = new float[outDim];
-        for (var o = 0; o < outDim; o++)
-        {
-            double acc = 0;
-            for (var i = 0; i < x.Length; i++) acc += (double)x[i] * w[o * x.Length + i];
-            r[o] = (float)acc;
-        }
-        return r;
-    }
+    private static float[] Linear(float[] x, float[] w, int outDim) => ReferenceMath.Linear(x, w, outDim);
 }

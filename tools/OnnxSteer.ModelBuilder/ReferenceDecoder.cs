@@ -122,35 +122,32 @@ public sealed class ReferenceDecoder
         var lm = W(LlamaNames.LmHead, s.Vocab, s.Hidden);
         return x.Select(r => Linear(RmsNorm(r, fn), lm, s.Vocab)).ToArray();
 
-        void Rope(float[] vec, int heads, int p)
-        {
-            for (var hd = 0; hd < heads; hd++)
-            {
-                var b = hd * s.HeadDim;
-                for (var i = 0; i < half; i++)
-                {
-                    float c0 = cos[p * half + i], s0 = sin[p * half + i];
-                    float a = vec[b + i], bb = vec[b + i + half];
-                    vec[b + i] = a * c0 - bb * s0;
-                    vec[b + i + half] = bb * c0 + a * s0;
-                }
-            }
-        }
+        void Rope(float[] vec, int heads, int p) => ReferenceMath.Rope(vec, heads, s.HeadDim, half, cos, sin, p);
     }
 
-    private float[] RmsNorm(float[] x, float[] gain)
+    private float[] RmsNorm(float[] x, float[] gain) => ReferenceMath.RmsNorm(x, gain, _s.RmsEps);
+
+    private static float[] Linear(float[] x, float[] w, int outDim) => ReferenceMath.Linear(x, w, outDim);
+}
+
+/// <summary>The float64-accumulating building blocks of the C# reference forwards (<see cref="ReferenceDecoder"/>,
+/// <see cref="Gemma2Reference"/>), kept in one place so both references compute them the same way.</summary>
+internal static class ReferenceMath
+{
+    /// <summary>RMSNorm: x / sqrt(mean(x²) + eps) · gain, the sum of squares in double.</summary>
+    public static float[] RmsNorm(float[] x, float[] gain, double eps)
     {
         double ss = 0;
         foreach (var v in x) ss += (double)v * v;
-        var inv = 1.0 / Math.Sqrt(ss / x.Length + _s.RmsEps);
+        var inv = 1.0 / Math.Sqrt(ss / x.Length + eps);
         var r = new float[x.Length];
         for (var i = 0; i < x.Length; i++) r[i] = (float)(x[i] * inv) * gain[i];
         return r;
     }
 
-    private static float[] Linear(float[] x, float[] w, int outDim)
+    /// <summary>y = W x with W in PyTorch Linear layout [out, in], accumulated in double.</summary>
+    public static float[] Linear(float[] x, float[] w, int outDim)
     {
-        // w is PyTorch Linear [out, in].
         var inDim = x.Length;
         var r = new float[outDim];
         for (var o = 0; o < outDim; o++)
@@ -161,5 +158,22 @@ public sealed class ReferenceDecoder
             r[o] = (float)acc;
         }
         return r;
+    }
+
+    /// <summary>Rotary embedding in place (rotate-half layout) for position <paramref name="p"/> of each head, from
+    /// cos/sin tables of <paramref name="half"/> values per position.</summary>
+    public static void Rope(float[] vec, int heads, int headDim, int half, float[] cos, float[] sin, int p)
+    {
+        for (var hd = 0; hd < heads; hd++)
+        {
+            var b = hd * headDim;
+            for (var i = 0; i < half; i++)
+            {
+                float c0 = cos[p * half + i], s0 = sin[p * half + i];
+                float a = vec[b + i], bb = vec[b + i + half];
+                vec[b + i] = a * c0 - bb * s0;
+                vec[b + i + half] = bb * c0 + a * s0;
+            }
+        }
     }
 }
