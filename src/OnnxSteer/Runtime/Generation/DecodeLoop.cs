@@ -103,6 +103,9 @@ internal sealed class DecodeLoop : IDisposable
     public int SteadySteps { get; private set; }
 
     /// <summary>Runs prefill and decode until every row is done; <paramref name="onPiece"/> sees each token's text.</summary>
+    /// <remarks>Compiled fully optimised at once: the method runs once per generation, so tiered compilation would keep it
+    /// at tier 0 and replace it mid-loop (on-stack replacement), and that compilation allocates on the generating thread.</remarks>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public IReadOnlyList<GenerationResult> Run(Func<bool, SteeringFeed> steeringForPhase, Action<GeneratedPiece>? onPiece, CancellationToken ct)
     {
         using var cancel = ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions);
