@@ -34,8 +34,11 @@ public static class Gpt2Names
 /// [2, batch, heads, past, head] → <c>present_{i}</c>, unidirectional, raw 2-D int32 mask;
 /// <c>SkipLayerNormalization</c> with the projection bias fused (inputs [input, skip, gamma, beta, bias], output 3 the
 /// residual), <c>FastGelu</c> with bias, final norm a SkipLayerNormalization with output 0 only, lm_head MatMul.
-/// Graph inputs stay int64 (the optimizer inserts Casts to int32 for the contrib ops). float32 only: the CPU kernels
-/// of Attention are float32.</summary>
+/// Graph inputs stay int64 (the optimizer inserts Casts to int32 for the contrib ops). float16 writes what
+/// <c>optimizer.py --float16</c> writes: weights, activations, cache and logits in float16 (the LayerNorm epsilon stays
+/// an attribute). ONNX Runtime's CPU provider has no float16 kernel for EmbedLayerNormalization, Attention or FastGelu
+/// and runs them in float32 behind Casts it inserts itself (InsertCastTransformer), keeping values float32 between such
+/// nodes: the mixed precision the steering rewrite has to leave untouched.</summary>
 internal static class OrtFusedGpt2Writer
 {
     /// <summary>LayerNorm epsilon of GPT-2.</summary>
@@ -44,11 +47,9 @@ internal static class OrtFusedGpt2Writer
     /// <summary>Writes <c>model.onnx</c> (+ <c>config.json</c>) for <paramref name="s"/> into <paramref name="dir"/>.</summary>
     public static void Write(DecoderSpec s, IWeightSource w, string dir)
     {
-        if (s.DType != DecoderDType.Float32)
-            throw new OnnxSteerException(ErrorKind.Usage, "the ort-fused layout is float32 only (ONNX Runtime's CPU Attention kernel is float32).");
         if (s.KvHeads != s.Heads)
             throw new OnnxSteerException(ErrorKind.Usage, $"GPT-2 attention needs kv_heads == heads (got {s.KvHeads} vs {s.Heads}).");
-        const DT T = DT.Float;
+        var T = s.DType == DecoderDType.Float16 ? DT.Float16 : DT.Float;
         using var store = s.UsesExternalData ? TensorStore.External(Path.Combine(dir, "model.onnx_data")) : TensorStore.Embedded();
         var g = new GraphBuilder("torch-jit-export", store);
 
