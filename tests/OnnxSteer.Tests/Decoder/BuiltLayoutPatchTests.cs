@@ -58,6 +58,9 @@ public class BuiltLayoutPatchTests
         var verification = PatchVerifier.Verify(report.OutputDirectory);
         Assert.True(verification.Passed, verification.ToJson());
         Assert.Equal(1 + 2 + 4 * 3 + 2, verification.Checks.Count); // fingerprint, 2 exact, 4 per steered layer, 2 tolerance
+        // The tolerance checks (default optimizations) report whether the outputs were bit-identical there too: they are.
+        Assert.All(verification.Checks.Where(c => c.Name.Contains("default optimizations", StringComparison.Ordinal)),
+            c => Assert.EndsWith("; bit-identical", c.Detail));
     }
 
     /// <summary>int4 (MatMulNBits) exports in float32 and float16 pass every verify check, the bit-identity ones included.
