@@ -9,9 +9,9 @@ namespace OnnxSteer.Tests.Decoder;
 /// decode steps with the KV cache, with ONNX Runtime's graph optimizations off and on, for the default patch (steering
 /// and hidden states on every layer) and for steering alone (<c>--expose none</c>, where a tap's own nodes are the only
 /// new readers of the model's values).
-/// <para>Combinations that do not exist: int4 in the optimum, optimum-merged and gemma2 layouts (the ModelBuilder writes
-/// MatMulNBits only in the genai and ort-fused layouts, where onnxruntime-genai's builder and ONNX Runtime's 4-bit
-/// quantizer put them). Gemma 2 float16 keeps its residual in float32.</para>
+/// <para>Combinations that do not exist: int4 in the optimum and optimum-merged layouts (the ModelBuilder writes
+/// MatMulNBits only in the genai, gemma2 and ort-fused layouts, where onnxruntime-genai's builder and ONNX Runtime's
+/// 4-bit quantizer put them). Gemma 2 float16 keeps its residual in float32.</para>
 /// <para>The float16 int4 rows are the regression: ONNX Runtime's CPU provider runs a float16 node whose readers all lack
 /// float16 kernels in float32 instead, and the earlier float16 steering Subs made a MatMulNBits such a node, changing
 /// the logits by about one float16 ulp.</para></summary>
@@ -37,6 +37,8 @@ public sealed class NoOpExactnessTests
         { "gemma2 fp32", MbLayout.Gemma2, DecoderDType.Float32, AttentionKind.MultiHead, WeightQuantization.None },
         { "gemma2 fp16", MbLayout.Gemma2, DecoderDType.Float16, AttentionKind.MultiHead, WeightQuantization.None },
         { "gemma2 gqa fp16", MbLayout.Gemma2, DecoderDType.Float16, AttentionKind.GroupQuery, WeightQuantization.None },
+        { "gemma2 int4 fp32", MbLayout.Gemma2, DecoderDType.Float32, AttentionKind.MultiHead, WeightQuantization.Int4 },
+        { "gemma2 int4 fp16", MbLayout.Gemma2, DecoderDType.Float16, AttentionKind.MultiHead, WeightQuantization.Int4 },
     };
 
     [Theory]
