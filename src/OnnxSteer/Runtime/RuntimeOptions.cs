@@ -17,6 +17,10 @@ public sealed record RuntimeOptions
     /// <summary>The execution provider (default CPU).</summary>
     public ExecutionProvider Provider { get; init; } = ExecutionProvider.Cpu;
 
+    /// <summary>The engine <see cref="SteeredGenerator.Load"/> uses (default <see cref="GenerationEngine.Ort"/>);
+    /// <see cref="SteeredModel.Load"/> is always the ORT engine.</summary>
+    public GenerationEngine Engine { get; init; } = GenerationEngine.Ort;
+
     /// <summary>GPU ordinal for CUDA and DirectML.</summary>
     public int DeviceId { get; init; }
 

@@ -17,7 +17,7 @@ namespace OnnxSteer.Runtime;
 /// await foreach (var piece in model.GenerateAsync("Write about rivers.", steering, new GeneratorOptions { MaxNewTokens = 200 }))
 ///     Console.Write(piece);
 /// </code></example>
-public sealed class SteeredModel : IDisposable
+public sealed class SteeredModel : ISteeredGenerator
 {
     private readonly InferenceSession _session;
     private readonly int _padId;
@@ -43,6 +43,9 @@ public sealed class SteeredModel : IDisposable
     }
 
     internal ModelSignature Signature { get; }
+
+    /// <summary>"ort": OnnxSteer's decode loop on ONNX Runtime.</summary>
+    public string Engine => "ort";
     internal InferenceSession Session => _session;
 
     /// <summary>The model folder.</summary>
