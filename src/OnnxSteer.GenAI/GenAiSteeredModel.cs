@@ -27,13 +27,12 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
     private readonly int _padId;
     private readonly int? _contextLength;
     private readonly int? _vocabSize;
-    private readonly bool _rightPaddingOnly;
 
     private GenAiSteeredModel(string directory, Model model, GenAiSteeringInputs? inputs, SteeringManifest? manifest, TextTokenizer tokenizer,
-        ChatTemplate template, ExecutionProvider provider, JsonObject? genai, bool rightPaddingOnly)
+        ChatTemplate template, ExecutionProvider provider, JsonObject? genai)
     {
         Directory = directory; _model = model; _inputs = inputs; Manifest = manifest; Tokenizer = tokenizer; ChatTemplate = template;
-        Provider = provider; _rightPaddingOnly = rightPaddingOnly;
+        Provider = provider;
         var config = ModelConfig.Load(directory);
         ModelType = manifest?.ModelType ?? config.ModelType;
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
@@ -87,8 +86,6 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         var tokenizer = TextTokenizer.Load(directory);
         var template = ChatTemplate.Load(directory, tokenizer);
         var genaiJson = JsonNode.Parse(File.ReadAllText(Path.Combine(directory, "genai_config.json")))?["model"] as JsonObject;
-        var modelFile = Path.Combine(directory, manifest?.ModelFile ?? (genaiJson?["decoder"]?["filename"]?.GetValue<string>() ?? "model.onnx"));
-        bool gqa = File.Exists(modelFile) && ModelSignature.UsesGroupQueryAttention(modelFile);
 
         Model model;
         try
@@ -118,7 +115,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         {
             throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime GenAI cannot load {directory}: {FirstLine(e.Message)}", e);
         }
-        return new GenAiSteeredModel(directory, model, inputs, manifest, tokenizer, template, options.Provider, genaiJson, gqa);
+        return new GenAiSteeredModel(directory, model, inputs, manifest, tokenizer, template, options.Provider, genaiJson);
     }
 
     /// <inheritdoc/>
@@ -234,18 +231,19 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
 
     private IReadOnlyList<GenerationResult> Run(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
     {
-        if (_rightPaddingOnly && rows.Select(r => r.Ids.Length).Distinct().Count() > 1)
+        if (rows.Select(r => r.Ids.Length).Distinct().Count() == 1) return RunBatch(rows, options, onPiece, ct);
+        // Rows of unequal length run as one batch per prompt length, without padding: GroupQueryAttention takes right
+        // padding only, and on the real fp16 export GenAI's left-padded batch gave a padded row other greedy ids than
+        // the same row alone (near-ties in fp16), while every row must get what it would get alone.
+        var results = new GenerationResult[rows.Count];
+        foreach (var group in rows.Select((r, i) => (Row: r, Index: i)).GroupBy(x => x.Row.Ids.Length))
         {
-            // GroupQueryAttention takes right padding only (as in the ort engine): unequal rows run one by one.
-            var results = new List<GenerationResult>(rows.Count);
-            for (int i = 0; i < rows.Count; i++)
-            {
-                int row = i;
-                results.Add(RunBatch([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct)[0]);
-            }
-            return results;
+            var members = group.ToList();
+            var part = RunBatch([.. members.Select(m => m.Row)], options,
+                onPiece is null ? null : p => onPiece(p with { Row = members[p.Row].Index }), ct);
+            for (int k = 0; k < members.Count; k++) results[members[k].Index] = part[k];
         }
-        return RunBatch(rows, options, onPiece, ct);
+        return results;
     }
 
     private List<GenerationResult> RunBatch(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
