@@ -17,21 +17,23 @@ namespace OnnxSteer.Runtime;
 /// await foreach (var piece in model.GenerateAsync("Write about rivers.", steering, new GeneratorOptions { MaxNewTokens = 200 }))
 ///     Console.Write(piece);
 /// </code></example>
-public sealed class SteeredModel : IDisposable
+public sealed class SteeredModel : ISteeredGenerator
 {
     private readonly InferenceSession _session;
     private readonly int _padId;
     private readonly HashSet<int> _eos;
     private readonly bool _boundDecode;
     private readonly int _cacheHeadroom;
+    private readonly CacheDevice _cacheDevice;
 
     private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
         ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider, RuntimeOptions options)
     {
         Directory = directory; ModelPath = modelPath; _session = session; Signature = signature; Manifest = manifest;
         Tokenizer = tokenizer; ChatTemplate = template; Provider = provider;
-        // Device providers would copy a CPU-side cache to the device at every bind, so binding is used on the CPU only.
-        _boundDecode = options.BoundDecode && provider == ExecutionProvider.Cpu;
+        // On CUDA/DirectML the bound cache lives in device memory from the provider's allocator (BoundDecoder).
+        _boundDecode = options.BoundDecode;
+        _cacheDevice = CacheDevice.For(provider, options.DeviceId, options.BoundCacheOnAllocator);
         _cacheHeadroom = options.BoundCacheHeadroom;
         ModelType = manifest?.ModelType ?? config.ModelType;
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
@@ -43,6 +45,9 @@ public sealed class SteeredModel : IDisposable
     }
 
     internal ModelSignature Signature { get; }
+
+    /// <summary>"ort": OnnxSteer's decode loop on ONNX Runtime.</summary>
+    public string Engine => "ort";
     internal InferenceSession Session => _session;
 
     /// <summary>The model folder.</summary>
@@ -198,7 +203,7 @@ public sealed class SteeredModel : IDisposable
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
-        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom);
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice);
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 

@@ -3,19 +3,19 @@ using Microsoft.Extensions.AI;
 
 namespace OnnxSteer.Runtime.Chat;
 
-/// <summary>An <see cref="IChatClient"/> (Microsoft.Extensions.AI) over a <see cref="SteeredModel"/>, so existing .NET
+/// <summary>An <see cref="IChatClient"/> (Microsoft.Extensions.AI) over a <see cref="ISteeredGenerator"/> (either engine), so existing .NET
 /// chat applications can use a steered model unchanged. Steering is chosen per request with
 /// <see cref="ChatOptionsSteeringExtensions.WithSteering"/>; ChatOptions' MaxOutputTokens, Temperature, TopP, TopK,
 /// Seed and StopSequences map to <see cref="GeneratorOptions"/>. Thread-safe like the model.</summary>
 public sealed class SteeredChatClient : IChatClient
 {
-    private readonly SteeredModel _model;
+    private readonly ISteeredGenerator _model;
     private readonly GeneratorOptions _defaults;
     private readonly bool _ownsModel;
 
     /// <summary>Wraps <paramref name="model"/>. <paramref name="defaults"/> apply where a request's ChatOptions are silent;
     /// with <paramref name="ownsModel"/> disposing the client disposes the model.</summary>
-    public SteeredChatClient(SteeredModel model, GeneratorOptions? defaults = null, bool ownsModel = false)
+    public SteeredChatClient(ISteeredGenerator model, GeneratorOptions? defaults = null, bool ownsModel = false)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _defaults = defaults ?? new GeneratorOptions();
