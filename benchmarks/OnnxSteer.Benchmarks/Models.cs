@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using OnnxSteer.Contract;
 using OnnxSteer.Decoder;
 using OnnxSteer.ModelBuilder;
 using DecoderLayout = OnnxSteer.ModelBuilder.DecoderLayout;

@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Decoder;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Cli;
 
 namespace OnnxSteer.Tests.Runtime;
 

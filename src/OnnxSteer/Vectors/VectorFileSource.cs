@@ -1,7 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
-using OnnxSteer.Vectors;
+using OnnxSteer.Runtime;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Vectors;
 
 /// <summary>An <see cref="ISteeringVectorSource"/> over vector files (OnnxSteer.Vectors: safetensors vector files and
 /// GGUF control vectors): one file, or every .safetensors/.gguf file in a folder.</summary>

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace OnnxSteer.Decoder;
+namespace OnnxSteer.Contract;
 
 /// <summary>A set of decoder layers as users write it: <c>all</c>, <c>none</c>, or a list such as <c>3,5,10-12</c>.</summary>
 public sealed class LayerSelection

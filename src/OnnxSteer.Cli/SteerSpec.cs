@@ -1,6 +1,8 @@
 using System.Globalization;
+using OnnxSteer.Runtime;
+using OnnxSteer.Vectors;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Cli;
 
 /// <summary>One <c>--steer FILE[:NAME]@LAYER[=add:W|=project|=project:TARGET|=ablate]</c> argument, parsed.
 /// Without a mode the vector is projected to its stored z̄ (the paper's setting for instruction vectors).</summary>
@@ -10,7 +12,7 @@ namespace OnnxSteer.Runtime;
 /// <param name="Mode">Add, project or ablate.</param>
 /// <param name="Weight">The weight of an add.</param>
 /// <param name="Target">An explicit projection target (null: the vector's z̄).</param>
-public sealed record SteerSpec(string File, string? Name, int Layer, SteeringMode Mode, float Weight = 0, float? Target = null)
+internal sealed record SteerSpec(string File, string? Name, int Layer, SteeringMode Mode, float Weight = 0, float? Target = null)
 {
     /// <summary>Parses a spec.</summary>
     /// <exception cref="OnnxSteerException">The text does not follow the syntax (Usage), naming the part that is wrong.</exception>

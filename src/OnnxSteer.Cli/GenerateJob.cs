@@ -1,10 +1,11 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxSteer.Runtime;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Cli;
 
 /// <summary>What <c>onnxsteer generate</c> was asked to do.</summary>
-public sealed record GenerateJob
+internal sealed record GenerateJob
 {
     /// <summary>The model folder (patched, or unpatched when nothing is steered).</summary>
     public required string ModelDirectory { get; init; }
@@ -25,7 +26,7 @@ public sealed record GenerateJob
 }
 
 /// <summary>The worker behind <c>onnxsteer generate</c>: loads the model and vectors, streams the reply (or prints JSON).</summary>
-public static class GenerateRunner
+internal static class GenerateRunner
 {
     /// <summary>Runs the job; returns the exit code (0).</summary>
     /// <exception cref="OnnxSteerException">Anything loading or steering refuses.</exception>
