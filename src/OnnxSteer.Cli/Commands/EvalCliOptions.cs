@@ -1,7 +1,5 @@
 using System.CommandLine;
-using System.Text;
 using OnnxSteer.Evaluation;
-using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Cli;
 
@@ -13,6 +11,7 @@ internal sealed class EvalCliOptions
     public Option<int?> Limit { get; } = new("--limit") { Description = "Use only the first N prompts of each instruction (quick runs)." };
     public Option<bool> NoChatTemplate { get; } = new("--no-chat-template") { Description = "Send prompts as raw text instead of through the model's chat template." };
     public Option<int?> Threads { get; } = new("--threads") { Description = "ONNX Runtime intra-op threads (default: ONNX Runtime's choice)." };
+    public Option<bool> Overwrite { get; } = new("--overwrite") { Description = "Replace output files (-o, --plot, --json-out) that exist." };
 
     public static EvalCliOptions Create()
     {
@@ -30,6 +29,7 @@ internal sealed class EvalCliOptions
         command.Options.Add(Limit);
         command.Options.Add(NoChatTemplate);
         command.Options.Add(Threads);
+        command.Options.Add(Overwrite);
     }
 
     public EvalGenerationOptions Generation(ParseResult parse) => new()
@@ -40,13 +40,16 @@ internal sealed class EvalCliOptions
         Threads = parse.GetValue(Threads),
     };
 
-    public static void CheckSvgPath(string? path)
+    /// <summary>Checks <c>--plot</c> and <c>--json-out</c> (and <paramref name="output"/>, sweep's <c>-o</c>) before any generation runs.</summary>
+    public void CheckOutputs(ParseResult parse, string? plot, string? jsonOut, string? output = null)
     {
-        if (path is not null && !path.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
-            throw new OnnxSteerException(ErrorKind.Usage, $"--plot '{path}' must end in .svg (charts are written as SVG).");
+        if (plot is not null && !plot.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
+            throw new OnnxSteerException(ErrorKind.Usage, $"--plot '{plot}' must end in .svg (charts are written as SVG).");
+        var overwrite = parse.GetValue(Overwrite);
+        OutputPolicy.CheckFile(output, overwrite, "-o");
+        OutputPolicy.CheckFile(plot, overwrite, "--plot");
+        OutputPolicy.CheckFile(jsonOut, overwrite, "--json-out");
     }
-
-    public static void WriteText(string path, string text) => AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(text)));
 
     /// <summary>A one-line progress counter on an interactive terminal; nothing when stderr is redirected or captured.</summary>
     public static IProgress<EvalProgress>? Progress(TextWriter stderr) =>

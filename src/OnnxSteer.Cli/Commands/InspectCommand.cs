@@ -19,7 +19,7 @@ internal static class InspectCommand
         command.SetAction(parse =>
         {
             var report = ModelInspector.Inspect(parse.GetValue(ModelArgument)!, parse.GetValue(ExplainOption));
-            if (parse.GetValue(JsonOption)) stdout.WriteLine(report.ToJson());
+            if (parse.GetValue(JsonOption)) stdout.WriteLine(CliJson.Format(report.ToJson()));
             else ModelInspector.WriteText(report, stdout);
             return 0;
         });

@@ -70,7 +70,7 @@ public static class PatchVerifier
         var sourceDir = Path.GetFullPath(options.SourceDirectory ?? manifest.Source.Path);
         var sourceFile = Path.Combine(sourceDir, manifest.Source.ModelFile);
         if (!File.Exists(sourceFile))
-            throw new OnnxSteerException(ErrorKind.NotFound, $"source model '{sourceFile}' not found; pass --source with the original model folder.");
+            throw new OnnxSteerException(ErrorKind.NotFound, $"source model '{sourceFile}' not found; name the original model folder as the source.");
         var patchedFile = Path.Combine(patchedFull, manifest.ModelFile);
         if (!File.Exists(patchedFile)) throw new OnnxSteerException(ErrorKind.NotFound, $"'{patchedFile}' is missing.");
 

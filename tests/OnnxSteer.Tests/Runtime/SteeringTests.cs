@@ -251,7 +251,20 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     [InlineData("v:x@3=project:-1.5", "v", "x", 3, SteeringMode.Project, 0f, -1.5f)]
     [InlineData("C:\\vec\\v.safetensors@2=ablate", "C:\\vec\\v.safetensors", null, 2, SteeringMode.Ablate, 0f, null)]
     public void Steer_specs_parse(string text, string file, string? name, int layer, SteeringMode mode, float weight, float? target) =>
-        Assert.Equal(new SteerSpec(file, name, layer, mode, weight, target), SteerSpec.Parse(text));
+        Assert.Equal(new SteerSpec(file, name, OnnxSteer.Contract.LayerSelection.Of(layer), mode, weight, target), SteerSpec.Parse(text));
+
+    [Theory]
+    [InlineData("v@all=add:4x", "all", SteeringMode.Add, 4f, true)]
+    [InlineData("v@1-5", "1-5", SteeringMode.Project, 0f, false)]
+    [InlineData("v@3,5=add:-2", "3,5", SteeringMode.Add, -2f, false)]
+    [InlineData("v@3, 5=ablate", "3,5", SteeringMode.Ablate, 0f, false)]
+    [InlineData("v@0-2,4=add:1.5x", "0-2,4", SteeringMode.Add, 1.5f, true)]
+    public void Steer_specs_take_layer_lists_and_relative_weights(string text, string layers, SteeringMode mode, float weight, bool relative)
+    {
+        var spec = SteerSpec.Parse(text);
+        Assert.Equal(layers, spec.Layers.ToString());
+        Assert.Equal((mode, weight, relative), (spec.Mode, spec.Weight, spec.RelativeWeight));
+    }
 
     [Theory]
     [InlineData("v.safetensors")]
@@ -261,6 +274,10 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     [InlineData("v@1=scale:2")]
     [InlineData("v:@1")]
     [InlineData("v@1=ablate:3")]
+    [InlineData("v@none")]
+    [InlineData("v@-3")]
+    [InlineData("v@5-3")]
+    [InlineData("v@1=add:x")]
     public void Bad_steer_specs_are_usage_errors(string text) =>
         Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => SteerSpec.Parse(text)).Kind);
 
