@@ -33,6 +33,7 @@ internal static class VectorPrinting
             ["model"] = file.Model is { } m ? new JsonObject
             {
                 ["hidden_size"] = m.HiddenSize, ["num_layers"] = m.NumLayers, ["model_type"] = m.ModelType, ["source_graph_sha256"] = m.SourceGraphSha256,
+                ["source_weights_fingerprint"] = m.SourceWeightsFingerprint,
             } : null,
             ["vectors"] = vectors,
             ["warnings"] = new JsonArray(file.Warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray()),

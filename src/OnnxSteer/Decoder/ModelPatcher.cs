@@ -57,6 +57,7 @@ public static class ModelPatcher
         var copied = new List<string>();
         var carried = new List<string>();
         var manifest = BuildManifest(model, sha, result, options);
+        manifest = manifest with { Source = manifest.Source with { WeightsFingerprint = WeightsFingerprint.Compute(model.Directory, dataFiles) } };
 
         AtomicFile.WriteDirectory(outFull, overwrite, tmp =>
         {

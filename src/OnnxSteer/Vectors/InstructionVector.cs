@@ -15,6 +15,8 @@ public sealed record ModelFingerprint
     [JsonPropertyName("model_type")] public string? ModelType { get; init; }
     /// <summary>SHA-256 of the source (unpatched) .onnx graph, when known.</summary>
     [JsonPropertyName("source_graph_sha256")] public string? SourceGraphSha256 { get; init; }
+    /// <summary>The source model's sampled weights fingerprint (steering.json <c>source.weights_fingerprint</c>), when known.</summary>
+    [JsonPropertyName("source_weights_fingerprint")] public string? SourceWeightsFingerprint { get; init; }
 }
 
 /// <summary>One layer of an instruction vector: the unit direction, the raw mean difference and its statistics.

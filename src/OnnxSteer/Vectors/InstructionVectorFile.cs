@@ -124,6 +124,9 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
                 warnings.Add($"the vectors were computed on a model with {Model.NumLayers} layers; this one has {model.NumLayers}.");
             if (Model.ModelType is { } a && model.ModelType is { } b && !string.Equals(a, b, StringComparison.OrdinalIgnoreCase))
                 warnings.Add($"the vectors were computed on a '{a}' model; this one is '{b}' (fine for an instruct model's base model).");
+            else if (Model.SourceGraphSha256 == model.SourceGraphSha256 && Model.SourceWeightsFingerprint is { } w1
+                     && model.SourceWeightsFingerprint is { } w2 && w1 != w2)
+                warnings.Add("the vectors were computed on a model with the same graph but other weights (another fine-tune, or its base model).");
         }
         return warnings;
     }
@@ -135,6 +138,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
         NumLayers = manifest.NumLayers,
         ModelType = manifest.ModelType,
         SourceGraphSha256 = manifest.Source.GraphSha256,
+        SourceWeightsFingerprint = manifest.Source.WeightsFingerprint,
     };
 
     /// <summary>Saves as safetensors, atomically.</summary>
