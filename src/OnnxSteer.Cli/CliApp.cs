@@ -64,7 +64,7 @@ public static class CliApp
     {
         var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (lines.Length > 1 && lines[0].EndsWith("Must be one of:", StringComparison.Ordinal))
-            return $"{lines[0][..^"Must be one of:".Length].TrimEnd()} Must be one of: {string.Join(", ", lines.Skip(1))}.";
+            return $"{lines[0][..^"Must be one of:".Length].TrimEnd()} Must be one of: {string.Join(", ", lines.Skip(1).Select(l => l.Trim('\'')))}.";
         return string.Join(" ", lines);
     }
 

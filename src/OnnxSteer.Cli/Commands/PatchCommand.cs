@@ -13,7 +13,7 @@ internal static class PatchCommand
     private static readonly Option<string> ExposeOption = new("--expose") { Description = "Layers that get hidden_states.{L} outputs: all, none, or a list.", DefaultValueFactory = _ => "all" };
     private static readonly Option<string> SteerInputOption = new("--steer-input")
     {
-        Description = "optional: steering inputs default to zeros (callers unaware of steering run unchanged); required: plain inputs (what onnxruntime-genai's SetModelInput needs).",
+        Description = "optional: steering inputs are zeros unless fed (callers unaware of steering run unchanged); required: plain inputs (what onnxruntime-genai's SetModelInput needs).",
         DefaultValueFactory = _ => "optional",
     };
     private static readonly Option<bool> VerifyOption = new("--verify") { Description = "Run 'onnxsteer verify' on the result." };

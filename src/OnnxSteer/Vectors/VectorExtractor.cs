@@ -361,7 +361,7 @@ public sealed class VectorExtractor : IDisposable
                 // Optimum's merged decoder: the no-cache branch is the prefill.
                 return OrtValue.CreateTensorValueFromMemory(new[] { false }, [1]);
         }
-        if (name.StartsWith("steering.", StringComparison.Ordinal))
+        if (SteeringContract.IsSteeringInput(name))
         {
             // Required steering inputs (--steer-input required) are fed zeros: extraction reads the unsteered model.
             var shape = name.EndsWith(".target", StringComparison.Ordinal) ? new long[] { 1, 1, 1 } : [1, 1, Manifest.HiddenSize];
