@@ -52,7 +52,7 @@ internal static class DemoRunner
         var dataDir = options.DataDirectory is { } d ? Path.GetFullPath(d) : Path.Combine(Path.GetDirectoryName(modelDir)!, "data");
         var testPath = Path.Combine(dataDir, "eval", "test.jsonl");
         if (!File.Exists(testPath))
-            throw new OnnxSteerException(ErrorKind.NotFound, $"the demo data '{testPath}' does not exist (the data folder holds pairs/ and eval/).");
+            throw new OnnxSteerException(ErrorKind.NotFound, $"the demo data '{testPath}' does not exist; pass --data-dir (a folder with pairs/ and eval/).");
         var steering = LoadSteering(modelDir, output);
         var items = EvalDataset.Load(testPath).Where(i => i.Checks.Count == 1 && steering.ContainsKey(i.Checks[0].Id)).ToList();
         items = [.. EvalWorkflow.Limit(items, options.EvalPerInstruction)];
@@ -155,7 +155,7 @@ internal static class DemoRunner
                 if (File.Exists(Path.Combine(candidate, "genai_config.json")) || File.Exists(Path.Combine(candidate, "model.onnx"))) return candidate;
             }
         throw new OnnxSteerException(ErrorKind.NotFound,
-            $"the bundled model models/tiny-instruct was not found above '{AppContext.BaseDirectory}' or '{Environment.CurrentDirectory}'; run from the repository or name a model folder.");
+            $"the bundled model models/tiny-instruct was not found above '{AppContext.BaseDirectory}' or '{Environment.CurrentDirectory}'; run from the repository or pass --model DIR.");
     }
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ⏎ ").Trim();
