@@ -62,4 +62,12 @@ internal static class OutputPolicy
 internal static class CliLayers
 {
     public static LayerSelection Parse(string? text, string option) => text is null ? LayerSelection.All : LayerSelection.Parse(text, option);
+
+    /// <summary>A layer list where "none" leaves nothing to do (extract, sweep, vectors convert).</summary>
+    /// <exception cref="OnnxSteerException">(Usage) "none", or text that is not a layer list.</exception>
+    public static LayerSelection ParseSome(string text, string option)
+    {
+        var selection = LayerSelection.Parse(text, option);
+        return selection.IsNone ? throw new OnnxSteerException(ErrorKind.Usage, $"{option} none leaves nothing to do; give all or a list such as 3,5,10-12.") : selection;
+    }
 }

@@ -31,7 +31,7 @@ internal static class ExtractCommand
             if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
                 throw new OnnxSteerException(ErrorKind.Usage, $"--output '{outPath}' must end in .safetensors (convert it to GGUF afterwards with vectors convert).");
             OutputPolicy.CheckFile(outPath, parse.GetValue(overwrite), "-o");
-            var layerSelection = LayerSelection.Parse(parse.GetValue(layers)!, "--layers");
+            var layerSelection = CliLayers.ParseSome(parse.GetValue(layers)!, "--layers");
             var options = new ExtractionOptions
             {
                 Name = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(outPath),

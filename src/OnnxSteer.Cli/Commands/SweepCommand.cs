@@ -41,7 +41,7 @@ internal static class SweepCommand
             var scaleList = ParseScales(parse.GetValue(scales));
             var options = new SweepOptions
             {
-                Layers = parse.GetValue(layers) is { } l ? LayerSelection.Parse(l, "--layers") : null,
+                Layers = parse.GetValue(layers) is { } l ? CliLayers.ParseSome(l, "--layers") : null,
                 Objective = parse.GetValue(objective) switch
                 {
                     "both" => SweepObjective.Both,

@@ -63,7 +63,7 @@ internal static class VectorsCommand
             var term = VectorTerm.Parse(parse.GetValue(input)!);
             var outPath = parse.GetValue(output)!;
             OutputPolicy.CheckFile(outPath, parse.GetValue(overwrite), "output");
-            var selection = LayerSelection.Parse(parse.GetValue(layers)!, "--layers");
+            var selection = CliLayers.ParseSome(parse.GetValue(layers)!, "--layers");
             var file = InstructionVectorFile.Load(term.Path);
             foreach (var w in file.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
             var notes = VectorTools.Convert(file, outPath, term.Name, parse.GetValue(scale) == "mean-diff" ? GgufScale.MeanDiff : GgufScale.Unit, selection);

@@ -99,6 +99,10 @@ public class CliConsistencyTests
         Assert.Equal((int)ErrorKind.Usage, code);
         Assert.EndsWith("(see 'onnxsteer vectors convert --help')", err.TrimEnd());
 
+        (code, _, err) = Run("vectors", "convert", "a.safetensors", "b.gguf", "--layers", "none");
+        Assert.Equal((int)ErrorKind.Usage, code);
+        Assert.Contains("--layers none leaves nothing to do", err);
+
         (code, _, err) = Run("nosuchverb");
         Assert.EndsWith("(see 'onnxsteer --help')", err.TrimEnd());
     }
