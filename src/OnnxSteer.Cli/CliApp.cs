@@ -65,7 +65,10 @@ public static class CliApp
         var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (lines.Length > 1 && lines[0].EndsWith("Must be one of:", StringComparison.Ordinal))
             return $"{lines[0][..^"Must be one of:".Length].TrimEnd()} Must be one of: {string.Join(", ", lines.Skip(1).Select(l => l.Trim('\'')))}.";
-        return string.Join(" ", lines);
+        // "as expected type 'System.Int32'" is .NET's name for what the user should type.
+        var text = string.Join(" ", lines);
+        text = System.Text.RegularExpressions.Regex.Replace(text, @" as expected type '(System\.Nullable`1\[)?System\.Int32\]?'", " as an integer");
+        return System.Text.RegularExpressions.Regex.Replace(text, @" as expected type '(System\.Nullable`1\[)?System\.Single\]?'", " as a number");
     }
 
     /// <summary>The root command with every verb.</summary>

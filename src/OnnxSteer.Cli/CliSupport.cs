@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -56,6 +57,24 @@ internal static class OutputPolicy
         AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(text)));
         stderr.WriteLine($"wrote {path}");
     }
+}
+
+/// <summary>Option validators that never throw: System.CommandLine runs validators even when the value did not parse
+/// ("--max-new-tokens z"), and reading the value there throws, which surfaced as an internal error. An unparsable
+/// value is left to the parser's own one-line error.</summary>
+internal static class CliValidators
+{
+    public static void Positive(Option<int> option) => option.Validators.Add(r =>
+    {
+        if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var v) && v <= 0)
+            r.AddError($"{option.Name} must be positive.");
+    });
+
+    public static void Positive(Option<int?> option) => option.Validators.Add(r =>
+    {
+        if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var v) && v <= 0)
+            r.AddError($"{option.Name} must be positive.");
+    });
 }
 
 /// <summary>Layer lists on the command line: every <c>--layers</c>/<c>--expose</c> goes through <see cref="LayerSelection"/>.</summary>

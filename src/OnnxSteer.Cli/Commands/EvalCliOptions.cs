@@ -16,9 +16,9 @@ internal sealed class EvalCliOptions
     public static EvalCliOptions Create()
     {
         var o = new EvalCliOptions();
-        o.MaxNewTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--max-new-tokens must be positive."); });
-        o.BatchSize.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--batch-size must be positive."); });
-        o.Limit.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is <= 0) r.AddError("--limit must be positive."); });
+        CliValidators.Positive(o.MaxNewTokens);
+        CliValidators.Positive(o.BatchSize);
+        CliValidators.Positive(o.Limit);
         return o;
     }
 

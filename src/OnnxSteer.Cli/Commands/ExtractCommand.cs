@@ -16,7 +16,7 @@ internal static class ExtractCommand
         var name = new Option<string?>("--name") { Description = "Vector name (default: the output file's name, e.g. lowercase)." };
         var layers = new Option<string>("--layers") { Description = "Layers: all (the exposed layers) or a list such as 8,10,12-16.", DefaultValueFactory = _ => "all" };
         var batch = new Option<int>("--batch-size") { Description = "Prompts per ONNX Runtime run (a pair is two prompts).", DefaultValueFactory = _ => 8 };
-        batch.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--batch-size must be positive."); });
+        CliValidators.Positive(batch);
         var noPrune = new Option<bool>("--no-prune") { Description = "Run the whole patched graph instead of one pruned to the requested hidden states (same vectors; slower: the LM head and the blocks above the highest layer run too)." };
         var sortWindow = new Option<int>("--sort-window") { Description = "Prompts read ahead and sorted by length before batching, to cut padding (0: input order).", DefaultValueFactory = _ => 64 };
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };

@@ -20,7 +20,7 @@ internal static class GenerateCommand
         var positions = new Option<string>("--positions") { Description = "Positions steered: all, prompt or generated.", DefaultValueFactory = _ => "all" };
         positions.AcceptOnlyFromAmong("all", "prompt", "generated");
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 128 };
-        maxNew.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--max-new-tokens must be positive."); });
+        CliValidators.Positive(maxNew);
         var temperature = new Option<float>("--temperature") { Description = "0 is greedy; above 0 samples.", DefaultValueFactory = _ => 0f };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: all).", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Sample within top-p probability mass.", DefaultValueFactory = _ => 1f };

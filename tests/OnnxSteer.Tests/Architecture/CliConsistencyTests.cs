@@ -103,6 +103,26 @@ public class CliConsistencyTests
         Assert.Equal((int)ErrorKind.Usage, code);
         Assert.Contains("--layers none leaves nothing to do", err);
 
+        // A value that does not parse is a usage error in every verb, never an internal error from a validator.
+        foreach (var args in new[]
+        {
+            new[] { "generate", "m", "--prompt", "x", "--max-new-tokens", "z" },
+            ["eval", "m", "--data", "d", "--vectors", "v", "--max-new-tokens", "z"],
+            ["eval", "m", "--data", "d", "--vectors", "v", "--limit", "z"],
+            ["extract", "m", "--pairs", "p", "-o", "o.safetensors", "--batch-size", "z"],
+            ["demo", "--eval-per-instruction", "z"],
+        })
+        {
+            (code, _, err) = Run(args);
+            Assert.Equal((int)ErrorKind.Usage, code);
+            Assert.Single(Lines(err));
+            Assert.Contains("'z'", err);
+            Assert.Contains("as an integer", err);
+        }
+        (code, _, err) = Run("generate", "m", "--prompt", "x", "--max-new-tokens", "0");
+        Assert.Equal((int)ErrorKind.Usage, code);
+        Assert.Contains("--max-new-tokens must be positive", err);
+
         (code, _, err) = Run("nosuchverb");
         Assert.EndsWith("(see 'onnxsteer --help')", err.TrimEnd());
     }
