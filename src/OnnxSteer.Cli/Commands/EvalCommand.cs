@@ -38,7 +38,7 @@ internal static class EvalCommand
                 LimitPerInstruction = parse.GetValue(shared.Limit),
                 Generation = shared.Generation(parse),
             };
-            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
+            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}"), ct);
             EvalCliOptions.EndProgress(stderr);
             stdout.Write(parse.GetValue(json) ? report.ToJson() + Environment.NewLine : report.ToMarkdown());
             if (parse.GetValue(jsonOut) is { } jsonPath)

@@ -61,7 +61,7 @@ internal static class SweepCommand
                 Options = options,
                 Generation = shared.Generation(parse),
             };
-            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
+            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}"), ct);
             EvalCliOptions.EndProgress(stderr);
             EvalCliOptions.WriteText(outPath, result.Selection.ToJson() + Environment.NewLine);
             stdout.Write(parse.GetValue(json) ? result.ToJson() + Environment.NewLine : result.ToMarkdown());

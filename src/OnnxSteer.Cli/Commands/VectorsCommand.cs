@@ -62,7 +62,7 @@ internal static class VectorsCommand
             var outPath = parse.GetValue(output)!;
             CheckOutput(outPath, parse.GetValue(overwrite));
             var file = InstructionVectorFile.Load(term.Path);
-            foreach (var w in file.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
+            foreach (var w in file.Warnings) stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}");
             VectorTools.Convert(file, outPath, term.Name, parse.GetValue(scale) == "mean-diff" ? GgufScale.MeanDiff : GgufScale.Unit,
                 VectorTools.ParseLayers(parse.GetValue(layers)));
             return 0;

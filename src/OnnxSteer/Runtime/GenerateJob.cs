@@ -33,7 +33,7 @@ public static class GenerateRunner
     {
         var steering = job.Steer.Count == 0 ? Steering.None.At(job.Positions) : SteerSpec.ToSteering(job.Steer, job.Positions);
         using var model = SteeredModel.Load(job.ModelDirectory, job.Runtime);
-        if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {warning}");
+        if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(warning)}");
         model.Validate(steering);
         List<ChatTurn> messages = job.System is null ? [new ChatTurn("user", job.Prompt)] : [new ChatTurn("system", job.System), new ChatTurn("user", job.Prompt)];
         var request = new GenerationRequest { Messages = messages, Steering = steering };
