@@ -108,11 +108,13 @@ public sealed class SteeredModel : IDisposable
     }
 
     /// <summary>Renders a conversation with the chat template, ending with the assistant's turn opened.</summary>
-    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true) => ChatTemplate.Apply(messages, addGenerationPrompt);
+    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true, CancellationToken cancellationToken = default) =>
+        ChatTemplate.Apply(messages, addGenerationPrompt, cancellationToken);
 
     /// <summary>The token ids a conversation becomes (through the chat template, or raw when <paramref name="useChatTemplate"/>
     /// is false: the messages' contents joined by newlines, with the tokenizer's usual special tokens).</summary>
-    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true) => Prepare(messages, useChatTemplate).Ids;
+    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default) =>
+        Prepare(messages, useChatTemplate, cancellationToken).Ids;
 
     /// <summary>Checks a steering against this model (patched, layers steered, vector sizes) without running anything.</summary>
     /// <exception cref="OnnxSteerException">The steering cannot be applied to this model.</exception>
@@ -132,7 +134,7 @@ public sealed class SteeredModel : IDisposable
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options);
+        var rows = PrepareBatch(batch, options, cancellationToken);
         return RunLoop(rows, options, onPiece, cancellationToken);
     }
 
@@ -150,7 +152,7 @@ public sealed class SteeredModel : IDisposable
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options);
+        var rows = PrepareBatch(batch, options, cancellationToken);
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var worker = Task.Run(() =>
@@ -202,7 +204,7 @@ public sealed class SteeredModel : IDisposable
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 
-    private List<PreparedRow> PrepareBatch(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options)
+    private List<PreparedRow> PrepareBatch(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
         options.Validate();
@@ -221,7 +223,7 @@ public sealed class SteeredModel : IDisposable
             }
             var messages = request.Messages ?? (request.Prompt is string p ? [new ChatTurn("user", p)]
                 : throw new OnnxSteerException(ErrorKind.Usage, "a generation request needs PromptTokenIds, Messages or Prompt"));
-            var (text, tokens) = Prepare(messages, options.UseChatTemplate);
+            var (text, tokens) = Prepare(messages, options.UseChatTemplate, cancellationToken);
             rows.Add(new PreparedRow(tokens, text, steering));
         }
         foreach (var row in rows)
@@ -229,8 +231,8 @@ public sealed class SteeredModel : IDisposable
         return rows;
     }
 
-    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate) =>
-        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate);
+    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate, CancellationToken cancellationToken) =>
+        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate, cancellationToken);
 
     private static string FindModelFile(string directory, string? preferred)
     {
