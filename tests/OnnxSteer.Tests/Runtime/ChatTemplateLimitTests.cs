@@ -147,6 +147,15 @@ public sealed class ChatTemplateLimitTests
     }
 
     [Fact]
+    public void Number_with_two_dots_is_a_number_then_an_attribute_not_a_crash()
+    {
+        // Fuzzer find: "1.5.1" was lexed as one number and double.Parse threw FormatException out of Create
+        // (an "internal error" at model load).
+        Assert.Equal(" 1.5", Render("{{ messages[1.5.1] }} {{ 1.5 }}"));
+        Assert.True(ChatTemplate.Create("{% if messages[0.0.0.0] %}x{% endif %}").IsModelTemplate);
+    }
+
+    [Fact]
     public void Unparseable_integer_literals_fall_back_with_a_warning()
     {
         var t = ChatTemplate.Create("{{ 99999999999999999999 }}");

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 
@@ -229,6 +230,7 @@ internal static class Builtins
 
     private static long JsonBound(object? v, int depth, bool indented, RenderContext context)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         if (depth > context.MaxValueDepth)
             throw new JinjaException($"tojson: a value nested deeper than {context.MaxValueDepth} levels (a list or dict that contains itself?)", limitExceeded: true);
         context.Step();

@@ -28,7 +28,15 @@ internal sealed class JinjaTemplate
         limits ??= JinjaLimits.Default;
         if (source.Length > limits.MaxSourceChars)
             throw new JinjaException($"the template has {source.Length} characters (limit {limits.MaxSourceChars})", limitExceeded: true);
-        return new JinjaTemplate(new Parser(Lexer.Tokenize(source), limits).ParseAll(), limits);
+        try
+        {
+            return new JinjaTemplate(new Parser(Lexer.Tokenize(source), limits).ParseAll(), limits);
+        }
+        catch (InsufficientExecutionStackException)
+        {
+            // A backstop for threads with small stacks: the depth limits keep real templates far from the stack's end.
+            throw new JinjaException("the template nests too deeply for the stack", limitExceeded: true);
+        }
     }
 
     /// <summary>Renders with the given variables. <paramref name="inputChars"/> is the size of the caller's own text
@@ -47,7 +55,7 @@ internal sealed class JinjaTemplate
         }
         catch (InsufficientExecutionStackException)
         {
-            // A backstop: the parser's depth limits keep real templates far from the stack's end.
+            // A backstop, as in Parse.
             throw new JinjaException("the template nests too deeply for the stack", limitExceeded: true);
         }
         return context.Output.ToString();

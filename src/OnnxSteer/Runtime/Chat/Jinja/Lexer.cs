@@ -126,8 +126,11 @@ internal static class Lexer
             }
             if (char.IsAsciiDigit(c))
             {
+                // Digits, then at most one fraction: "1.5.1" is 1.5 followed by ".1", as in Python.
                 int st = i;
-                while (i < s.Length && (char.IsAsciiDigit(s[i]) || (s[i] == '.' && i + 1 < s.Length && char.IsAsciiDigit(s[i + 1])))) i++;
+                while (i < s.Length && char.IsAsciiDigit(s[i])) i++;
+                if (i + 1 < s.Length && s[i] == '.' && char.IsAsciiDigit(s[i + 1]))
+                    for (i++; i < s.Length && char.IsAsciiDigit(s[i]); i++) { }
                 tokens.Add(s[st..i]);
                 continue;
             }

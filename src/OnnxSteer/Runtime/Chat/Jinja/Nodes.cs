@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace OnnxSteer.Runtime.Chat.Jinja;
 
 /// <summary>A statement or piece of text; rendering writes to the scope's <see cref="RenderContext"/>.</summary>
@@ -20,6 +22,7 @@ internal sealed class IfNode(List<(Expr? Condition, List<Node> Body)> branches) 
 {
     public override void Render(Scope scope)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         scope.Context.Step();
         foreach (var (condition, body) in branches)
             if (condition is null || Values.Truthy(condition.Eval(scope)))
@@ -34,6 +37,7 @@ internal sealed class ForNode(string[] targets, Expr iterable, Expr? filter, Lis
 {
     public override void Render(Scope scope)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         var context = scope.Context;
         var items = Values.Iterate(iterable.Eval(scope), context);
         if (filter is not null)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 
 namespace OnnxSteer.Runtime.Chat.Jinja;
 
@@ -49,6 +50,7 @@ internal sealed class Parser(List<Segment> segments, JinjaLimits limits)
 
     private Node Nested(Func<Node> parse)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         if (++_depth > limits.MaxBlockDepth)
             throw new JinjaException($"blocks nested deeper than {limits.MaxBlockDepth} levels", limitExceeded: true);
         try { return parse(); }
@@ -163,6 +165,7 @@ internal sealed class ExprParser
 
     private void Enter()
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         if (++_depth > _maxDepth) throw new JinjaException($"an expression nested deeper than {_maxDepth} levels", limitExceeded: true);
     }
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace OnnxSteer.Runtime.Chat.Jinja;
@@ -57,6 +58,7 @@ internal static class Values
 
     private static void Write(StringBuilder sb, object? v, bool quote, int depth, RenderContext context)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         if (depth > context.MaxValueDepth)
             throw new JinjaException($"a value nested deeper than {context.MaxValueDepth} levels (a list or dict that contains itself?)", limitExceeded: true);
         switch (v)
@@ -145,6 +147,7 @@ internal static class Values
 
     public static bool AreEqual(object? a, object? b, RenderContext context, int depth = 0)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         if (depth > context.MaxValueDepth)
             throw new JinjaException($"a value nested deeper than {context.MaxValueDepth} levels (a list that contains itself?)", limitExceeded: true);
         if (a is Undefined) a = null;
