@@ -156,6 +156,15 @@ public sealed class ChatTemplateLimitTests
     }
 
     [Fact]
+    public void Slices_with_huge_steps_take_one_item_not_a_negative_count()
+    {
+        // Fuzzer find (long run): the item count of 'abc'[::-9223372036854775807] overflowed to -1 and the
+        // StringBuilder constructor threw ArgumentOutOfRangeException.
+        Assert.Equal("c a c [3] [1]", Render("{{ 'abc'[::-9223372036854775807] }} {{ 'abc'[::9223372036854775807] }} {{ 'abc'[::-9223372036854775807 - 1] }} "
+            + "{{ [1, 2, 3][::-9223372036854775807] }} {{ [1, 2, 3][-9223372036854775807:9223372036854775807:9223372036854775807] }}"));
+    }
+
+    [Fact]
     public void Unparseable_integer_literals_fall_back_with_a_warning()
     {
         var t = ChatTemplate.Create("{{ 99999999999999999999 }}");

@@ -202,7 +202,8 @@ internal static class Values
             return st > 0 ? Math.Clamp(x, 0, n) : Math.Clamp(x, -1, n - 1);
         }
         long a = Norm(start, st > 0 ? 0 : n - 1), b = Norm(stop, st > 0 ? n : -1);
-        long count = st > 0 ? (b > a ? (b - a + st - 1) / st : 0) : (a > b ? (a - b + (-st) - 1) / -st : 0);
+        // a and b lie in [-1, n], so these never overflow, even for a step of -2**63 (which cannot be negated).
+        long count = st > 0 ? (b > a ? (b - a - 1) / st + 1 : 0) : (a > b ? 1 - (a - b - 1) / st : 0);
         if (target is string str)
         {
             context.AllocateString(count);
@@ -321,8 +322,8 @@ internal static class Values
     private static string Repeat(string s, long times, RenderContext context)
     {
         if (times <= 0 || s.Length == 0) return "";
-        // Checked against the limit before multiplying, so 'a' * 10**18 neither overflows nor allocates.
-        if (times > context.MaxChars / s.Length) context.AllocateString(context.MaxChars + 1);
+        // Measured in 128 bits before anything is allocated, so 'a' * 10**18 neither overflows nor allocates.
+        TooBig((Int128)s.Length * times, "string of", "characters", context);
         context.AllocateString(s.Length * times);
         return string.Create((int)(s.Length * times), s, static (span, unit) =>
         {
@@ -333,10 +334,16 @@ internal static class Values
         });
     }
 
+    private static void TooBig(Int128 size, string what, string unit, RenderContext context)
+    {
+        if (size > context.MaxChars)
+            throw new JinjaException($"a {what} {size:N0} {unit} (limit {context.MaxChars:N0})", limitExceeded: true);
+    }
+
     private static List<object?> RepeatList(List<object?> l, long times, RenderContext context)
     {
         if (times <= 0 || l.Count == 0) return [];
-        if (times > context.MaxChars / l.Count) context.AllocateItems(context.MaxChars + 1);
+        TooBig((Int128)l.Count * times, "list of", "items", context);
         context.AllocateItems(l.Count * times);
         var result = new List<object?>((int)(l.Count * times));
         for (long i = 0; i < times; i++) result.AddRange(l);
