@@ -261,6 +261,33 @@ public sealed class ChatTemplateLimitTests
         Assert.Contains("characters", Refused("{{ 'a' }}" + new string(' ', 2 << 20)).Message);
     }
 
+    [Theory]
+    [InlineData("chat_template.json", "[1, 2]")]
+    [InlineData("chat_template.json", "{\"chat_template\": [{\"name\": 5, \"template\": 7}, {\"name\": \"default\", \"template\": []}]}")]
+    [InlineData("chat_template.json", "{\"chat_template\": 5, \"chat_template\": 6}")]
+    [InlineData("chat_template.json", "{\"chat_template\": ")]
+    public void Template_files_that_are_not_usable_json_mean_no_template(string file, string content)
+    {
+        using var dir = TestPaths.NewTempDir();
+        foreach (var f in Directory.GetFiles(TestPaths.GenAiTinyLlamaFp16, "tokenizer.json")) File.Copy(f, Path.Combine(dir.Path, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(dir.Path, file), content);
+        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Runtime.Tokenization.TextTokenizer.Load(dir.Path));
+        Assert.False(t.IsModelTemplate);
+        Assert.Contains("no chat_template", t.Warning);
+    }
+
+    [Fact]
+    public void An_oversized_template_file_is_refused_unread()
+    {
+        using var dir = TestPaths.NewTempDir();
+        File.Copy(Path.Combine(TestPaths.GenAiTinyLlamaFp16, "tokenizer.json"), Path.Combine(dir.Path, "tokenizer.json"));
+        using (var f = File.Create(Path.Combine(dir.Path, "chat_template.jinja"))) f.SetLength(5L << 20);
+        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Runtime.Tokenization.TextTokenizer.Load(dir.Path));
+        var e = Assert.Throws<OnnxSteerException>(() => t.Apply(Conversation));
+        Assert.Equal(ErrorKind.InvalidModel, e.Kind);
+        Assert.Contains("chat_template.jinja is refused: 5,242,880 bytes", e.Message);
+    }
+
     [Fact]
     public void Errors_from_a_model_folder_name_the_file()
     {

@@ -53,20 +53,29 @@ public sealed class ChatTemplate
     {
         string? source = null, origin = null;
         var configPath = Path.Combine(directory, "tokenizer_config.json");
-        if (File.Exists(configPath))
-        {
-            try { source = TemplateText(JsonNode.Parse(File.ReadAllText(configPath))?["chat_template"]); origin = $"{configPath} (chat_template)"; }
-            catch (JsonException) { }
-        }
+        if (File.Exists(configPath) && FromJson(configPath) is string fromConfig) { source = fromConfig; origin = $"{configPath} (chat_template)"; }
         var jinjaPath = Path.Combine(directory, "chat_template.jinja");
-        if (source is null && File.Exists(jinjaPath)) { source = File.ReadAllText(jinjaPath); origin = jinjaPath; }
-        var jsonPath = Path.Combine(directory, "chat_template.json");
-        if (source is null && File.Exists(jsonPath))
+        if (source is null && File.Exists(jinjaPath))
         {
-            try { source = TemplateText(JsonNode.Parse(File.ReadAllText(jsonPath))?["chat_template"]); origin = $"{jsonPath} (chat_template)"; }
-            catch (JsonException) { }
+            // A file past what the parser accepts (4 bytes a character at most in UTF-8) is refused unread, not loaded.
+            long bytes = new FileInfo(jinjaPath).Length, limit = 4L * JinjaLimits.Default.MaxSourceChars;
+            if (bytes > limit)
+                return new ChatTemplate(null, null, Specials(tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null), $"the chat template in {jinjaPath}", null,
+                    $"the chat template in {jinjaPath} is refused: {bytes:N0} bytes (limit {limit:N0})");
+            source = File.ReadAllText(jinjaPath);
+            origin = jinjaPath;
         }
+        var jsonPath = Path.Combine(directory, "chat_template.json");
+        if (source is null && File.Exists(jsonPath) && FromJson(jsonPath) is string fromJson) { source = fromJson; origin = $"{jsonPath} (chat_template)"; }
         return Create(source, origin, tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null);
+    }
+
+    /// <summary>The chat_template of a JSON file, or null where the file holds none or is not a usable JSON object
+    /// (the loader of that file reports its own errors; here it only means "no template").</summary>
+    private static string? FromJson(string path)
+    {
+        try { return TemplateText((JsonNode.Parse(File.ReadAllText(path)) as JsonObject)?["chat_template"]); }
+        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException) { return null; }
     }
 
     /// <summary>Makes a template from its Jinja source (null gives the fallback format).</summary>
@@ -76,10 +85,7 @@ public sealed class ChatTemplate
     /// <summary>Makes a template; <paramref name="origin"/> names where it came from in error messages.</summary>
     internal static ChatTemplate Create(string? source, string? origin, string? bosToken, string? eosToken, string? padToken, string? unkToken, JinjaLimits? limits = null)
     {
-        var specials = new Dictionary<string, object?>
-        {
-            ["bos_token"] = bosToken ?? "", ["eos_token"] = eosToken ?? "", ["pad_token"] = padToken ?? "", ["unk_token"] = unkToken ?? "",
-        };
+        var specials = Specials(bosToken, eosToken, padToken, unkToken);
         origin = origin is null ? "the chat template" : $"the chat template in {origin}";
         if (source is null) return new ChatTemplate(null, null, specials, origin, "the model has no chat_template; using the plain fallback format");
         try
@@ -98,7 +104,17 @@ public sealed class ChatTemplate
             return new ChatTemplate(null, source, specials, origin,
                 $"the model's chat_template is outside the supported Jinja subset ({TerminalText.Escape(Clip(e.Message))}); using the plain fallback format");
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Defence in depth, as in Apply: a parser bug must not turn a model file into an "internal error".
+            return new ChatTemplate(null, source, specials, origin, null, $"{origin} cannot be parsed: {e.GetType().Name}: {TerminalText.Escape(Clip(e.Message))}");
+        }
     }
+
+    private static Dictionary<string, object?> Specials(string? bosToken, string? eosToken, string? padToken, string? unkToken) => new()
+    {
+        ["bos_token"] = bosToken ?? "", ["eos_token"] = eosToken ?? "", ["pad_token"] = padToken ?? "", ["unk_token"] = unkToken ?? "",
+    };
 
     /// <summary>Renders a conversation. With <paramref name="addGenerationPrompt"/> the text ends where the assistant's reply begins.</summary>
     /// <exception cref="OnnxSteerException">The template rejected the conversation with raise_exception, e.g. roles that
@@ -154,7 +170,8 @@ public sealed class ChatTemplate
     {
         JsonValue v when v.TryGetValue<string>(out var s) => s,
         // A list of named templates: use "default".
-        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(o => o["name"]?.GetValue<string>() == "default")?["template"]?.GetValue<string>(),
+        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(o => o["name"] is JsonValue n && n.TryGetValue<string>(out var name) && name == "default")?["template"]
+            is JsonValue t && t.TryGetValue<string>(out var text) ? text : null,
         _ => null,
     };
 }
