@@ -25,7 +25,7 @@ public static class CliApp
             // One line, like every other error. "Required command" is reported alongside the more useful
             // "Unrecognized command 'x'", so prefer the latter.
             var first = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
-            error.WriteLine($"onnxsteer: error: {OneLine(first.Message)} (see '{HelpCommand(parse)} --help')");
+            error.WriteLine($"onnxsteer: error: {TerminalText.Escape(OneLine(first.Message))} (see '{HelpCommand(parse)} --help')");
             return (int)ErrorKind.Usage;
         }
         try
@@ -34,7 +34,9 @@ public static class CliApp
         }
         catch (OnnxSteerException e)
         {
-            error.WriteLine($"onnxsteer: error: {e.Message}");
+            // Messages can quote model files (a template's raise_exception text, token strings): control characters
+            // are escaped here, once for every error, so no file can send escape sequences to the user's terminal.
+            error.WriteLine($"onnxsteer: error: {TerminalText.Escape(e.Message)}");
             return e.ExitCode;
         }
         catch (OperationCanceledException)

@@ -133,7 +133,7 @@ internal static class DemoRunner
     {
         using var model = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = threads });
         using var extractor = VectorExtractor.Load(patched);
-        IReadOnlyList<int> Encode(string prompt) => model.EncodePrompt([new ChatTurn("user", prompt)]);
+        IReadOnlyList<int> Encode(string prompt) => model.EncodePrompt([new ChatTurn("user", prompt)], cancellationToken: cancellationToken);
         var counts = new Dictionary<string, int>();
         foreach (var name in names)
         {

@@ -41,7 +41,7 @@ internal static class GenerateRunner
         if (job.RandomSeed && !job.Json)
             stderr.WriteLine($"onnxsteer: note: sampling with random seed {job.Generator.Seed} (pass --seed {job.Generator.Seed} to repeat this run)");
         using var model = SteeredGenerator.Load(job.ModelDirectory, job.Runtime);
-        if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {warning}");
+        if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(warning)}");
         model.Validate(steering);
         List<ChatTurn> messages = job.System is null ? [new ChatTurn("user", job.Prompt)] : [new ChatTurn("system", job.System), new ChatTurn("user", job.Prompt)];
         var request = new GenerationRequest { Messages = messages, Steering = steering };

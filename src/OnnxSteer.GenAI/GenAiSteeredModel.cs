@@ -119,8 +119,8 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
     }
 
     /// <inheritdoc/>
-    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true) =>
-        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate).Ids;
+    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default) =>
+        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate, cancellationToken).Ids;
 
     /// <inheritdoc/>
     public void Validate(Steering steering)
@@ -150,7 +150,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = Prepare(batch, options);
+        var rows = Prepare(batch, options, cancellationToken);
         return Run(rows, options, onPiece, cancellationToken);
     }
 
@@ -167,7 +167,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = Prepare(batch, options);
+        var rows = Prepare(batch, options, cancellationToken);
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var worker = Task.Run(() =>
@@ -199,7 +199,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
 
     private sealed record Row(int[] Ids, string? Text, Steering Steering);
 
-    private List<Row> Prepare(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options)
+    private List<Row> Prepare(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
         ValidateOptions(options);
@@ -212,7 +212,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
             if (request.PromptTokenIds is { } ids) { rows.Add(new Row([.. ids], null, steering)); continue; }
             var messages = request.Messages ?? (request.Prompt is string p ? [new ChatTurn("user", p)]
                 : throw new OnnxSteerException(ErrorKind.Usage, "a generation request needs PromptTokenIds, Messages or Prompt"));
-            var (text, tokens) = PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, options.UseChatTemplate);
+            var (text, tokens) = PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, options.UseChatTemplate, cancellationToken);
             rows.Add(new Row(tokens, text, steering));
         }
         if (rows.Any(r => r.Ids.Length == 0)) throw new OnnxSteerException(ErrorKind.Usage, "a prompt encodes to no tokens");

@@ -45,7 +45,7 @@ internal static class EvalCommand
                 LimitPerInstruction = parse.GetValue(shared.Limit),
                 Generation = shared.Generation(parse),
             };
-            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
+            var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}"), ct);
             EvalCliOptions.EndProgress(stderr);
             stdout.Write(parse.GetValue(json) ? CliJson.Format(report.ToJson()) + Environment.NewLine : report.ToMarkdown());
             if (jsonPath is not null) OutputPolicy.WriteText(jsonPath, CliJson.Format(report.ToJson()) + Environment.NewLine, stderr);

@@ -44,7 +44,7 @@ internal static class ExtractCommand
             var request = new ExtractionRequest(parse.GetValue(model)!, parse.GetValue(pairs)!, options);
             var result = RunWithProgress(request, stderr, cancellationToken);
             result.File.Save(outPath);
-            foreach (var w in result.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
+            foreach (var w in result.Warnings) stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}");
             if (parse.GetValue(json))
             {
                 stdout.WriteLine(CliJson.Format(VectorPrinting.Describe(result.File, outPath)));

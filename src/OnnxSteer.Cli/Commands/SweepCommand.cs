@@ -60,7 +60,7 @@ internal static class SweepCommand
                 Options = options,
                 Generation = shared.Generation(parse),
             };
-            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
+            var result = await EvalWorkflow.SweepAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}"), ct);
             EvalCliOptions.EndProgress(stderr);
             stdout.Write(parse.GetValue(json) ? CliJson.Format(result.ToJson()) + Environment.NewLine : result.ToMarkdown());
             OutputPolicy.WriteText(outPath, CliJson.Format(result.Selection.ToJson()) + Environment.NewLine, stderr);

@@ -65,9 +65,9 @@ internal static class VectorsCommand
             OutputPolicy.CheckFile(outPath, parse.GetValue(overwrite), "output");
             var selection = CliLayers.ParseSome(parse.GetValue(layers)!, "--layers");
             var file = InstructionVectorFile.Load(term.Path);
-            foreach (var w in file.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
+            foreach (var w in file.Warnings) stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(w)}");
             var notes = VectorTools.Convert(file, outPath, term.Name, parse.GetValue(scale) == "mean-diff" ? GgufScale.MeanDiff : GgufScale.Unit, selection);
-            foreach (var n in notes) stderr.WriteLine($"onnxsteer: note: {n}");
+            foreach (var n in notes) stderr.WriteLine($"onnxsteer: note: {TerminalText.Escape(n)}");
             var written = InstructionVectorFile.Load(outPath);
             stderr.WriteLine($"wrote {outPath}: {string.Join("; ", written.Vectors.Select(v => $"'{v.Name}' at layers {LayerSelection.Format(v.Layers.Keys)}"))}");
             return 0;

@@ -31,7 +31,7 @@ internal static class VerifyCommand
     {
         if (report.Passed) return 0;
         var failed = report.Checks.First(c => !c.Passed);
-        stderr.WriteLine($"onnxsteer: error: verification failed: {failed.Name}: {failed.Detail}");
+        stderr.WriteLine($"onnxsteer: error: verification failed: {TerminalText.Escape(failed.Name)}: {TerminalText.Escape(failed.Detail)}");
         return (int)ErrorKind.VerificationFailed;
     }
 

@@ -44,8 +44,9 @@ public interface ISteeredGenerator : IDisposable
     /// <summary>Token ids that end a sequence.</summary>
     IReadOnlySet<int> EosTokenIds { get; }
 
-    /// <summary>The token ids a conversation becomes (through the chat template unless <paramref name="useChatTemplate"/> is false).</summary>
-    int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true);
+    /// <summary>The token ids a conversation becomes (through the chat template unless <paramref name="useChatTemplate"/> is false);
+    /// <paramref name="cancellationToken"/> stops a slow template render.</summary>
+    int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default);
 
     /// <summary>Checks a steering against this model without running anything.</summary>
     /// <exception cref="OnnxSteerException">The steering cannot be applied to this model (or by this engine).</exception>

@@ -113,11 +113,13 @@ public sealed class SteeredModel : ISteeredGenerator
     }
 
     /// <summary>Renders a conversation with the chat template, ending with the assistant's turn opened.</summary>
-    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true) => ChatTemplate.Apply(messages, addGenerationPrompt);
+    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true, CancellationToken cancellationToken = default) =>
+        ChatTemplate.Apply(messages, addGenerationPrompt, cancellationToken);
 
     /// <summary>The token ids a conversation becomes (through the chat template, or raw when <paramref name="useChatTemplate"/>
     /// is false: the messages' contents joined by newlines, with the tokenizer's usual special tokens).</summary>
-    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true) => Prepare(messages, useChatTemplate).Ids;
+    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default) =>
+        Prepare(messages, useChatTemplate, cancellationToken).Ids;
 
     /// <summary>Checks a steering against this model (patched, layers steered, vector sizes) without running anything.</summary>
     /// <exception cref="OnnxSteerException">The steering cannot be applied to this model.</exception>
@@ -137,7 +139,7 @@ public sealed class SteeredModel : ISteeredGenerator
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options);
+        var rows = PrepareBatch(batch, options, cancellationToken);
         return RunLoop(rows, options, onPiece, cancellationToken);
     }
 
@@ -155,7 +157,7 @@ public sealed class SteeredModel : ISteeredGenerator
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options);
+        var rows = PrepareBatch(batch, options, cancellationToken);
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var worker = Task.Run(() =>
@@ -207,7 +209,7 @@ public sealed class SteeredModel : ISteeredGenerator
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 
-    private List<PreparedRow> PrepareBatch(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options)
+    private List<PreparedRow> PrepareBatch(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
         options.Validate();
@@ -226,7 +228,7 @@ public sealed class SteeredModel : ISteeredGenerator
             }
             var messages = request.Messages ?? (request.Prompt is string p ? [new ChatTurn("user", p)]
                 : throw new OnnxSteerException(ErrorKind.Usage, "a generation request needs PromptTokenIds, Messages or Prompt"));
-            var (text, tokens) = Prepare(messages, options.UseChatTemplate);
+            var (text, tokens) = Prepare(messages, options.UseChatTemplate, cancellationToken);
             rows.Add(new PreparedRow(tokens, text, steering));
         }
         foreach (var row in rows)
@@ -234,8 +236,8 @@ public sealed class SteeredModel : ISteeredGenerator
         return rows;
     }
 
-    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate) =>
-        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate);
+    private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate, CancellationToken cancellationToken) =>
+        PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate, cancellationToken);
 
     private static string FindModelFile(string directory, string? preferred)
     {

@@ -28,7 +28,7 @@ public static class VectorExtraction
         var total = PairsFile.Count(request.PairsPath);
         var warnings = new List<string>();
         using var extractor = VectorExtractor.Load(request.ModelPath, request.Options);
-        var encode = PromptEncoding.Create(Path.GetDirectoryName(extractor.ModelFile)!, request.Options.ChatTemplate, warnings);
+        var encode = PromptEncoding.Create(Path.GetDirectoryName(extractor.ModelFile)!, request.Options.ChatTemplate, warnings, cancellationToken);
         IProgress<int>? pairProgress = progress is null ? null : new Relay(done => progress.Report(new ExtractionProgress(done, total)));
         progress?.Report(new ExtractionProgress(0, total));
         var file = extractor.Extract(PairsFile.Read(request.PairsPath), encode, request.Options, pairProgress, cancellationToken);
@@ -46,11 +46,12 @@ public static class VectorExtraction
 /// <see cref="PromptEncoder"/> rule as <see cref="SteeredModel.EncodePrompt"/>, without loading a second inference session.</summary>
 internal static class PromptEncoding
 {
-    public static Func<string, IReadOnlyList<int>> Create(string modelDirectory, bool chatTemplate, List<string> warnings)
+    /// <summary>The encoder; <paramref name="cancellationToken"/> stops a slow template render.</summary>
+    public static Func<string, IReadOnlyList<int>> Create(string modelDirectory, bool chatTemplate, List<string> warnings, CancellationToken cancellationToken = default)
     {
         var tokenizer = TextTokenizer.Load(modelDirectory);
         var template = chatTemplate ? ChatTemplate.Load(modelDirectory, tokenizer) : null;
         if (template?.Warning is { } w) warnings.Add(w);
-        return prompt => PromptEncoder.Encode(tokenizer, template, [new ChatTurn("user", prompt)], chatTemplate).Ids;
+        return prompt => PromptEncoder.Encode(tokenizer, template, [new ChatTurn("user", prompt)], chatTemplate, cancellationToken).Ids;
     }
 }
