@@ -30,38 +30,44 @@ internal static class TokenizerLoadBench
         }
 
         report.Heading($"Tokenizer load (ms; median (min-max) of {o.Repeats})");
-        report.Row("tokenizer", "process start to ready", "first load in process (cold)", "warm load", "warm MB allocated", "load");
+        report.Row("tokenizer", "process start to ready: wall / process CPU", "first load in process (cold): wall / thread CPU",
+            "warm load: wall / thread CPU", "warm MB allocated", "load");
         report.Rule(6);
         foreach (var (name, folder) in cases)
         {
-            var startToReady = new List<double>();
-            var cold = new List<double>();
+            var startToReady = new List<double>(); var processCpu = new List<double>();
+            var cold = new List<double>(); var coldCpu = new List<double>();
             for (int i = 0; i < o.Repeats; i++)
             {
-                var (ready, first) = RunChild(folder);
-                startToReady.Add(ready);
-                cold.Add(first);
+                var (ready, cpu, first, firstCpu) = RunChild(folder);
+                startToReady.Add(ready); processCpu.Add(cpu);
+                cold.Add(first); coldCpu.Add(firstCpu);
             }
             TextTokenizer.Load(folder);
-            var warm = new List<double>();
+            var warm = new List<double>(); var warmCpu = new List<double>();
             var allocated = new List<double>();
             for (int i = 0; i < o.Repeats; i++)
             {
                 long before = GC.GetAllocatedBytesForCurrentThread();
+                double c0 = ThreadCpu.Ms();
                 var sw = Stopwatch.StartNew();
                 TextTokenizer.Load(folder);
                 warm.Add(sw.Elapsed.TotalMilliseconds);
+                warmCpu.Add(ThreadCpu.Ms() - c0);
                 allocated.Add((GC.GetAllocatedBytesForCurrentThread() - before) / 1e6);
             }
-            report.Row(name, Summary.Of(startToReady).Format("F0"), Summary.Of(cold).Format("F0"), Summary.Of(warm).Format("F1"),
+            report.Row(name, $"{Summary.Of(startToReady).Format("F0")} / {Summary.Of(processCpu).Format("F0")}",
+                $"{Summary.Of(cold).Format("F0")} / {Summary.Of(coldCpu).Format("F0")}",
+                $"{Summary.Of(warm).Format("F1")} / {Summary.Of(warmCpu).Format("F1")}",
                 Summary.Of(allocated).Format("F1"), Machine.Load());
         }
         report.Note("Process start to ready: a fresh `OnnxSteer.Benchmarks` process started with the tokenizer's folder, timed by the parent "
-            + "from Process.Start until the child reports the tokenizer loaded (runtime start, JIT and file read included). First load: the "
-            + "child's own Stopwatch around its one Load. Warm: this process, after one untimed load.");
+            + "from Process.Start until the child reports the tokenizer loaded (runtime start, JIT and file read included); process CPU is the "
+            + "child's CPU time on all its threads at that point. First load: the child's Stopwatch and thread CPU time around its one Load. Warm: "
+            + "this process, after one untimed load. On a loaded machine the CPU times are the numbers to compare; wall times include waiting for a core.");
     }
 
-    private static (double Ready, double First) RunChild(string folder)
+    private static (double Ready, double ProcessCpu, double First, double FirstCpu) RunChild(string folder)
     {
         var self = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
         var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
@@ -74,15 +80,20 @@ internal static class TokenizerLoadBench
         var line = child.StandardOutput.ReadLine() ?? throw new InvalidOperationException("the child printed nothing");
         double ready = sw.Elapsed.TotalMilliseconds;
         child.WaitForExit();
-        return (ready, double.Parse(line, CultureInfo.InvariantCulture));
+        var parts = line.Split(' ');
+        return (ready, double.Parse(parts[2], CultureInfo.InvariantCulture),
+            double.Parse(parts[0], CultureInfo.InvariantCulture), double.Parse(parts[1], CultureInfo.InvariantCulture));
     }
 
-    /// <summary>The child: loads once and prints the load's milliseconds.</summary>
+    /// <summary>The child: loads once and prints the load's wall and thread CPU milliseconds.</summary>
     public static int Child(string folder)
     {
+        double c0 = ThreadCpu.Ms();
         var sw = Stopwatch.StartNew();
         TextTokenizer.Load(folder);
-        Console.Out.WriteLine(sw.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture));
+        double wall = sw.Elapsed.TotalMilliseconds, cpu = ThreadCpu.Ms() - c0;
+        double processCpu = Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds;
+        Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{wall:F1} {cpu:F1} {processCpu:F1}"));
         Console.Out.Flush();
         return 0;
     }

@@ -125,7 +125,10 @@ public sealed class TextTokenizer
         var configPath = Path.Combine(directory, "tokenizer_config.json");
         var mapPath = Path.Combine(directory, "special_tokens_map.json");
         var map = Guarded(mapPath, () => TokenizerFile.ReadObject(mapPath));
-        string? FromMap(string key) => map is null ? null : Guarded(mapPath, () => TokenizerFile.TokenText(map, key, mapPath));
+        // Every file present is checked whole, even where the config's value wins.
+        var mapTokens = map is null ? [null, null, null]
+            : Guarded(mapPath, () => new[] { "bos_token", "eos_token", "pad_token" }.Select(k => TokenizerFile.TokenText(map, k, mapPath)).ToArray());
+        string? FromMap(string key) => mapTokens[key switch { "bos_token" => 0, "eos_token" => 1, _ => 2 }];
         var config = Guarded(configPath, () => TokenizerFile.ReadObject(configPath));
         if (config is null) return new TokenizerConfig(FromMap("bos_token"), FromMap("eos_token"), FromMap("pad_token"), null, null, []);
         return Guarded(configPath, () =>
