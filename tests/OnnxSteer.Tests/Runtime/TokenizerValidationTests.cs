@@ -232,6 +232,28 @@ public sealed class TokenizerValidationTests
         Refused(dir, "special_tokens_map.json", says);
     }
 
+    /// <summary>Fuzzer finding (bytelevel/tokenizer_config.json case 69, llama/tokenizer_config.json case 33): a key given
+    /// twice made JsonNode throw ArgumentException ("An item with the same key has already been added") on first access.</summary>
+    [Theory]
+    [InlineData("tokenizer_config.json", """{"pad_token": "<|endoftext|>", "pad_token": "<|im_end|>"}""")]
+    [InlineData("tokenizer_config.json", """{"added_tokens_decoder": {"1": {"content": "a"}, "1": {"content": "b"}}}""")]
+    [InlineData("special_tokens_map.json", """{"eos_token": "a", "eos_token": "b"}""")]
+    public void Keys_given_twice_are_refused(string file, string text)
+    {
+        using var dir = Folder();
+        File.WriteAllText(dir.Combine(file), text);
+        Refused(dir, file, "is not valid JSON");
+    }
+
+    [Fact]
+    public void Keys_given_twice_in_a_tokenizer_json_section_are_refused()
+    {
+        using var dir = Folder();
+        var path = dir.Combine("tokenizer.json");
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"normalizer\":{\"type\":\"NFC\"}", "\"normalizer\":{\"type\":\"NFC\",\"type\":\"NFD\"}", StringComparison.Ordinal));
+        Refused(dir, "tokenizer.json", "is not valid JSON");
+    }
+
     [Fact]
     public void Truncated_json_is_refused_as_invalid_json()
     {

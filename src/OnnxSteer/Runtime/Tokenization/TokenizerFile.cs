@@ -25,7 +25,8 @@ internal static class TokenizerFile
     /// <summary>JSON nesting accepted (tokenizer files nest 5-6 deep).</summary>
     public const int MaxDepth = 64;
 
-    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = MaxDepth };
+    // A key given twice is refused when parsed: JsonNode would otherwise throw ArgumentException on first access.
+    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = MaxDepth, AllowDuplicateProperties = false };
 
     /// <summary>The file's bytes (a UTF-8 byte-order mark dropped), or null when it does not exist.</summary>
     public static byte[]? ReadBytes(string path, long maxBytes)
