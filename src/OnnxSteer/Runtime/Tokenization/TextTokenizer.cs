@@ -539,7 +539,7 @@ internal sealed class HfModelSection
         if (reader.TokenType != JsonTokenType.StartObject) throw TokenizerFile.Invalid(path, "model must be an object");
         string? type = null, unk = null, prefix = null, suffix = null;
         bool? byteFallback = null, fuseUnk = null, ignoreMerges = null;
-        Dictionary<string, int>? vocab = null;
+        (int Start, int End)? vocabRange = null;
         bool vocabSeen = false;
         (int Start, int End)? merges = null;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
@@ -556,10 +556,13 @@ internal sealed class HfModelSection
                 case "fuse_unk": fuseUnk = Bool(ref reader, path, "model.fuse_unk"); break;
                 case "ignore_merges": ignoreMerges = Bool(ref reader, path, "model.ignore_merges"); break;
                 case "vocab":
+                    // Read after this object (its extent sizes the table); another model type's vocabulary (Unigram's
+                    // is an array) is left to the type check below.
                     vocabSeen = true;
-                    // Another model type's vocabulary (Unigram's is an array) is skipped: the type check below reports it.
-                    if (reader.TokenType == JsonTokenType.StartObject) vocab = TokenizerFile.ReadVocab(ref reader, path, "model.vocab");
-                    else reader.Skip();
+                    var vocabStart = (int)reader.TokenStartIndex;
+                    bool isObject = reader.TokenType == JsonTokenType.StartObject;
+                    reader.Skip();
+                    vocabRange = isObject ? (vocabStart, (int)reader.BytesConsumed) : null;
                     break;
                 case "merges":
                     // Resolved once the vocabulary is known (it usually, not necessarily, comes first).
@@ -572,16 +575,24 @@ internal sealed class HfModelSection
         }
         type ??= "BPE";
         if (type != "BPE") throw TokenizerFile.Unsupported(path, $"tokenizer model type {TokenizerFile.Quote(type)} is not supported (BPE only)");
-        if (vocab is null) throw TokenizerFile.Invalid(path, vocabSeen ? "model.vocab must be an object of token ids" : "has no model.vocab");
+        if (vocabRange is not var (vocabFrom, vocabTo))
+            throw TokenizerFile.Invalid(path, vocabSeen ? "model.vocab must be an object of token ids" : "has no model.vocab");
         if (!string.IsNullOrEmpty(prefix) || !string.IsNullOrEmpty(suffix))
             throw TokenizerFile.Unsupported(path, "BPE with continuing_subword_prefix or end_of_word_suffix is not supported");
+        var options = new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth };
+        var vocabJson = json[vocabFrom..vocabTo];
+        var vocabReader = new Utf8JsonReader(vocabJson, options);
+        vocabReader.Read();
+        var vocab = TokenizerFile.ReadVocab(ref vocabReader, path, "model.vocab", TokenizerFile.EstimateEntries(vocabJson));
         var table = TokenizerFile.IdTable(vocab, path, "model.vocab");
         var mergeMap = new Dictionary<long, BpeMerge>();
         if (merges is var (from, to))
         {
-            var mergeReader = new Utf8JsonReader(json[from..to], new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth });
+            var mergeJson = json[from..to];
+            var mergeReader = new Utf8JsonReader(mergeJson, options);
             mergeReader.Read();
-            if (mergeReader.TokenType != JsonTokenType.Null) mergeMap = TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges");
+            if (mergeReader.TokenType != JsonTokenType.Null)
+                mergeMap = TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges", TokenizerFile.EstimateEntries(mergeJson));
         }
         return new HfModelSection
         {

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -178,10 +179,13 @@ internal static class TokenizerFile
 
     /// <summary>Reads a <c>{"token": id, ...}</c> object (the reader on its StartObject) into a dictionary, checking
     /// every id's type and range and refusing a token listed twice.</summary>
-    public static Dictionary<string, int> ReadVocab(ref Utf8JsonReader reader, string path, string where)
+    /// <remarks>The load-time loops are compiled fully optimised at once: a tokenizer is loaded once per process, so
+    /// tiered compilation would run them unoptimised (or on-stack replaced) exactly when they matter.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static Dictionary<string, int> ReadVocab(ref Utf8JsonReader reader, string path, string where, int capacity = 0)
     {
         if (reader.TokenType != JsonTokenType.StartObject) throw Invalid(path, $"{where} must be an object");
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        var vocab = new Dictionary<string, int>(capacity, StringComparer.Ordinal);
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             var token = reader.GetString()!;
@@ -197,6 +201,7 @@ internal static class TokenizerFile
     }
 
     /// <summary>The id table (index = id) of a vocabulary; refuses an id given to two tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static string[] IdTable(Dictionary<string, int> vocab, string path, string where)
     {
         int max = -1;
@@ -213,10 +218,11 @@ internal static class TokenizerFile
     /// <summary>Reads a merges array (the reader on its StartArray): <c>"a b"</c> strings or <c>["a", "b"]</c> pairs,
     /// each resolved against the vocabulary without building strings: both parts and their concatenation must be
     /// tokens. A pair listed twice keeps its later rank, as Hugging Face does.</summary>
-    public static Dictionary<long, BpeMerge> ReadMerges(ref Utf8JsonReader reader, Dictionary<string, int> vocab, string path, string where)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static Dictionary<long, BpeMerge> ReadMerges(ref Utf8JsonReader reader, Dictionary<string, int> vocab, string path, string where, int capacity = 0)
     {
         if (reader.TokenType != JsonTokenType.StartArray) throw Invalid(path, $"{where} must be an array");
-        var merges = new Dictionary<long, BpeMerge>();
+        var merges = new Dictionary<long, BpeMerge>(capacity);
         var lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
         var buffer = ArrayPool<char>.Shared.Rent(256);
         try
@@ -259,6 +265,7 @@ internal static class TokenizerFile
     }
 
     /// <summary>Reads merges.txt lines ("a b", a "#version" line skipped) the same way.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Dictionary<long, BpeMerge> ReadMergeLines(byte[] bytes, Dictionary<string, int> vocab, string path)
     {
         string text;
@@ -285,6 +292,10 @@ internal static class TokenizerFile
         }
         return merges;
     }
+
+    /// <summary>A capacity for the entries of a JSON object or array spanning <paramref name="json"/>: its commas plus
+    /// one (a vectorised count; an over-estimate for pairs and for tokens holding commas), so the tables never rehash.</summary>
+    public static int EstimateEntries(ReadOnlySpan<byte> json) => Math.Min(json.Count((byte)',') + 1, MaxTokenId + 1);
 
     public static long PairKey(int a, int b) => ((long)a << 32) | (uint)b;
 
