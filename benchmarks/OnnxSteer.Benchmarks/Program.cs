@@ -21,7 +21,7 @@ internal sealed record Options
     public string? Keep { get; init; }
 
     public const string Usage = """
-        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [all]
+        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [tokenizer-load] [all]
                  [--model tiny|medium|medium-optimum|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
                  [--markdown FILE] [--keep DIR]
@@ -36,6 +36,8 @@ internal sealed record Options
           roofline one [M,768]x[768,2048] MatMul: the GFLOP/s ONNX Runtime reaches on this core
           patch    patch time and bytes read against a sparse external data file of each --sizes
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
+          tokenizer-load  tokenizer load ms (process start to ready, cold, warm) on the shared Llama export, the bundled
+                   model and synthetic byte-level BPE tokenizers of 32k and 128k tokens
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
@@ -56,7 +58,7 @@ internal sealed record Options
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep" or "genai": suites.Add(args[i]); break;
+                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep" or "genai" or "tokenizer-load": suites.Add(args[i]); break;
                 case "all": suites.AddRange(["decode", "prefill", "alloc", "extract", "patch"]); break;
                 case "--model": models.Add(Next()); break;
                 case "--repeats": o = o with { Repeats = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
@@ -109,6 +111,7 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        if (args is [TokenizerLoadBench.ChildFlag, var tokenizerFolder]) return TokenizerLoadBench.Child(tokenizerFolder);
         Options o;
         try { o = Options.Parse(args); }
         catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
@@ -122,6 +125,7 @@ internal static class Program
             report.Note($"Machine: {Machine.Describe()}. ONNX Runtime intra-op threads: {(o.Threads?.ToString(CultureInfo.InvariantCulture) ?? "default (all cores)")}. Load average at start: {Machine.Load()}.");
             if (o.Suites.Contains("patch")) PatchBench.Run(scratch, o, report);
             if (o.Suites.Contains("roofline") && !o.Suites.Contains("extract-profile")) ExtractProfileBench.Roofline(o, report);
+            if (o.Suites.Contains("tokenizer-load")) TokenizerLoadBench.Run(scratch, o, report);
             foreach (var name in o.Models)
             {
                 if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile" or "lockstep" or "genai")) break;

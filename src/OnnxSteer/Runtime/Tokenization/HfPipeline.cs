@@ -6,27 +6,36 @@ using Microsoft.ML.Tokenizers;
 
 namespace OnnxSteer.Runtime.Tokenization;
 
-/// <summary>The BPE merge step, delegated to Microsoft.ML.Tokenizers' <see cref="BpeTokenizer"/>, plus the two
-/// Hugging Face model options it lacks: byte fallback (an out-of-vocabulary character becomes its UTF-8 bytes as
-/// <c>&lt;0xXX&gt;</c> tokens, as Llama/Mistral do) and ignore_merges (a word already in the vocabulary is one token,
-/// as Llama 3 does).</summary>
+/// <summary>A Hugging Face BPE model (tokenizer.json's <c>model</c> with type BPE, or vocab.json + merges.txt):
+/// characters become vocabulary tokens, unknown characters become their UTF-8 bytes as <c>&lt;0xXX&gt;</c> tokens (byte
+/// fallback, as Llama/Mistral do) or the unknown token, then merges apply lowest rank first. The algorithm is Hugging
+/// Face's (tokenizers' <c>Word::merge_all</c>), so ids match it, including ignore_merges (a word already in the
+/// vocabulary is one token, as Llama 3 does) and fuse_unk. Merges are kept as (left id, right id) to (rank, new id),
+/// built at load without a string per merge.</summary>
 internal sealed class BpeModel
 {
-    private readonly BpeTokenizer _bpe;
     private readonly Dictionary<string, int> _vocab;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     private readonly string[] _idToToken;
+    private readonly Dictionary<long, BpeMerge> _merges;
     private readonly int? _unkId;
     private readonly int[]? _byteIds;
+    private readonly bool _fuseUnk;
     private readonly bool _ignoreMerges;
 
-    public BpeModel(Dictionary<string, int> vocab, List<string> merges, string? unk, bool byteFallback, bool ignoreMerges, bool byteLevel)
+    [ThreadStatic] private static MergeScratch? t_scratch;
+
+    public BpeModel(Dictionary<string, int> vocab, string[] idToToken, Dictionary<long, BpeMerge> merges, string? unk,
+        bool byteFallback, bool fuseUnk, bool ignoreMerges, bool byteLevel)
     {
         _vocab = vocab;
+        _lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        _idToToken = idToToken;
+        _merges = merges;
+        _fuseUnk = fuseUnk;
         _ignoreMerges = ignoreMerges;
         ByteLevel = byteLevel;
-        int max = vocab.Count == 0 ? 0 : vocab.Values.Max();
-        _idToToken = new string[max + 1];
-        foreach (var (text, id) in vocab) if (id >= 0) _idToToken[id] = text;
+        // An unk_token missing from the vocabulary acts as none (unknown characters are dropped), as before.
         _unkId = unk is not null && vocab.TryGetValue(unk, out var u) ? u : null;
         if (byteFallback)
         {
@@ -34,15 +43,6 @@ internal sealed class BpeModel
             for (int b = 0; b < 256; b++)
                 _byteIds[b] = vocab.TryGetValue($"<0x{b:X2}>", out var id) ? id : -1;
         }
-        // Unknown characters stay one token each (not fused) so byte fallback can replace them exactly.
-        var options = new BpeOptions(vocab)
-        {
-            Merges = merges,
-            UnknownToken = _unkId is null ? null : unk,
-            FuseUnknownTokens = false,
-            ByteLevel = byteLevel,
-        };
-        _bpe = BpeTokenizer.Create(options);
     }
 
     public bool ByteLevel { get; }
@@ -51,27 +51,101 @@ internal sealed class BpeModel
     public int? TokenToId(string token) => _vocab.TryGetValue(token, out var id) ? id : null;
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
-    /// <summary>Encodes one pre-tokenized word (in byte-level mode: raw text; ML.Tokenizers maps bytes itself).</summary>
+    /// <summary>Encodes one pre-tokenized word (in byte-level mode the raw text: its UTF-8 bytes are mapped to
+    /// GPT-2's byte characters here).</summary>
     public void EncodeWord(string word, List<int> ids)
     {
-        if (_ignoreMerges && _vocab.TryGetValue(ByteLevel ? ByteLevelMap.Encode(word) : word, out var whole)) { ids.Add(whole); return; }
-        var tokens = _bpe.EncodeToTokens(word, out _, considerPreTokenization: false, considerNormalization: false);
-        for (int i = 0; i < tokens.Count; i++)
+        var w = ByteLevel ? ByteLevelMap.Encode(word) : word;
+        if (_ignoreMerges && _vocab.TryGetValue(w, out var whole)) { ids.Add(whole); return; }
+        var scratch = t_scratch ??= new MergeScratch();
+        var symbols = scratch.Symbols;
+        symbols.Clear();
+        // Hugging Face's merge_word: one symbol per character (code point); a pending unknown is fused with the next
+        // unknown when fuse_unk is set and flushed before the next known character. Byte-fallback tokens are added
+        // without flushing a pending unknown, exactly as Hugging Face does.
+        bool unkPending = false;
+        Span<byte> utf8 = stackalloc byte[4];
+        for (int i = 0; i < w.Length;)
         {
-            var t = tokens[i];
-            if (_byteIds is not null && _unkId is int unk && t.Id == unk)
+            int n = char.IsHighSurrogate(w[i]) && i + 1 < w.Length && char.IsLowSurrogate(w[i + 1]) ? 2 : 1;
+            var c = w.AsSpan(i, n);
+            i += n;
+            if (_lookup.TryGetValue(c, out var id))
             {
-                // Coalesce neighbouring unknowns so a surrogate pair (one code point, two UTF-16 units) is encoded whole.
-                int from = t.Offset.Start.GetOffset(word.Length), to = t.Offset.End.GetOffset(word.Length);
-                while (i + 1 < tokens.Count && tokens[i + 1].Id == unk) to = tokens[++i].Offset.End.GetOffset(word.Length);
-                var bytes = Encoding.UTF8.GetBytes(word[from..to]);
-                bool all = bytes.All(b => _byteIds[b] >= 0);
-                if (!all) { ids.Add(unk); continue; }
-                foreach (var b in bytes) ids.Add(_byteIds[b]);
+                if (unkPending) { symbols.Add(_unkId!.Value); unkPending = false; }
+                symbols.Add(id);
                 continue;
             }
-            ids.Add(t.Id);
+            if (_byteIds is not null)
+            {
+                int count = Encoding.UTF8.GetBytes(c, utf8);
+                bool all = true;
+                for (int k = 0; k < count; k++) all &= _byteIds[utf8[k]] >= 0;
+                if (all)
+                {
+                    for (int k = 0; k < count; k++) symbols.Add(_byteIds[utf8[k]]);
+                    continue;
+                }
+            }
+            if (_unkId is int unk)
+            {
+                if (unkPending && !_fuseUnk) symbols.Add(unk);
+                unkPending = true;
+            }
         }
+        if (unkPending) symbols.Add(_unkId!.Value);
+        MergeAll(scratch);
+        for (int i = 0; i < symbols.Count; i++) if (scratch.Alive(i)) ids.Add(symbols[i]);
+    }
+
+    /// <summary>Hugging Face's Word::merge_all without dropout: a queue of candidate merges ordered by (rank, position);
+    /// a popped merge is skipped when its symbols changed since it was queued.</summary>
+    private void MergeAll(MergeScratch s)
+    {
+        var c = s.Symbols;
+        int count = c.Count;
+        s.Reset(count);
+        if (count < 2 || _merges.Count == 0) return;
+        var prev = s.Prev; var next = s.Next; var queue = s.Queue;
+        for (int i = 0; i + 1 < count; i++)
+            if (_merges.TryGetValue(TokenizerFile.PairKey(c[i], c[i + 1]), out var m)) queue.Enqueue((i, m.Id), Priority(m.Rank, i));
+        while (queue.TryDequeue(out var top, out _))
+        {
+            int pos = top.Pos;
+            if (!s.Alive(pos) || next[pos] < 0) continue;
+            int right = next[pos];
+            if (!_merges.TryGetValue(TokenizerFile.PairKey(c[pos], c[right]), out var now) || now.Id != top.Id) continue;
+            c[pos] = top.Id;
+            next[pos] = next[right];
+            s.Remove(right);
+            if (next[pos] >= 0) prev[next[pos]] = pos;
+            if (prev[pos] >= 0 && _merges.TryGetValue(TokenizerFile.PairKey(c[prev[pos]], c[pos]), out var left))
+                queue.Enqueue((prev[pos], left.Id), Priority(left.Rank, prev[pos]));
+            if (next[pos] >= 0 && _merges.TryGetValue(TokenizerFile.PairKey(c[pos], c[next[pos]]), out var after))
+                queue.Enqueue((pos, after.Id), Priority(after.Rank, pos));
+        }
+    }
+
+    private static long Priority(int rank, int pos) => ((long)rank << 32) | (uint)pos;
+
+    /// <summary>Per-thread buffers for one word's merge, reused so encoding does not allocate per word.</summary>
+    private sealed class MergeScratch
+    {
+        public readonly List<int> Symbols = new(64);
+        public readonly PriorityQueue<(int Pos, int Id), long> Queue = new();
+        public int[] Prev = new int[64];
+        public int[] Next = new int[64];
+        private bool[] _removed = new bool[64];
+
+        public void Reset(int count)
+        {
+            if (Prev.Length < count) { Prev = new int[count]; Next = new int[count]; _removed = new bool[count]; }
+            for (int i = 0; i < count; i++) { Prev[i] = i - 1; Next[i] = i + 1 < count ? i + 1 : -1; _removed[i] = false; }
+            Queue.Clear();
+        }
+
+        public bool Alive(int i) => !_removed[i];
+        public void Remove(int i) => _removed[i] = true;
     }
 
     public void AppendTokenBytes(int id, List<byte> bytes, bool byteLevelDecoder)
@@ -126,11 +200,11 @@ internal static class ByteLevelMap
 }
 
 /// <summary>tokenizer.json pipeline: normalizer, pre-tokenizer, then BPE per word.</summary>
-internal sealed class HfBackend(BpeModel model, NormalizerStep? normalizer, PreTokenizerStep? preTokenizer, bool byteLevelDecoder) : ITokenizerBackend
+internal sealed class HfBackend(BpeModel model, NormalizerStep? normalizer, PreTokenizerStep? preTokenizer, bool byteLevelDecoder, string source) : ITokenizerBackend
 {
     public void EncodeSegment(string segment, List<int> ids, bool atStart)
     {
-        var text = normalizer is null ? segment : normalizer.Apply(segment);
+        var text = normalizer is null ? segment : normalizer.Apply(segment, segment.Length, source);
         if (preTokenizer is null) { if (text.Length > 0) model.EncodeWord(text, ids); return; }
         var words = new List<string> { text };
         preTokenizer.Split(words, atStart);
@@ -163,50 +237,128 @@ internal sealed class SentencePieceBackend(SentencePieceTokenizer sp) : ITokeniz
     public string? IdToToken(int id) => _pieces.TryGetValue(id, out var p) ? p : null;
 }
 
+/// <summary>Regexes from tokenizer files run with a match timeout: a pattern that backtracks catastrophically
+/// (<c>^(\w+\s?)*$</c>) fails the encode with an error instead of hanging. The pre-tokenizer patterns of GPT-2, Llama 3
+/// and Qwen2 are source-generated (no compile cost at load).</summary>
+internal static partial class TokenizerRegex
+{
+    public const int TimeoutMs = 1000;
+
+    /// <summary>Longest literal a normalizer may insert (real ones insert one character, "▁" or " ").</summary>
+    public const int MaxInsertedText = 64;
+
+    public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    public const string Llama3Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    public const string Qwen2Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    [GeneratedRegex(Gpt2Pattern, RegexOptions.CultureInvariant, TimeoutMs)]
+    public static partial Regex Gpt2();
+
+    [GeneratedRegex(Llama3Pattern, RegexOptions.CultureInvariant, TimeoutMs)]
+    private static partial Regex Llama3();
+
+    [GeneratedRegex(Qwen2Pattern, RegexOptions.CultureInvariant, TimeoutMs)]
+    private static partial Regex Qwen2();
+
+    /// <summary>The regex for a pattern from <paramref name="path"/>; a pattern .NET cannot compile is an error.</summary>
+    public static Regex For(string pattern, string path, string where) => pattern switch
+    {
+        Gpt2Pattern => Gpt2(),
+        Llama3Pattern => Llama3(),
+        Qwen2Pattern => Qwen2(),
+        _ => Compile(pattern, path, where),
+    };
+
+    private static Regex Compile(string pattern, string path, string where)
+    {
+        // Interpreted, not RegexOptions.Compiled: compiling costs more at load than it saves on prompt-sized text.
+        try { return new Regex(pattern, RegexOptions.CultureInvariant, TimeSpan.FromMilliseconds(TimeoutMs)); }
+        catch (ArgumentException e) { throw TokenizerFile.Invalid(path, $"{where} regex {TokenizerFile.Quote(pattern)} does not compile: {e.Message}"); }
+    }
+}
+
 /// <summary>A tokenizer.json normalizer (the subset real decoder LLMs use).</summary>
 internal abstract class NormalizerStep
 {
-    public abstract string Apply(string text);
+    /// <summary>Normalizes <paramref name="text"/>; <paramref name="originalLength"/> is the segment's length before any
+    /// step, which bounds how far a chain of steps may grow it.</summary>
+    public abstract string Apply(string text, int originalLength, string path);
 
-    public static NormalizerStep? FromJson(JsonObject? node, string path)
+    /// <summary>Most characters a normalized segment may have: NFKD expands one character to at most 18, so 32-fold
+    /// growth is beyond any real normalizer and stops a chain of Replace steps from multiplying the text.</summary>
+    protected static void CheckGrowth(string text, int originalLength, string path)
     {
-        if (node is null) return null;
-        var type = node["type"]?.GetValue<string>();
-        return type switch
-        {
-            "Sequence" => new SequenceNormalizer(((JsonArray)node["normalizers"]!).Select(n => FromJson(n as JsonObject, path)).OfType<NormalizerStep>().ToArray()),
-            "Prepend" => new FuncNormalizer(t => node["prepend"]!.GetValue<string>() + t),
-            "Replace" => ReplaceStep(node),
-            "NFC" => new FuncNormalizer(t => t.Normalize(NormalizationForm.FormC)),
-            "NFD" => new FuncNormalizer(t => t.Normalize(NormalizationForm.FormD)),
-            "NFKC" => new FuncNormalizer(t => t.Normalize(NormalizationForm.FormKC)),
-            "NFKD" => new FuncNormalizer(t => t.Normalize(NormalizationForm.FormKD)),
-            "Lowercase" => new FuncNormalizer(t => t.ToLowerInvariant()),
-            "Strip" => new FuncNormalizer(t =>
-                (node["strip_left"]?.GetValue<bool>() ?? true, node["strip_right"]?.GetValue<bool>() ?? true) switch
-                {
-                    (true, true) => t.Trim(), (true, false) => t.TrimStart(), (false, true) => t.TrimEnd(), _ => t,
-                }),
-            _ => throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{path}: normalizer \"{type}\" is not supported"),
-        };
+        if (text.Length > 32L * originalLength + 4096)
+            throw TokenizerFile.Invalid(path, $"normalizer grows a {originalLength}-character text to {text.Length} characters (more than 32-fold)");
     }
 
-    private static NormalizerStep ReplaceStep(JsonObject node)
+    public static NormalizerStep? FromJson(JsonNode? node, string path, string where)
     {
-        var content = node["content"]!.GetValue<string>();
-        if (node["pattern"]?["String"]?.GetValue<string>() is string s) return new FuncNormalizer(t => t.Replace(s, content, StringComparison.Ordinal));
-        var regex = new Regex(node["pattern"]!["Regex"]!.GetValue<string>(), RegexOptions.CultureInvariant);
+        if (node is null) return null;
+        if (node is not JsonObject o) throw TokenizerFile.Invalid(path, $"{where} must be an object, not {TokenizerFile.Kind(node)}");
+        var type = TokenizerFile.OptString(o, "type", path, where) ?? throw TokenizerFile.Invalid(path, $"{where} has no type");
+        switch (type)
+        {
+            case "Sequence":
+                var list = TokenizerFile.OptArray(o, "normalizers", path, where) ?? throw TokenizerFile.Invalid(path, $"{where}.normalizers is missing");
+                return new SequenceNormalizer(list.Select((n, i) => FromJson(n, path, $"{where}.normalizers[{i}]")).OfType<NormalizerStep>().ToArray());
+            case "Prepend":
+                var prefix = Inserted(TokenizerFile.RequireString(o, "prepend", path, where), path, where + ".prepend");
+                return new FuncNormalizer(t => prefix + t);
+            case "Replace":
+                return ReplaceStep(o, path, where);
+            case "NFC": return new FuncNormalizer(t => t.Normalize(NormalizationForm.FormC));
+            case "NFD": return new FuncNormalizer(t => t.Normalize(NormalizationForm.FormD));
+            case "NFKC": return new FuncNormalizer(t => t.Normalize(NormalizationForm.FormKC));
+            case "NFKD": return new FuncNormalizer(t => t.Normalize(NormalizationForm.FormKD));
+            case "Lowercase": return new FuncNormalizer(t => t.ToLowerInvariant());
+            case "Strip":
+                var left = TokenizerFile.OptBool(o, "strip_left", path, where) ?? true;
+                var right = TokenizerFile.OptBool(o, "strip_right", path, where) ?? true;
+                return new FuncNormalizer(t => (left, right) switch
+                {
+                    (true, true) => t.Trim(), (true, false) => t.TrimStart(), (false, true) => t.TrimEnd(), _ => t,
+                });
+            default:
+                throw TokenizerFile.Unsupported(path, $"normalizer {TokenizerFile.Quote(type)} is not supported");
+        }
+    }
+
+    private static string Inserted(string text, string path, string where) => text.Length <= TokenizerRegex.MaxInsertedText ? text
+        : throw TokenizerFile.Invalid(path, $"{where} is {text.Length} characters; a normalizer may insert at most {TokenizerRegex.MaxInsertedText}");
+
+    private static NormalizerStep ReplaceStep(JsonObject o, string path, string where)
+    {
+        var content = Inserted(TokenizerFile.RequireString(o, "content", path, where), path, where + ".content");
+        var pattern = TokenizerFile.OptObject(o, "pattern", path, where) ?? throw TokenizerFile.Invalid(path, $"{where}.pattern is missing");
+        if (TokenizerFile.OptString(pattern, "String", path, where + ".pattern") is string s)
+        {
+            if (s.Length == 0) throw TokenizerFile.Invalid(path, $"{where}.pattern.String is empty");
+            return new FuncNormalizer(t => t.Replace(s, content, StringComparison.Ordinal));
+        }
+        var regexText = TokenizerFile.OptString(pattern, "Regex", path, where + ".pattern")
+            ?? throw TokenizerFile.Invalid(path, $"{where}.pattern needs \"String\" or \"Regex\"");
+        var regex = TokenizerRegex.For(regexText, path, where);
         return new FuncNormalizer(t => regex.Replace(t, content));
     }
 
     private sealed class SequenceNormalizer(NormalizerStep[] steps) : NormalizerStep
     {
-        public override string Apply(string text) { foreach (var s in steps) text = s.Apply(text); return text; }
+        public override string Apply(string text, int originalLength, string path)
+        {
+            foreach (var s in steps) text = s.Apply(text, originalLength, path);
+            return text;
+        }
     }
 
     private sealed class FuncNormalizer(Func<string, string> f) : NormalizerStep
     {
-        public override string Apply(string text) => f(text);
+        public override string Apply(string text, int originalLength, string path)
+        {
+            var result = f(text);
+            CheckGrowth(result, originalLength, path);
+            return result;
+        }
     }
 }
 
@@ -219,25 +371,45 @@ internal abstract class PreTokenizerStep
     /// <param name="atStart">Whether the segment starts the text (Metaspace's prepend_scheme "first").</param>
     public abstract void Split(List<string> words, bool atStart);
 
-    public static PreTokenizerStep? FromJson(JsonObject? node, string path)
+    public static PreTokenizerStep? FromJson(JsonNode? node, string path, string where)
     {
         if (node is null) return null;
-        var type = node["type"]?.GetValue<string>();
-        return type switch
+        if (node is not JsonObject o) throw TokenizerFile.Invalid(path, $"{where} must be an object, not {TokenizerFile.Kind(node)}");
+        var type = TokenizerFile.OptString(o, "type", path, where) ?? throw TokenizerFile.Invalid(path, $"{where} has no type");
+        bool? Bool(string key) => TokenizerFile.OptBool(o, key, path, where);
+        switch (type)
         {
-            "Sequence" => new SequencePreTokenizer(((JsonArray)node["pretokenizers"]!).Select(n => FromJson(n as JsonObject, path)).OfType<PreTokenizerStep>().ToArray()),
-            "ByteLevel" => new ByteLevelPreTokenizer(node["add_prefix_space"]?.GetValue<bool>() ?? false, node["use_regex"]?.GetValue<bool>() ?? true),
-            "Metaspace" => new MetaspacePreTokenizer(node["replacement"]?.GetValue<string>() ?? "\u2581",
-                node["prepend_scheme"]?.GetValue<string>() ?? ((node["add_prefix_space"]?.GetValue<bool>() ?? true) ? "always" : "never"),
-                node["split"]?.GetValue<bool>() ?? true),
-            "Split" => new RegexSplitPreTokenizer(
-                node["pattern"]?["Regex"]?.GetValue<string>() ?? Regex.Escape(node["pattern"]!["String"]!.GetValue<string>()),
-                node["behavior"]?.GetValue<string>() ?? "Isolated", node["invert"]?.GetValue<bool>() ?? false),
-            "Digits" => new RegexSplitPreTokenizer((node["individual_digits"]?.GetValue<bool>() ?? false) ? @"\p{Nd}" : @"\p{Nd}+", "Isolated", false),
-            "WhitespaceSplit" => new RegexSplitPreTokenizer(@"\s+", "Removed", false),
-            "Whitespace" => new RegexSplitPreTokenizer(@"\w+|[^\w\s]+", "Isolated", true),
-            _ => throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{path}: pre_tokenizer \"{type}\" is not supported"),
-        };
+            case "Sequence":
+                var list = TokenizerFile.OptArray(o, "pretokenizers", path, where) ?? throw TokenizerFile.Invalid(path, $"{where}.pretokenizers is missing");
+                return new SequencePreTokenizer(list.Select((n, i) => FromJson(n, path, $"{where}.pretokenizers[{i}]")).OfType<PreTokenizerStep>().ToArray());
+            case "ByteLevel":
+                return new ByteLevelPreTokenizer(Bool("add_prefix_space") ?? false, Bool("use_regex") ?? true);
+            case "Metaspace":
+                var replacement = TokenizerFile.OptString(o, "replacement", path, where) ?? "\u2581";
+                if (replacement.Length is 0 or > 4) throw TokenizerFile.Invalid(path, $"{where}.replacement must be 1 to 4 characters");
+                var scheme = TokenizerFile.OptString(o, "prepend_scheme", path, where) ?? ((Bool("add_prefix_space") ?? true) ? "always" : "never");
+                if (scheme is not ("always" or "never" or "first"))
+                    throw TokenizerFile.Invalid(path, $"{where}.prepend_scheme is {TokenizerFile.Quote(scheme)}; expected \"always\", \"never\" or \"first\"");
+                return new MetaspacePreTokenizer(replacement, scheme, Bool("split") ?? true);
+            case "Split":
+                var pattern = TokenizerFile.OptObject(o, "pattern", path, where) ?? throw TokenizerFile.Invalid(path, $"{where}.pattern is missing");
+                var regex = TokenizerFile.OptString(pattern, "Regex", path, where + ".pattern") is string r ? TokenizerRegex.For(r, path, where)
+                    : TokenizerFile.OptString(pattern, "String", path, where + ".pattern") is { Length: > 0 } s ? new Regex(Regex.Escape(s), RegexOptions.CultureInvariant)
+                    : throw TokenizerFile.Invalid(path, $"{where}.pattern needs a non-empty \"String\" or a \"Regex\"");
+                var behavior = TokenizerFile.OptString(o, "behavior", path, where) ?? "Isolated";
+                if (behavior is not ("Removed" or "Isolated" or "MergedWithPrevious" or "MergedWithNext" or "Contiguous"))
+                    throw TokenizerFile.Invalid(path, $"{where}.behavior {TokenizerFile.Quote(behavior)} is not a split behavior");
+                return new RegexSplitPreTokenizer(regex, behavior, Bool("invert") ?? false);
+            case "Digits":
+                return new RegexSplitPreTokenizer(new Regex((Bool("individual_digits") ?? false) ? @"\p{Nd}" : @"\p{Nd}+", RegexOptions.CultureInvariant), "Isolated", false);
+            case "WhitespaceSplit":
+                return new RegexSplitPreTokenizer(new Regex(@"\s+", RegexOptions.CultureInvariant), "Removed", false);
+            case "Whitespace":
+                // Hugging Face: split on \w+|[^\w\s]+ with invert, removing what lies between (the whitespace).
+                return new RegexSplitPreTokenizer(new Regex(@"\w+|[^\w\s]+", RegexOptions.CultureInvariant), "Removed", true);
+            default:
+                throw TokenizerFile.Unsupported(path, $"pre_tokenizer {TokenizerFile.Quote(type)} is not supported");
+        }
     }
 
     protected static void SplitEach(List<string> words, Func<string, IEnumerable<string>> split)
@@ -256,18 +428,15 @@ internal abstract class PreTokenizerStep
 }
 
 /// <summary>GPT-2's ByteLevel pre-tokenizer: the GPT-2 regex split (optional) and a prefix space (optional).
-/// The byte-to-character mapping itself is done by ML.Tokenizers' byte-level BPE.</summary>
-internal sealed partial class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : PreTokenizerStep
+/// The byte-to-character mapping itself is done by <see cref="BpeModel"/>.</summary>
+internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : PreTokenizerStep
 {
-    [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")]
-    private static partial Regex Gpt2();
-
     public override bool IsByteLevel => true;
 
     public override void Split(List<string> words, bool atStart)
     {
         if (addPrefixSpace && words.Count > 0 && words[0].Length > 0 && words[0][0] != ' ') words[0] = " " + words[0];
-        if (useRegex) SplitEach(words, w => Gpt2().Matches(w).Select(m => m.Value));
+        if (useRegex) SplitEach(words, w => TokenizerRegex.Gpt2().Matches(w).Select(m => m.Value));
     }
 }
 
@@ -300,15 +469,13 @@ internal sealed class MetaspacePreTokenizer(string replacement, string prependSc
 }
 
 /// <summary>The Split pre-tokenizer with a regex (Qwen2, Llama 3 and others put their GPT-style regex here).</summary>
-internal sealed class RegexSplitPreTokenizer(string pattern, string behavior, bool invert) : PreTokenizerStep
+internal sealed class RegexSplitPreTokenizer(Regex regex, string behavior, bool invert) : PreTokenizerStep
 {
-    private readonly Regex _regex = new(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled);
-
     public override void Split(List<string> words, bool atStart) => SplitEach(words, w =>
     {
         var parts = new List<(string Text, bool Match)>();
         int last = 0;
-        foreach (Match m in _regex.Matches(w))
+        foreach (Match m in regex.Matches(w))
         {
             if (m.Length == 0) continue;
             if (m.Index > last) parts.Add((w[last..m.Index], false));

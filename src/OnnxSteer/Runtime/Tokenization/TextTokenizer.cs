@@ -1,6 +1,8 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace OnnxSteer.Runtime.Tokenization;
@@ -20,9 +22,12 @@ public sealed class TextTokenizer
     private readonly int[] _suffixIds;
     private readonly bool _stripLeadingSpace;
 
+    private readonly string _source;
+
     private TextTokenizer(ITokenizerBackend backend, IEnumerable<AddedToken> added, int[] prefix, int[] suffix, bool stripLeadingSpace,
-        string? bos, string? eos, string? pad, string kind)
+        string? bos, string? eos, string? pad, string kind, string source)
     {
+        _source = source;
         _backend = backend;
         _addedTokens = added.GroupBy(t => t.Content).Select(g => g.First()).OrderByDescending(t => t.Content.Length).ToArray();
         _addedById = _addedTokens.GroupBy(t => t.Id).ToDictionary(g => g.Key, g => g.First());
@@ -54,115 +59,193 @@ public sealed class TextTokenizer
 
     /// <summary>Loads the tokenizer from a model folder, choosing by the files present (tokenizer.json first,
     /// then tokenizer.model, then vocab.json + merges.txt). Special tokens and bos/eos/pad come from
-    /// tokenizer.json's added_tokens and tokenizer_config.json.</summary>
-    /// <exception cref="OnnxSteerException">No tokenizer files, or a tokenizer kind that is not supported.</exception>
+    /// tokenizer.json's added_tokens and tokenizer_config.json (or special_tokens_map.json).</summary>
+    /// <remarks>The files are untrusted input: every size, type, id and reference is checked before it is used
+    /// (docs/reliability.md, "Tokenizer files"). tokenizer.json's vocabulary and merges are streamed with
+    /// <see cref="Utf8JsonReader"/> (no node tree, no string per merge).</remarks>
+    /// <exception cref="OnnxSteerException">No tokenizer files (NotFound); a file that is malformed, too large or
+    /// inconsistent (InvalidModel, naming the file); a tokenizer kind that is not supported (UnsupportedModel).</exception>
     public static TextTokenizer Load(string directory)
     {
-        var config = ReadJson(Path.Combine(directory, "tokenizer_config.json"));
-        var specialMap = ReadJson(Path.Combine(directory, "special_tokens_map.json"));
-        string? bos = TokenText(config?["bos_token"]) ?? TokenText(specialMap?["bos_token"]);
-        string? eos = TokenText(config?["eos_token"]) ?? TokenText(specialMap?["eos_token"]);
-        string? pad = TokenText(config?["pad_token"]) ?? TokenText(specialMap?["pad_token"]);
-        var added = new List<AddedToken>();
-        if (config?["added_tokens_decoder"] is JsonObject decoderTokens)
-            foreach (var (id, node) in decoderTokens)
-                if (node is JsonObject o && int.TryParse(id, out var i)) added.Add(AddedToken.FromJson(o, i));
-
+        var cfg = ReadConfig(directory);
         var jsonPath = Path.Combine(directory, "tokenizer.json");
         if (File.Exists(jsonPath))
-        {
-            var root = JsonNode.Parse(File.ReadAllText(jsonPath)) as JsonObject
-                ?? throw new OnnxSteerException(ErrorKind.InvalidModel, $"{jsonPath} is not a JSON object");
-            return FromHuggingFaceJson(root, config, added, bos, eos, pad, jsonPath);
-        }
+            return Guarded(jsonPath, () => FromHuggingFaceJson(TokenizerFile.ReadBytes(jsonPath, TokenizerFile.MaxModelFileBytes)!, jsonPath, cfg));
+
         var spPath = Path.Combine(directory, "tokenizer.model");
         if (File.Exists(spPath))
         {
-            bool addBos = config?["add_bos_token"]?.GetValue<bool>() ?? true;
-            bool addEos = config?["add_eos_token"]?.GetValue<bool>() ?? false;
-            using var stream = File.OpenRead(spPath);
-            var sp = SentencePieceTokenizer.Create(stream, false, false);
+            var bytes = TokenizerFile.ReadBytes(spPath, TokenizerFile.MaxModelFileBytes)!;
+            SentencePieceTokenizer sp;
+            // Microsoft.ML.Tokenizers parses the protobuf; whatever it throws on a corrupt file is this file's fault.
+            try { sp = SentencePieceTokenizer.Create(new MemoryStream(bytes, writable: false), false, false); }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                throw TokenizerFile.Invalid(spPath, $"is not a SentencePiece model: {e.Message}");
+            }
             var backend = new SentencePieceBackend(sp);
-            bos ??= sp.BeginningOfSentenceToken; eos ??= sp.EndOfSentenceToken;
-            var tokenizer = new TextTokenizer(backend, added, [], [], stripLeadingSpace: true, bos, eos, pad, "tokenizer.model (SentencePiece)");
-            return tokenizer.WithBosEos(addBos, addEos);
+            var bos = cfg.Bos ?? sp.BeginningOfSentenceToken;
+            var eos = cfg.Eos ?? sp.EndOfSentenceToken;
+            var tokenizer = new TextTokenizer(backend, cfg.Added, [], [], stripLeadingSpace: true, bos, eos, cfg.Pad, "tokenizer.model (SentencePiece)", spPath);
+            return tokenizer.WithBosEos(cfg.AddBos ?? true, cfg.AddEos ?? false);
         }
         var vocabPath = Path.Combine(directory, "vocab.json");
         var mergesPath = Path.Combine(directory, "merges.txt");
         if (File.Exists(vocabPath) && File.Exists(mergesPath))
         {
-            var vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(vocabPath))
-                ?? throw new OnnxSteerException(ErrorKind.InvalidModel, $"{vocabPath} is empty");
-            var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
-            var model = new BpeModel(vocab, merges, unk: null, byteFallback: false, ignoreMerges: false, byteLevel: true);
-            var pipeline = new HfBackend(model, normalizer: null, new ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: true), byteLevelDecoder: true);
-            foreach (var (text, id) in vocab) if (added.All(a => a.Id != id) && (text == bos || text == eos || text == pad)) added.Add(new AddedToken(text, id, true));
-            bool addBos = config?["add_bos_token"]?.GetValue<bool>() ?? false;
-            var tokenizer = new TextTokenizer(pipeline, added, [], [], stripLeadingSpace: false, bos, eos, pad, "vocab.json + merges.txt (byte-level BPE)");
-            return tokenizer.WithBosEos(addBos, false);
+            var vocab = Guarded(vocabPath, () =>
+            {
+                var reader = new Utf8JsonReader(TokenizerFile.SkipBom(TokenizerFile.ReadBytes(vocabPath, TokenizerFile.MaxModelFileBytes)),
+                    new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth });
+                if (!reader.Read()) throw TokenizerFile.Invalid(vocabPath, "is empty");
+                var v = TokenizerFile.ReadVocab(ref reader, vocabPath, "the vocabulary");
+                if (reader.Read()) throw TokenizerFile.Invalid(vocabPath, "has content after the vocabulary object");
+                return v;
+            });
+            var table = TokenizerFile.IdTable(vocab, vocabPath, "the vocabulary");
+            var merges = TokenizerFile.ReadMergeLines(TokenizerFile.ReadBytes(mergesPath, TokenizerFile.MaxModelFileBytes)!, vocab, mergesPath);
+            var model = new BpeModel(vocab, table, merges, unk: null, byteFallback: false, fuseUnk: false, ignoreMerges: false, byteLevel: true);
+            var pipeline = new HfBackend(model, normalizer: null, new ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: true), byteLevelDecoder: true, vocabPath);
+            var added = new List<AddedToken>(cfg.Added);
+            foreach (var special in new[] { cfg.Bos, cfg.Eos, cfg.Pad })
+                if (special is not null && vocab.TryGetValue(special, out var id) && added.All(a => a.Id != id)) added.Add(new AddedToken(special, id, true));
+            var tokenizer = new TextTokenizer(pipeline, added, [], [], stripLeadingSpace: false, cfg.Bos, cfg.Eos, cfg.Pad,
+                "vocab.json + merges.txt (byte-level BPE)", vocabPath);
+            return tokenizer.WithBosEos(cfg.AddBos ?? false, false);
         }
         throw new OnnxSteerException(ErrorKind.NotFound,
             $"no tokenizer in {directory}: expected tokenizer.json, tokenizer.model, or vocab.json + merges.txt");
     }
 
-    private TextTokenizer WithBosEos(bool addBos, bool addEos) => new(_backend, _addedTokens,
-        addBos && BosTokenId is int b ? [b] : [], addEos && EosTokenId is int e ? [e] : [], _stripLeadingSpace, BosToken, EosToken, PadToken, Kind);
+    /// <summary>What tokenizer_config.json and special_tokens_map.json say (the config wins where both do).</summary>
+    private sealed record TokenizerConfig(string? Bos, string? Eos, string? Pad, bool? AddBos, bool? AddEos, List<AddedToken> Added);
 
-    private static TextTokenizer FromHuggingFaceJson(JsonObject root, JsonObject? config, List<AddedToken> added,
-        string? bos, string? eos, string? pad, string path)
+    private static TokenizerConfig ReadConfig(string directory)
     {
-        if (root["added_tokens"] is JsonArray addedTokens)
-            foreach (var node in addedTokens)
-                if (node is JsonObject o) added.Add(AddedToken.FromJson(o, o["id"]!.GetValue<int>()));
+        var configPath = Path.Combine(directory, "tokenizer_config.json");
+        var mapPath = Path.Combine(directory, "special_tokens_map.json");
+        var map = Guarded(mapPath, () => TokenizerFile.ReadObject(mapPath));
+        // Every file present is checked whole, even where the config's value wins.
+        var mapTokens = map is null ? [null, null, null]
+            : Guarded(mapPath, () => new[] { "bos_token", "eos_token", "pad_token" }.Select(k => TokenizerFile.TokenText(map, k, mapPath)).ToArray());
+        string? FromMap(string key) => mapTokens[key switch { "bos_token" => 0, "eos_token" => 1, _ => 2 }];
+        var config = Guarded(configPath, () => TokenizerFile.ReadObject(configPath));
+        if (config is null) return new TokenizerConfig(FromMap("bos_token"), FromMap("eos_token"), FromMap("pad_token"), null, null, []);
+        return Guarded(configPath, () =>
+        {
+            var added = new List<AddedToken>();
+            if (TokenizerFile.OptObject(config, "added_tokens_decoder", configPath, "tokenizer_config") is JsonObject decoderTokens)
+                foreach (var (key, node) in decoderTokens)
+                {
+                    var where = $"added_tokens_decoder[{TokenizerFile.Quote(key)}]";
+                    if (!int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id > TokenizerFile.MaxTokenId)
+                        throw TokenizerFile.Invalid(configPath, $"{where}: the key must be a token id, 0 to {TokenizerFile.MaxTokenId}");
+                    if (node is not JsonObject o) throw TokenizerFile.Invalid(configPath, $"{where} must be an object");
+                    added.Add(AddedToken.FromJson(o, id, configPath, where));
+                }
+            return new TokenizerConfig(
+                TokenizerFile.TokenText(config, "bos_token", configPath) ?? FromMap("bos_token"),
+                TokenizerFile.TokenText(config, "eos_token", configPath) ?? FromMap("eos_token"),
+                TokenizerFile.TokenText(config, "pad_token", configPath) ?? FromMap("pad_token"),
+                TokenizerFile.OptBool(config, "add_bos_token", configPath, "tokenizer_config"),
+                TokenizerFile.OptBool(config, "add_eos_token", configPath, "tokenizer_config"),
+                added);
+        });
+    }
 
-        var modelNode = root["model"] as JsonObject ?? throw new OnnxSteerException(ErrorKind.InvalidModel, $"{path} has no \"model\"");
-        var type = modelNode["type"]?.GetValue<string>() ?? "BPE";
-        if (type != "BPE")
-            throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{path}: tokenizer model type \"{type}\" is not supported (BPE only)");
+    /// <summary>Runs a parse step of <paramref name="path"/>; what System.Text.Json or the regex parser throws on bad
+    /// input (malformed or invalid UTF-8 JSON, a value of the wrong kind) becomes an InvalidModel error naming the file.</summary>
+    private static T Guarded<T>(string path, Func<T> parse)
+    {
+        try { return parse(); }
+        catch (JsonException e) { throw TokenizerFile.Invalid(path, $"is not valid JSON: {e.Message}"); }
+        catch (InvalidOperationException e) { throw TokenizerFile.Invalid(path, $"is not valid: {e.Message}"); }
+        catch (FormatException e) { throw TokenizerFile.Invalid(path, $"is not valid: {e.Message}"); }
+        catch (DecoderFallbackException e) { throw TokenizerFile.Invalid(path, $"is not UTF-8: {e.Message}"); }
+    }
 
-        var vocab = modelNode["vocab"].Deserialize<Dictionary<string, int>>()
-            ?? throw new OnnxSteerException(ErrorKind.InvalidModel, $"{path} has no model.vocab");
-        var merges = new List<string>();
-        if (modelNode["merges"] is JsonArray mergeArray)
-            foreach (var m in mergeArray)
-                merges.Add(m is JsonArray pair ? $"{pair[0]!.GetValue<string>()} {pair[1]!.GetValue<string>()}" : m!.GetValue<string>());
+    private TextTokenizer WithBosEos(bool addBos, bool addEos) => new(_backend, _addedTokens,
+        addBos && BosTokenId is int b ? [b] : [], addEos && EosTokenId is int e ? [e] : [], _stripLeadingSpace, BosToken, EosToken, PadToken, Kind, _source);
 
-        var preTokenizer = PreTokenizerStep.FromJson(root["pre_tokenizer"] as JsonObject, path);
+    /// <summary>The parts of tokenizer.json: the model's vocabulary and merges streamed, the small pipeline sections as nodes.</summary>
+    private static TextTokenizer FromHuggingFaceJson(byte[] bytes, string path, TokenizerConfig cfg)
+    {
+        ReadOnlySpan<byte> json = TokenizerFile.SkipBom(bytes);
+        var options = new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth };
+        var reader = new Utf8JsonReader(json, options);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) throw TokenizerFile.Invalid(path, "is not a JSON object");
+        JsonNode? addedNode = null, normalizerNode = null, preTokenizerNode = null, postNode = null, decoderNode = null;
+        HfModelSection? section = null;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var name = reader.GetString();
+            reader.Read();
+            switch (name)
+            {
+                case "model": section = HfModelSection.Read(ref reader, json, path); break;
+                case "added_tokens": addedNode = Capture(ref reader, json, path); break;
+                case "normalizer": normalizerNode = Capture(ref reader, json, path); break;
+                case "pre_tokenizer": preTokenizerNode = Capture(ref reader, json, path); break;
+                case "post_processor": postNode = Capture(ref reader, json, path); break;
+                case "decoder": decoderNode = Capture(ref reader, json, path); break;
+                default: reader.Skip(); break;
+            }
+        }
+        if (reader.Read()) throw TokenizerFile.Invalid(path, "has content after the top-level object");
+        if (section is null) throw TokenizerFile.Invalid(path, "has no \"model\"");
+
+        var added = new List<AddedToken>(cfg.Added);
+        switch (addedNode)
+        {
+            case null: break;
+            case JsonArray list:
+                for (int i = 0; i < list.Count; i++)
+                {
+                    if (list[i] is not JsonObject o) throw TokenizerFile.Invalid(path, $"added_tokens[{i}] must be an object");
+                    added.Add(AddedToken.FromJson(o, TokenizerFile.TokenId(o["id"], path, $"added_tokens[{i}].id"), path, $"added_tokens[{i}]"));
+                }
+                break;
+            default: throw TokenizerFile.Invalid(path, $"added_tokens must be an array, not {TokenizerFile.Kind(addedNode)}");
+        }
+
+        var vocab = section.Vocab;
+        var preTokenizer = PreTokenizerStep.FromJson(preTokenizerNode, path, "pre_tokenizer");
         bool byteLevel = preTokenizer is not null && preTokenizer.IsByteLevel;
-        var model = new BpeModel(vocab, merges,
-            unk: modelNode["unk_token"]?.GetValue<string>(),
-            byteFallback: modelNode["byte_fallback"]?.GetValue<bool>() ?? false,
-            ignoreMerges: modelNode["ignore_merges"]?.GetValue<bool>() ?? false,
-            byteLevel: byteLevel);
-        var normalizer = NormalizerStep.FromJson(root["normalizer"] as JsonObject, path);
-        var decoderNode = root["decoder"] as JsonObject;
+        var model = new BpeModel(vocab, section.IdToToken, section.Merges, section.Unk, section.ByteFallback, section.FuseUnk, section.IgnoreMerges, byteLevel);
+        var normalizer = NormalizerStep.FromJson(normalizerNode, path, "normalizer");
         bool byteLevelDecoder = byteLevel || ContainsType(decoderNode, "ByteLevel");
-        var backend = new HfBackend(model, normalizer, preTokenizer, byteLevelDecoder);
+        var backend = new HfBackend(model, normalizer, preTokenizer, byteLevelDecoder, path);
 
         // Post-processor: TemplateProcessing says which special tokens wrap a single sequence; otherwise follow
         // tokenizer_config.json's add_bos_token/add_eos_token (what transformers does for slow-tokenizer configs).
         int[] prefix = [], suffix = [];
-        if (FindTemplate(root["post_processor"] as JsonObject) is JsonArray single)
+        var post = postNode switch
+        {
+            null => null,
+            JsonObject o => o,
+            _ => throw TokenizerFile.Invalid(path, $"post_processor must be an object, not {TokenizerFile.Kind(postNode)}"),
+        };
+        if (FindTemplate(post, path, "post_processor") is JsonArray single)
         {
             var seen = false;
-            var pre = new List<int>(); var post = new List<int>();
-            foreach (var item in single)
+            var pre = new List<int>(); var after = new List<int>();
+            for (int i = 0; i < single.Count; i++)
             {
-                if (item?["Sequence"] is not null) { seen = true; continue; }
-                var special = item?["SpecialToken"]?["id"]?.GetValue<string>();
+                var where = $"post_processor.single[{i}]";
+                if (single[i] is not JsonObject item) throw TokenizerFile.Invalid(path, $"{where} must be an object");
+                if (item["Sequence"] is not null) { seen = true; continue; }
+                if (TokenizerFile.OptObject(item, "SpecialToken", path, where) is not JsonObject specialToken) continue;
+                var special = TokenizerFile.OptString(specialToken, "id", path, where + ".SpecialToken");
                 if (special is null) continue;
-                var ids = root["post_processor"]!.ToJsonString().Contains("special_tokens") ? FindSpecialIds(root["post_processor"] as JsonObject, special) : null;
-                var list = ids ?? (FindId(vocab, added, special) is int id ? [id] : []);
-                (seen ? post : pre).AddRange(list);
+                var list = FindSpecialIds(post, special, path, "post_processor") ?? (FindId(vocab, added, special) is int id ? [id] : []);
+                (seen ? after : pre).AddRange(list);
             }
-            prefix = [.. pre]; suffix = [.. post];
+            prefix = [.. pre]; suffix = [.. after];
         }
         else
         {
-            bool addBos = config?["add_bos_token"]?.GetValue<bool>() ?? false;
-            bool addEos = config?["add_eos_token"]?.GetValue<bool>() ?? false;
-            if (addBos && bos is not null && FindId(vocab, added, bos) is int b) prefix = [b];
-            if (addEos && eos is not null && FindId(vocab, added, eos) is int e) suffix = [e];
+            if ((cfg.AddBos ?? false) && cfg.Bos is not null && FindId(vocab, added, cfg.Bos) is int b) prefix = [b];
+            if ((cfg.AddEos ?? false) && cfg.Eos is not null && FindId(vocab, added, cfg.Eos) is int e) suffix = [e];
         }
 
         // Llama's legacy decoder ends with Strip(start=1) and Metaspace decoders drop the prepended space:
@@ -170,7 +253,15 @@ public sealed class TextTokenizer
         bool strip = ContainsType(decoderNode, "Strip") || (ContainsType(decoderNode, "Metaspace")
             && (decoderNode!.ToJsonString().Contains("\"prepend_scheme\":\"never\"") is false));
         var kind = $"tokenizer.json (BPE{(byteLevel ? ", byte-level" : "")}{(model.ByteFallback ? ", byte fallback" : "")})";
-        return new TextTokenizer(backend, added, prefix, suffix, strip, bos, eos, pad, kind);
+        return new TextTokenizer(backend, added, prefix, suffix, strip, cfg.Bos, cfg.Eos, cfg.Pad, kind, path);
+    }
+
+    /// <summary>The current value (the reader on its first token) parsed as a node; used for the small sections.</summary>
+    private static JsonNode? Capture(ref Utf8JsonReader reader, ReadOnlySpan<byte> json, string path)
+    {
+        var start = (int)reader.TokenStartIndex;
+        reader.Skip();
+        return TokenizerFile.ParseNode(json[start..(int)reader.BytesConsumed], path);
     }
 
     /// <summary>Encodes text to token ids, splitting out added and special tokens written in the text (e.g. a chat
@@ -192,7 +283,7 @@ public sealed class TextTokenizer
                 // lstrip/rstrip tokens swallow the whitespace beside them.
                 if (token.LStrip) segment = segment.TrimEnd();
             }
-            if (segment.Length > 0) _backend.EncodeSegment(segment, ids, atStart: start == 0);
+            if (segment.Length > 0) EncodeSegment(segment, ids, atStart: start == 0);
             if (token is null) break;
             ids.Add(token.Id);
             start = at + token.Content.Length;
@@ -201,6 +292,16 @@ public sealed class TextTokenizer
         }
         if (addSpecialTokens) ids.AddRange(_suffixIds);
         return ids.ToArray();
+    }
+
+    private void EncodeSegment(string segment, List<int> ids, bool atStart)
+    {
+        try { _backend.EncodeSegment(segment, ids, atStart); }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new OnnxSteerException(ErrorKind.InvalidModel, TokenizerFile.OneLine(
+                $"{_source}: regex {TokenizerFile.Quote(e.Pattern)} ran over {TokenizerRegex.TimeoutMs} ms on one match (catastrophic backtracking); refused"));
+        }
     }
 
     /// <summary>Decodes token ids to text, skipping special tokens unless <paramref name="skipSpecialTokens"/> is false.</summary>
@@ -292,38 +393,30 @@ public sealed class TextTokenizer
         return (best, bestToken);
     }
 
-    private static JsonObject? ReadJson(string path)
-    {
-        if (!File.Exists(path)) return null;
-        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject; }
-        catch (JsonException e) { throw new OnnxSteerException(ErrorKind.InvalidModel, $"{path} is not valid JSON: {e.Message}"); }
-    }
-
-    private static string? TokenText(JsonNode? node) => node switch
-    {
-        JsonValue v when v.TryGetValue<string>(out var s) => s,
-        JsonObject o => o["content"]?.GetValue<string>(),
-        _ => null,
-    };
-
-    private static bool ContainsType(JsonObject? node, string type) =>
+    private static bool ContainsType(JsonNode? node, string type) =>
         node is not null && node.ToJsonString().Contains($"\"type\":\"{type}\"", StringComparison.Ordinal);
 
-    private static JsonArray? FindTemplate(JsonObject? processor)
+    private static JsonArray? FindTemplate(JsonObject? processor, string path, string where)
     {
         if (processor is null) return null;
-        if (processor["type"]?.GetValue<string>() == "TemplateProcessing") return processor["single"] as JsonArray;
-        if (processor["processors"] is JsonArray list)
-            foreach (var p in list) if (FindTemplate(p as JsonObject) is JsonArray a) return a;
+        if (TokenizerFile.OptString(processor, "type", path, where) == "TemplateProcessing")
+            return TokenizerFile.OptArray(processor, "single", path, where);
+        if (TokenizerFile.OptArray(processor, "processors", path, where) is JsonArray list)
+            for (int i = 0; i < list.Count; i++)
+                if (FindTemplate(list[i] as JsonObject, path, $"{where}.processors[{i}]") is JsonArray a) return a;
         return null;
     }
 
-    private static int[]? FindSpecialIds(JsonObject? processor, string name)
+    private static int[]? FindSpecialIds(JsonObject? processor, string name, string path, string where)
     {
         if (processor is null) return null;
-        if (processor["special_tokens"]?[name]?["ids"] is JsonArray ids) return ids.Select(i => i!.GetValue<int>()).ToArray();
-        if (processor["processors"] is JsonArray list)
-            foreach (var p in list) if (FindSpecialIds(p as JsonObject, name) is int[] a) return a;
+        if (TokenizerFile.OptObject(processor, "special_tokens", path, where) is JsonObject specials
+            && TokenizerFile.OptObject(specials, name, path, $"{where}.special_tokens") is JsonObject entry
+            && TokenizerFile.OptArray(entry, "ids", path, $"{where}.special_tokens[{TokenizerFile.Quote(name)}]") is JsonArray ids)
+            return ids.Select((n, i) => TokenizerFile.TokenId(n, path, $"{where}.special_tokens[{TokenizerFile.Quote(name)}].ids[{i}]")).ToArray();
+        if (TokenizerFile.OptArray(processor, "processors", path, where) is JsonArray list)
+            for (int i = 0; i < list.Count; i++)
+                if (FindSpecialIds(list[i] as JsonObject, name, path, $"{where}.processors[{i}]") is int[] a) return a;
         return null;
     }
 
@@ -415,11 +508,113 @@ public sealed class StreamingDecoder
 
 internal sealed record AddedToken(string Content, int Id, bool Special, bool LStrip = false, bool RStrip = false)
 {
-    public static AddedToken FromJson(JsonObject o, int id) => new(
-        o["content"]!.GetValue<string>(), id,
-        o["special"]?.GetValue<bool>() ?? false,
-        o["lstrip"]?.GetValue<bool>() ?? false,
-        o["rstrip"]?.GetValue<bool>() ?? false);
+    /// <summary>An added token from tokenizer.json's added_tokens or tokenizer_config.json's added_tokens_decoder. Empty
+    /// content is refused: it would match everywhere and never advance the encoder.</summary>
+    public static AddedToken FromJson(JsonObject o, int id, string path, string where)
+    {
+        var content = TokenizerFile.RequireString(o, "content", path, where);
+        if (content.Length == 0) throw TokenizerFile.Invalid(path, $"{where} has empty content");
+        return new AddedToken(content, id,
+            TokenizerFile.OptBool(o, "special", path, where) ?? false,
+            TokenizerFile.OptBool(o, "lstrip", path, where) ?? false,
+            TokenizerFile.OptBool(o, "rstrip", path, where) ?? false);
+    }
+}
+
+/// <summary>tokenizer.json's <c>model</c>, streamed: the vocabulary, the merges (resolved against the vocabulary, in
+/// whichever order the two appear) and the BPE options, each checked for type and range.</summary>
+internal sealed class HfModelSection
+{
+    public required Dictionary<string, int> Vocab { get; init; }
+    public required string[] IdToToken { get; init; }
+    public required Dictionary<long, BpeMerge> Merges { get; init; }
+    public string? Unk { get; init; }
+    public bool ByteFallback { get; init; }
+    public bool FuseUnk { get; init; }
+    public bool IgnoreMerges { get; init; }
+
+    /// <summary>Reads the model object; the reader is on its StartObject and is left on its EndObject.</summary>
+    public static HfModelSection Read(ref Utf8JsonReader reader, ReadOnlySpan<byte> json, string path)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject) throw TokenizerFile.Invalid(path, "model must be an object");
+        string? type = null, unk = null, prefix = null, suffix = null;
+        bool? byteFallback = null, fuseUnk = null, ignoreMerges = null;
+        (int Start, int End)? vocabRange = null;
+        bool vocabSeen = false;
+        (int Start, int End)? merges = null;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var name = reader.GetString();
+            reader.Read();
+            switch (name)
+            {
+                case "type": type = String(ref reader, path, "model.type"); break;
+                case "unk_token": unk = String(ref reader, path, "model.unk_token"); break;
+                case "continuing_subword_prefix": prefix = String(ref reader, path, "model.continuing_subword_prefix"); break;
+                case "end_of_word_suffix": suffix = String(ref reader, path, "model.end_of_word_suffix"); break;
+                case "byte_fallback": byteFallback = Bool(ref reader, path, "model.byte_fallback"); break;
+                case "fuse_unk": fuseUnk = Bool(ref reader, path, "model.fuse_unk"); break;
+                case "ignore_merges": ignoreMerges = Bool(ref reader, path, "model.ignore_merges"); break;
+                case "vocab":
+                    // Read after this object (its extent sizes the table); another model type's vocabulary (Unigram's
+                    // is an array) is left to the type check below.
+                    vocabSeen = true;
+                    var vocabStart = (int)reader.TokenStartIndex;
+                    bool isObject = reader.TokenType == JsonTokenType.StartObject;
+                    reader.Skip();
+                    vocabRange = isObject ? (vocabStart, (int)reader.BytesConsumed) : null;
+                    break;
+                case "merges":
+                    // Resolved once the vocabulary is known (it usually, not necessarily, comes first).
+                    var start = (int)reader.TokenStartIndex;
+                    reader.Skip();
+                    merges = (start, (int)reader.BytesConsumed);
+                    break;
+                default: reader.Skip(); break;
+            }
+        }
+        type ??= "BPE";
+        if (type != "BPE") throw TokenizerFile.Unsupported(path, $"tokenizer model type {TokenizerFile.Quote(type)} is not supported (BPE only)");
+        if (vocabRange is not var (vocabFrom, vocabTo))
+            throw TokenizerFile.Invalid(path, vocabSeen ? "model.vocab must be an object of token ids" : "has no model.vocab");
+        if (!string.IsNullOrEmpty(prefix) || !string.IsNullOrEmpty(suffix))
+            throw TokenizerFile.Unsupported(path, "BPE with continuing_subword_prefix or end_of_word_suffix is not supported");
+        var options = new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth };
+        var vocabJson = json[vocabFrom..vocabTo];
+        var vocabReader = new Utf8JsonReader(vocabJson, options);
+        vocabReader.Read();
+        var vocab = TokenizerFile.ReadVocab(ref vocabReader, path, "model.vocab", TokenizerFile.EstimateEntries(vocabJson));
+        var table = TokenizerFile.IdTable(vocab, path, "model.vocab");
+        var mergeMap = new Dictionary<long, BpeMerge>();
+        if (merges is var (from, to))
+        {
+            var mergeJson = json[from..to];
+            var mergeReader = new Utf8JsonReader(mergeJson, options);
+            mergeReader.Read();
+            if (mergeReader.TokenType != JsonTokenType.Null)
+                mergeMap = TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges", TokenizerFile.EstimateEntries(mergeJson));
+        }
+        return new HfModelSection
+        {
+            Vocab = vocab, IdToToken = table, Merges = mergeMap, Unk = unk,
+            ByteFallback = byteFallback ?? false, FuseUnk = fuseUnk ?? false, IgnoreMerges = ignoreMerges ?? false,
+        };
+    }
+
+    private static string? String(ref Utf8JsonReader reader, string path, string where) => reader.TokenType switch
+    {
+        JsonTokenType.String => reader.GetString(),
+        JsonTokenType.Null => null,
+        _ => throw TokenizerFile.Invalid(path, $"{where} must be a string"),
+    };
+
+    private static bool? Bool(ref Utf8JsonReader reader, string path, string where) => reader.TokenType switch
+    {
+        JsonTokenType.True => true,
+        JsonTokenType.False => false,
+        JsonTokenType.Null => null,
+        _ => throw TokenizerFile.Invalid(path, $"{where} must be true or false"),
+    };
 }
 
 /// <summary>The model part of a tokenizer: encodes one segment (free of added tokens) and maps ids to bytes.</summary>
