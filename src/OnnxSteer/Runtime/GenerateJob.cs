@@ -43,7 +43,7 @@ public static class GenerateRunner
             var report = new GenerateReport(
                 result.PromptText ?? job.Prompt, result.PromptTokenIds, result.TokenIds, result.Text,
                 result.FinishReason.ToString() switch { "EndOfSequence" => "eos", "StopString" => "stop", _ => "length" },
-                steering.ToString(), model.Provider.ToString().ToLowerInvariant(),
+                model.ContextLength, steering.ToString(), model.Provider.ToString().ToLowerInvariant(),
                 new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
                     result.BoundDecode));
             stdout.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
@@ -67,7 +67,8 @@ public static class GenerateRunner
     };
 
     private sealed record GenerateReport(
-        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Provider, GenerateTiming Timing);
+        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, int? ContextLength, string Steering, string Provider,
+        GenerateTiming Timing);
 
     private sealed record GenerateTiming(
         double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond,

@@ -43,18 +43,17 @@ public sealed class ChatTemplate
     public static ChatTemplate Load(string directory, TextTokenizer tokenizer)
     {
         string? source = null;
-        var configPath = Path.Combine(directory, "tokenizer_config.json");
-        if (File.Exists(configPath))
+        // Read through the folder's path rule: a template file that is a symlink out of the folder is refused (UnsafePath).
+        var folder = new OnnxSteer.Onnx.ModelFolder(directory);
+        if (folder.ReadText("tokenizer_config.json") is { } config)
         {
-            try { source = TemplateText(JsonNode.Parse(File.ReadAllText(configPath))?["chat_template"]); }
+            try { source = TemplateText(JsonNode.Parse(config)?["chat_template"]); }
             catch (JsonException) { }
         }
-        var jinjaPath = Path.Combine(directory, "chat_template.jinja");
-        if (source is null && File.Exists(jinjaPath)) source = File.ReadAllText(jinjaPath);
-        var jsonPath = Path.Combine(directory, "chat_template.json");
-        if (source is null && File.Exists(jsonPath))
+        if (source is null) source = folder.ReadText("chat_template.jinja");
+        if (source is null && folder.ReadText("chat_template.json") is { } json)
         {
-            try { source = TemplateText(JsonNode.Parse(File.ReadAllText(jsonPath))?["chat_template"]); }
+            try { source = TemplateText(JsonNode.Parse(json)?["chat_template"]); }
             catch (JsonException) { }
         }
         return Create(source, tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null);
