@@ -23,6 +23,8 @@ internal sealed record ModelConfig
     public int? HiddenSize { get; init; }
     public int? NumLayers { get; init; }
     public int? PadTokenId { get; init; }
+    /// <summary>The file <see cref="PadTokenId"/> comes from.</summary>
+    public string? PadTokenSource { get; init; }
     /// <summary>End-of-sequence ids from every file that names some (generation_config.json, genai_config.json, config.json).</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
     /// <summary>The smallest context length the files state (genai_config.json context_length, config.json
@@ -54,17 +56,28 @@ internal sealed record ModelConfig
             if (Positive(obj, key, file, label, int.MaxValue) is int n && (context is null || n < context.Value.Item1))
                 context = (n, $"{file} {label}");
 
+        // Every value is read (and so checked) even where an earlier file's value wins: a bad value is an error wherever it is.
+        var pads = new (int? Id, string File)[]
+        {
+            (TokenId(generation, "pad_token_id", GenerationFile), GenerationFile),
+            (TokenId(genai, "pad_token_id", GenAiFile), GenAiFile),
+            (TokenId(config, "pad_token_id", HfConfigFile), HfConfigFile),
+        };
+        int? First(params int?[] values) => values.FirstOrDefault(v => v is not null);
+        string? FirstText(params string?[] values) => values.FirstOrDefault(v => v is not null);
+        const int maxHidden = Contract.SteeringManifest.MaxHiddenSize, maxLayers = Contract.SteeringManifest.MaxLayers;
         return new ModelConfig
         {
-            ModelType = Str(genai, "type", GenAiFile, "model.type") ?? Str(config, "model_type", HfConfigFile, "model_type"),
+            ModelType = FirstText(Str(genai, "type", GenAiFile, "model.type"), Str(config, "model_type", HfConfigFile, "model_type")),
             DecoderFile = Str(decoder, "filename", GenAiFile, "model.decoder.filename"),
-            HiddenSize = Positive(decoder, "hidden_size", GenAiFile, "model.decoder.hidden_size", Contract.SteeringManifest.MaxHiddenSize)
-                         ?? Positive(config, "hidden_size", HfConfigFile, "hidden_size", Contract.SteeringManifest.MaxHiddenSize)
-                         ?? Positive(config, "n_embd", HfConfigFile, "n_embd", Contract.SteeringManifest.MaxHiddenSize),
-            NumLayers = Positive(decoder, "num_hidden_layers", GenAiFile, "model.decoder.num_hidden_layers", Contract.SteeringManifest.MaxLayers)
-                        ?? Positive(config, "num_hidden_layers", HfConfigFile, "num_hidden_layers", Contract.SteeringManifest.MaxLayers)
-                        ?? Positive(config, "n_layer", HfConfigFile, "n_layer", Contract.SteeringManifest.MaxLayers),
-            PadTokenId = TokenId(generation, "pad_token_id", GenerationFile) ?? TokenId(genai, "pad_token_id", GenAiFile) ?? TokenId(config, "pad_token_id", HfConfigFile),
+            HiddenSize = First(Positive(decoder, "hidden_size", GenAiFile, "model.decoder.hidden_size", maxHidden),
+                               Positive(config, "hidden_size", HfConfigFile, "hidden_size", maxHidden),
+                               Positive(config, "n_embd", HfConfigFile, "n_embd", maxHidden)),
+            NumLayers = First(Positive(decoder, "num_hidden_layers", GenAiFile, "model.decoder.num_hidden_layers", maxLayers),
+                              Positive(config, "num_hidden_layers", HfConfigFile, "num_hidden_layers", maxLayers),
+                              Positive(config, "n_layer", HfConfigFile, "n_layer", maxLayers)),
+            PadTokenId = pads.FirstOrDefault(p => p.Id is not null).Id,
+            PadTokenSource = pads.FirstOrDefault(p => p.Id is not null).File,
             EosTokenIds = eos.Distinct().ToList(),
             ContextLength = context,
         };

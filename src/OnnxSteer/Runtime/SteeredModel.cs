@@ -278,7 +278,7 @@ public sealed class SteeredModel : IDisposable
         var dims = logits.Dimensions;
         if (dims.Length > 0 && dims[^1] > 0 && pad >= dims[^1])
             throw new OnnxSteerException(ErrorKind.InvalidModel,
-                $"{Path.GetDirectoryName(modelPath)}: pad_token_id {pad} is outside the vocabulary of {Path.GetFileName(modelPath)} ({dims[^1]} tokens).");
+                $"{config.PadTokenSource}: pad_token_id {pad} is outside the vocabulary of {Path.GetFileName(modelPath)} ({dims[^1]} tokens).");
     }
 
     private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate) =>

@@ -237,7 +237,7 @@ public sealed class VectorExtractor : IDisposable
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var rows = sorted.AsSpan(start, Math.Min(options.BatchSize, sorted.Length - start)).ToArray();
-                var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers);
+                var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers, cancellationToken: cancellationToken);
                 for (var r = 0; r < rows.Length; r++) states[rows[r]] = batchStates[r];
                 // Pairs complete only when the window does; in between, report the prompts run as pairs so a slow model's
                 // progress still moves every batch.
@@ -300,7 +300,9 @@ public sealed class VectorExtractor : IDisposable
     /// <param name="sequences">Token ids per row.</param>
     /// <param name="layers">Layers to read.</param>
     /// <param name="extraOutputs">Outputs fetched as well and thrown away (benchmarks: what fetching logits costs).</param>
-    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null)
+    /// <param name="cancellationToken">Terminates the ONNX Runtime run in progress (a large batch can take seconds).</param>
+    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null,
+        CancellationToken cancellationToken = default)
     {
         var batch = sequences.Count;
         var length = sequences.Max(s => s.Length);
@@ -330,7 +332,15 @@ public sealed class VectorExtractor : IDisposable
             }
             var outputNames = layers.Select(SteeringContract.HiddenStateOutput).ToList();
             using var runOptions = new RunOptions();
-            using var outputs = _session.Run(runOptions, names, values, [.. outputNames, .. extraOutputs ?? []]);
+            using var terminate = cancellationToken.Register(static o => ((RunOptions)o!).Terminate = true, runOptions);
+            cancellationToken.ThrowIfCancellationRequested();
+            IDisposableReadOnlyCollection<OrtValue> outputs;
+            try { outputs = _session.Run(runOptions, names, values, [.. outputNames, .. extraOutputs ?? []]); }
+            catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException("extraction was cancelled", cancellationToken);
+            }
+            using var _ = outputs;
             var result = new float[batch][][];
             for (var b = 0; b < batch; b++) result[b] = new float[layers.Count][];
             var hidden = Manifest.HiddenSize;
