@@ -56,6 +56,9 @@ internal sealed record ModelConfig
             if (Positive(obj, key, file, label, int.MaxValue) is int n && (context is null || n < context.Value.Item1))
                 context = (n, $"{file} {label}");
 
+        // The decoder filename is a path the folder names: it must stay inside even where steering.json's model_file wins.
+        var decoderFile = Str(decoder, "filename", GenAiFile, "model.decoder.filename");
+        if (decoderFile is not null) folder.Resolve(decoderFile, "genai_config.json model.decoder.filename");
         // Every value is read (and so checked) even where an earlier file's value wins: a bad value is an error wherever it is.
         var pads = new (int? Id, string File)[]
         {
@@ -69,7 +72,7 @@ internal sealed record ModelConfig
         return new ModelConfig
         {
             ModelType = FirstText(Str(genai, "type", GenAiFile, "model.type"), Str(config, "model_type", HfConfigFile, "model_type")),
-            DecoderFile = Str(decoder, "filename", GenAiFile, "model.decoder.filename"),
+            DecoderFile = decoderFile,
             HiddenSize = First(Positive(decoder, "hidden_size", GenAiFile, "model.decoder.hidden_size", maxHidden),
                                Positive(config, "hidden_size", HfConfigFile, "hidden_size", maxHidden),
                                Positive(config, "n_embd", HfConfigFile, "n_embd", maxHidden)),
