@@ -42,7 +42,7 @@ public sealed class ConfigFuzzFixture : IDisposable
 /// keys, wrong types, duplicate keys, deep nesting, huge strings, paths out of the folder, byte damage, a missing file)
 /// and run through the loader and a short generation (and, for steering.json, an extraction). A case passes when it
 /// ends normally or in an <see cref="OnnxSteerException"/> within the per-case timeout, and a mutated path that leads
-/// out of the folder never loads. CI: 4 files × 10 cases, fixed seed. Long run:
+/// out of the folder never loads. CI: 4 files × 6 cases, fixed seed. Long run:
 /// <c>ONNXSTEER_FUZZ_CASES=500 ONNXSTEER_FUZZ_SEED=1001 dotnet test tests/OnnxSteer.Tests --filter FullyQualifiedName~ConfigFuzzTests</c>.</summary>
 public sealed class ConfigFuzzTests(ConfigFuzzFixture fixture) : IClassFixture<ConfigFuzzFixture>
 {
@@ -170,7 +170,7 @@ public sealed class ConfigFuzzTests(ConfigFuzzFixture fixture) : IClassFixture<C
         var original = fixture.Originals[file];
         var rng = new Random(HashCode.Combine(Fuzz.Seed, file.Length, file[0]));
         var failures = new List<string>();
-        var cases = Fuzz.Cases(10);
+        var cases = Fuzz.Cases(6);
         try
         {
             for (var i = 0; i < cases; i++)

@@ -78,10 +78,11 @@ public sealed class SignalTests(Xunit.Abstractions.ITestOutputHelper log)
         return model;
     }
 
-    private void AssertCancelled(Child child, int expectedCode, TimeSpan took, string what)
+    private void AssertCancelled(Child child, int expectedCode, TimeSpan took, string what, int? alsoAllowed = null)
     {
         log.WriteLine($"{what}: exit {child.Process.ExitCode} {took.TotalMilliseconds:F0} ms after the signal; stderr: {child.Stderr.Trim()}");
-        Assert.Equal(expectedCode, child.Process.ExitCode);
+        Assert.True(child.Process.ExitCode == expectedCode || child.Process.ExitCode == alsoAllowed,
+            $"{what}: exit {child.Process.ExitCode}, expected {expectedCode}{(alsoAllowed is null ? "" : $" or {alsoAllowed}")}");
         Assert.Equal("onnxsteer: cancelled", child.Stderr.Trim());
         Assert.True(took < StopBound, $"{what} took {took.TotalMilliseconds:F0} ms to stop");
     }
@@ -123,7 +124,10 @@ public sealed class SignalTests(Xunit.Abstractions.ITestOutputHelper log)
             Thread.Sleep(2500); // well into the run (20,000 pairs take far longer)
             Assert.False(child.Process.HasExited, "extract ended before the signal: " + child.Stderr);
             var took = child.Signal(signals);
-            AssertCancelled(child, code, took, $"extract, signals {string.Join("+", signals)}");
+            // Two different signals a few ms apart may reach the runtime's handlers in either order: the code is the
+            // first one handled.
+            AssertCancelled(child, code, took, $"extract, signals {string.Join("+", signals)}",
+                signals.Distinct().Count() > 1 ? (signals[1] == SIGTERM ? 143 : 130) : null);
             Assert.False(File.Exists(output));
             Assert.Empty(Directory.GetFiles(dir.Path, ".v.safetensors.*"));
         }
