@@ -6,8 +6,26 @@ namespace OnnxSteer.Cli;
 /// <c>Commands/*Command.cs</c> factory that only parses options and hands them to a library worker.</summary>
 public static class CliApp
 {
+    /// <summary>The process entry point: <see cref="Run"/> with SIGINT/SIGTERM handled (<see cref="TerminationSignals"/>):
+    /// whatever is running stops within a second with exit 130 (SIGINT) or 143 (SIGTERM).</summary>
+    public static int RunProcess(string[] args)
+    {
+        // Registered first and never removed: a signal at any moment of the run, or during the exit itself, takes this path.
+        var signals = TerminationSignals.Register(Console.Error);
+        try
+        {
+            return Run(args, null, null, signals);
+        }
+        finally
+        {
+            signals.MarkFinished();
+        }
+    }
+
     /// <summary>Runs the CLI with the given arguments and returns the process exit code.</summary>
-    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null) => Run(args, stdout, stderr, null);
+
+    private static int Run(string[] args, TextWriter? stdout, TextWriter? stderr, TerminationSignals? signals)
     {
         // The genai engine lives in its own assembly; the CLI carries it, so --engine genai|auto can find it.
         OnnxSteer.GenAI.GenAiEngine.Register();
@@ -28,29 +46,50 @@ public static class CliApp
             error.WriteLine($"onnxsteer: error: {TerminalText.Escape(OneLine(first.Message))} (see '{HelpCommand(parse)} --help')");
             return (int)ErrorKind.Usage;
         }
+        // System.CommandLine's own signal handling is off (ProcessTerminationTimeout = null): the process entry point owns
+        // SIGINT/SIGTERM (TerminationSignals), and an in-process caller (tests, hosts) keeps its own.
+        var configuration = new InvocationConfiguration
+        {
+            Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null,
+        };
+        int code;
         try
         {
-            return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+            code = parse.InvokeAsync(configuration, signals?.Token ?? CancellationToken.None).GetAwaiter().GetResult();
         }
-        catch (OnnxSteerException e)
+        catch (OnnxSteerException e) when (signals?.ExitCode is null)
         {
             // Messages can quote model files (a template's raise_exception text, token strings): control characters
             // are escaped here, once for every error, so no file can send escape sequences to the user's terminal.
             error.WriteLine($"onnxsteer: error: {TerminalText.Escape(e.Message)}");
             return e.ExitCode;
         }
-        catch (OperationCanceledException)
+        catch (Exception e) when (e is OperationCanceledException || signals?.ExitCode is not null)
         {
-            error.WriteLine("onnxsteer: cancelled");
-            return 130;
+            // Cancelled by a signal, or failed because of the cancellation (a terminated run): either way the answer is the
+            // signal's exit code, and anything written is complete or absent.
+            if (signals is null)
+            {
+                error.WriteLine("onnxsteer: cancelled");
+                return 130;
+            }
+            signals.ReportCancelled(error);
+            return signals.ExitCode ?? 130;
         }
-        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e)
+        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e) when (signals?.ExitCode is null)
         {
             // A run ONNX Runtime refuses (shapes, types, a node it cannot execute) is a model this build cannot run: exit 5
             // in every verb, as extraction already reports it, never "internal error".
-            error.WriteLine($"onnxsteer: error: ONNX Runtime failed: {OneLine(e.Message)}");
+            error.WriteLine($"onnxsteer: error: ONNX Runtime failed: {TerminalText.Escape(OneLine(e.Message))}");
             return (int)ErrorKind.UnsupportedModel;
         }
+        if (signals?.ExitCode is int signalled)
+        {
+            // The verb finished although a signal came: its outputs are complete, but the run was asked to stop.
+            signals.ReportCancelled(error);
+            return signalled;
+        }
+        return code;
     }
 
     /// <summary>"onnxsteer generate" for an error in generate's options; "onnxsteer" for the root.</summary>

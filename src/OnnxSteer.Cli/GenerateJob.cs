@@ -51,7 +51,7 @@ internal static class GenerateRunner
             var report = new GenerateReport(
                 result.PromptText ?? job.Prompt, result.PromptTokenIds, result.TokenIds, result.Text,
                 result.FinishReason.ToString() switch { "EndOfSequence" => "eos", "StopString" => "stop", _ => "length" },
-                steering.ToString(), model.Engine, model.Provider.ToString().ToLowerInvariant(), job.Generator.Temperature > 0 ? job.Generator.Seed : null,
+                model.ContextLength, steering.ToString(), model.Engine, model.Provider.ToString().ToLowerInvariant(), job.Generator.Temperature > 0 ? job.Generator.Seed : null,
                 new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
                     result.BoundDecode));
             stdout.WriteLine(CliJson.Serialize(report, JsonOptions));
@@ -73,7 +73,8 @@ internal static class GenerateRunner
     };
 
     private sealed record GenerateReport(
-        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Engine, string Provider, int? Seed, GenerateTiming Timing);
+        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, int? ContextLength, string Steering, string Engine, string Provider,
+        int? Seed, GenerateTiming Timing);
 
     private sealed record GenerateTiming(
         double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond,

@@ -3,7 +3,7 @@ using OnnxSteer.Cli;
 
 try
 {
-    return CliApp.Run(args);
+    return CliApp.RunProcess(args);
 }
 catch (Exception e)
 {

@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Microsoft.ML.OnnxRuntimeGenAI;
 using OnnxSteer.Contract;
+using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Runtime.Tokenization;
@@ -41,12 +42,15 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         if (tokenizer.EosTokenId is int e) _eos.Add(e);
         // GenAI masks positions holding its pad_token_id, so padding must use exactly that id.
         _padId = Int(genai?["pad_token_id"]) ?? config.PadTokenId ?? 0;
-        _contextLength = Int(genai?["context_length"]);
+        // The same limit the ort engine enforces (genai_config, config.json, the rotary cache: the smallest).
+        _contextLength = config.ContextLength?.Tokens ?? Int(genai?["context_length"]);
         _vocabSize = Int(genai?["vocab_size"]);
     }
 
     /// <summary>"genai".</summary>
     public string Engine => "genai";
+    /// <inheritdoc/>
+    public int? ContextLength => _contextLength;
     /// <inheritdoc/>
     public string Directory { get; }
     /// <inheritdoc/>
@@ -85,7 +89,8 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         var inputs = manifest is { SteeredLayers.Count: > 0 } ? GenAiSteeringInputs.Load(directory) : null;
         var tokenizer = TextTokenizer.Load(directory);
         var template = ChatTemplate.Load(directory, tokenizer);
-        var genaiJson = JsonNode.Parse(File.ReadAllText(Path.Combine(directory, "genai_config.json")))?["model"] as JsonObject;
+        // Read through the folder's path rule and size bound; ModelConfig.Load has checked its values already.
+        var genaiJson = new ModelFolder(directory).ReadJsonObject("genai_config.json", 16L << 20)?["model"] as JsonObject;
 
         Model model;
         try

@@ -157,6 +157,17 @@ internal sealed class VerificationSession : IDisposable
 
     public IReadOnlyDictionary<string, NodeMetadata> Outputs => _session.OutputMetadata;
 
+    /// <summary>Inputs and overridable initializers (optional steering inputs are the latter).</summary>
+    public IReadOnlyDictionary<string, NodeMetadata> Feedable
+    {
+        get
+        {
+            var all = new Dictionary<string, NodeMetadata>(_session.InputMetadata);
+            foreach (var (name, meta) in _session.OverridableInitializerMetadata) all.TryAdd(name, meta);
+            return all;
+        }
+    }
+
     public Dictionary<string, HostTensor> Run(IReadOnlyDictionary<string, HostTensor> inputs, IReadOnlyCollection<string> outputs)
     {
         var values = new Dictionary<string, OrtValue>();

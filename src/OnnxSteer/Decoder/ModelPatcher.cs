@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using OnnxSteer.Contract;
 using OnnxSteer.Onnx;
 
@@ -116,27 +117,20 @@ public static class ModelPatcher
         Outputs = result.ExposedLayers.ToDictionary(l => l.ToString(System.Globalization.CultureInfo.InvariantCulture), SteeringContract.HiddenStateOutput),
     };
 
-    /// <summary>The model family from genai_config.json (model.type) or config.json (model_type), when present and readable.</summary>
+    /// <summary>The model family from genai_config.json (model.type) or config.json (model_type), when present and readable.
+    /// Read under the folder's path rule: a config file that is a symlink out of the folder is refused (UnsafePath).</summary>
     public static string? ReadModelType(string directory)
     {
-        try
+        var folder = new ModelFolder(directory);
+        foreach (var (file, path) in new[] { ("genai_config.json", new[] { "model", "type" }), ("config.json", new[] { "model_type" }) })
         {
-            var genai = Path.Combine(directory, "genai_config.json");
-            if (File.Exists(genai))
-            {
-                using var doc = JsonDocument.Parse(File.ReadAllText(genai));
-                if (doc.RootElement.TryGetProperty("model", out var m) && m.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String)
-                    return t.GetString();
-            }
-            var config = Path.Combine(directory, "config.json");
-            if (File.Exists(config))
-            {
-                using var doc = JsonDocument.Parse(File.ReadAllText(config));
-                if (doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String) return t.GetString();
-            }
+            JsonObject? root;
+            try { root = folder.ReadJsonObject(file, 16L << 20); }
+            catch (OnnxSteerException e) when (e.Kind == ErrorKind.InvalidModel) { continue; } // patch carries it over; the runtime judges it
+            JsonNode? node = root;
+            foreach (var key in path) node = node is JsonObject o ? o[key] : null;
+            if (node is JsonValue v && v.TryGetValue<string>(out var type)) return type;
         }
-        catch (JsonException) { }
-        catch (IOException) { }
         return null;
     }
 

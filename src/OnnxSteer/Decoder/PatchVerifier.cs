@@ -69,10 +69,13 @@ public static class PatchVerifier
         var manifest = SteeringManifest.TryLoad(patchedFull)
             ?? throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{patchedDirectory}' is not a patched model (no {SteeringContract.ManifestFileName}).");
         var sourceDir = Path.GetFullPath(options.SourceDirectory ?? manifest.Source.Path);
-        var sourceFile = Path.Combine(sourceDir, manifest.Source.ModelFile);
+        if (!Directory.Exists(sourceDir))
+            throw new OnnxSteerException(ErrorKind.NotFound, $"source folder '{sourceDir}' not found; pass --source with the original model folder.");
+        // Both file names come from steering.json: each must stay inside its folder (the folders' one path rule).
+        var sourceFile = new ModelFolder(sourceDir).Resolve(manifest.Source.ModelFile, "steering.json source.model_file");
         if (!File.Exists(sourceFile))
             throw new OnnxSteerException(ErrorKind.NotFound, $"source model '{sourceFile}' not found; name the original model folder as the source.");
-        var patchedFile = Path.Combine(patchedFull, manifest.ModelFile);
+        var patchedFile = new ModelFolder(patchedFull).Resolve(manifest.ModelFile, "steering.json model_file");
         if (!File.Exists(patchedFile)) throw new OnnxSteerException(ErrorKind.NotFound, $"'{patchedFile}' is missing.");
 
         var checks = new List<VerificationCheck>();
@@ -83,6 +86,8 @@ public static class PatchVerifier
             using var source = VerificationSession.Open(sourceFile, optimize);
             using var patched = VerificationSession.Open(patchedFile, optimize);
             if (!optimize) CheckSameSignature(source, patched, sourceDir, patchedDirectory);
+            // Before anything is sized by steering.json's numbers: the graph must have its inputs and outputs at that width.
+            if (!optimize) manifest.CheckAgainstGraph(patched.Feedable, patched.Outputs, patchedFile);
             foreach (var batch in new[] { 1, 2 })
                 checks.Add(CompareZeroSteer(source, patched, manifest, batch, optimize, options));
             if (!optimize) checks.AddRange(SteeringChecks(patched, manifest, options));

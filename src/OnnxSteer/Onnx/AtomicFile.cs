@@ -18,15 +18,17 @@ public static class AtomicFile
         RemoveStaleSiblings(dir, Path.GetFileName(full));
         try
         {
+            Track(tmp);
             using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
                 write(stream);
                 stream.Flush(flushToDisk: true);
             }
-            File.Move(tmp, full, overwrite: true);
+            Commit(tmp, () => File.Move(tmp, full, overwrite: true));
         }
         catch (Exception e)
         {
+            Untrack(tmp);
             TryDelete(tmp);
             if (e is IOException or UnauthorizedAccessException)
                 throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{path}': {e.Message.Replace(tmp, full, StringComparison.Ordinal)}", e);
@@ -52,26 +54,74 @@ public static class AtomicFile
         RemoveStaleSiblings(parent, Path.GetFileName(full));
         try
         {
+            Track(tmp);
             Directory.CreateDirectory(tmp);
             fill(tmp);
-            if (Directory.Exists(full))
+            string? replaced = null;
+            Commit(tmp, () =>
             {
-                var old = tmp + ".old";
-                Directory.Move(full, old);
+                if (Directory.Exists(full))
+                {
+                    replaced = tmp + ".old";
+                    Directory.Move(full, replaced);
+                }
                 Directory.Move(tmp, full);
-                Directory.Delete(old, recursive: true);
-            }
-            else
-            {
-                Directory.Move(tmp, full);
-            }
+            });
+            if (replaced is not null) Directory.Delete(replaced, recursive: true);
         }
         catch (Exception e)
         {
+            Untrack(tmp);
             TryDeleteDirectory(tmp);
             if (e is IOException or UnauthorizedAccessException)
                 throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{finalDirectory}': {e.Message.Replace(tmp, full, StringComparison.Ordinal)}", e);
             throw;
+        }
+    }
+
+    // Temporary paths being written now. A process that must exit at once (a second Ctrl+C, a signal whose grace period
+    // ran out) calls AbandonInFlight: the temporaries are removed and no write may complete after that, so an output is
+    // still either complete or absent. The lock makes "check, then rename" and "abandon, then delete" exclusive.
+    private static readonly object InFlightLock = new();
+    private static readonly HashSet<string> InFlight = new(StringComparer.Ordinal);
+    private static bool _abandoned;
+
+    /// <summary>Removes the temporary files and folders of every write in progress and makes them fail instead of
+    /// renaming into place; for a process about to exit without unwinding (the CLI's forced exit on a signal).</summary>
+    public static void AbandonInFlight()
+    {
+        lock (InFlightLock)
+        {
+            _abandoned = true;
+            foreach (var path in InFlight)
+            {
+                if (Directory.Exists(path)) TryDeleteDirectory(path); else TryDelete(path);
+            }
+            InFlight.Clear();
+        }
+    }
+
+    private static void Track(string tmp)
+    {
+        lock (InFlightLock)
+        {
+            if (_abandoned) throw new OperationCanceledException("the process is exiting; nothing more is written");
+            InFlight.Add(tmp);
+        }
+    }
+
+    private static void Untrack(string tmp)
+    {
+        lock (InFlightLock) InFlight.Remove(tmp);
+    }
+
+    private static void Commit(string tmp, Action rename)
+    {
+        lock (InFlightLock)
+        {
+            if (_abandoned) throw new OperationCanceledException("the process is exiting; nothing more is written");
+            rename();
+            InFlight.Remove(tmp);
         }
     }
 

@@ -56,57 +56,10 @@ public static class ExternalDataValidator
         return v;
     }
 
-    /// <summary>Returns the full path of a relative location, or throws <see cref="ErrorKind.UnsafePath"/>.</summary>
-    public static string CheckLocation(string tensorName, string location, string root, string rootReal)
-    {
-        if (location.Contains('\0') || Path.IsPathRooted(location) || location.StartsWith('/') || location.StartsWith('\\')
-            || (location.Length >= 2 && location[1] == ':'))
-            throw new OnnxSteerException(ErrorKind.UnsafePath, $"refusing external data location '{location}' of initializer '{tensorName}': absolute paths are not allowed.");
-        var parts = location.Split('/', '\\');
-        if (parts.Any(p => p == ".."))
-            throw new OnnxSteerException(ErrorKind.UnsafePath, $"refusing external data location '{location}' of initializer '{tensorName}': '..' escapes the model folder.");
-        var full = Path.GetFullPath(Path.Combine(root, location));
-        if (!IsInside(full, root))
-            throw new OnnxSteerException(ErrorKind.UnsafePath, $"refusing external data location '{location}' of initializer '{tensorName}': it resolves outside the model folder.");
-        var real = ResolveReal(full, root);
-        if (!IsInside(real, rootReal))
-            throw new OnnxSteerException(ErrorKind.UnsafePath, $"refusing external data location '{location}' of initializer '{tensorName}': a symlink leads outside the model folder.");
-        return full;
-    }
+    /// <summary>Returns the full path of a relative location, or throws <see cref="ErrorKind.UnsafePath"/>: the model
+    /// folder's one path rule (<see cref="ModelFolder"/>).</summary>
+    public static string CheckLocation(string tensorName, string location, string root, string rootReal) =>
+        ModelFolder.CheckInside(root, rootReal, location, $"external data location '{location}' of initializer '{tensorName}'");
 
-    private static bool IsInside(string path, string root)
-    {
-        var r = root.EndsWith(Path.DirectorySeparatorChar) ? root : root + Path.DirectorySeparatorChar;
-        return path.StartsWith(r, StringComparison.Ordinal);
-    }
-
-    /// <summary>Follows symlinks component by component (bounded, so a symlink loop ends in an error, not a stack overflow).</summary>
-    private static string ResolveReal(string path, string root)
-    {
-        var current = Path.GetFullPath(path);
-        for (var hops = 0; hops < 40; hops++)
-        {
-            var changed = false;
-            var probe = current;
-            var suffix = "";
-            while (!string.IsNullOrEmpty(probe))
-            {
-                FileSystemInfo info = System.IO.Directory.Exists(probe) ? new DirectoryInfo(probe) : new FileInfo(probe);
-                if (info.LinkTarget is { } target)
-                {
-                    var parent = Path.GetDirectoryName(probe) ?? "/";
-                    current = Path.GetFullPath(Path.Combine(Path.IsPathRooted(target) ? target : Path.Combine(parent, target))) + suffix;
-                    changed = true;
-                    break;
-                }
-                var name = Path.GetFileName(probe);
-                var up = Path.GetDirectoryName(probe);
-                if (up is null) break;
-                suffix = Path.DirectorySeparatorChar + name + suffix;
-                probe = up;
-            }
-            if (!changed) return current;
-        }
-        throw new OnnxSteerException(ErrorKind.UnsafePath, $"too many symlinks (or a symlink loop) under '{root}'.");
-    }
+    private static string ResolveReal(string path, string root) => ModelFolder.ResolveReal(path, root);
 }

@@ -83,7 +83,8 @@ public enum FinishReason
     EndOfSequence,
     /// <summary>A stop string appeared (the text ends before it).</summary>
     StopString,
-    /// <summary><see cref="GeneratorOptions.MaxNewTokens"/> was reached.</summary>
+    /// <summary><see cref="GeneratorOptions.MaxNewTokens"/> was reached, or the model's context length
+    /// (<see cref="SteeredModel.ContextLength"/>: prompt plus generated tokens).</summary>
     Length,
 }
 

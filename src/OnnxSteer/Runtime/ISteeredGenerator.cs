@@ -44,6 +44,10 @@ public interface ISteeredGenerator : IDisposable
     /// <summary>Token ids that end a sequence.</summary>
     IReadOnlySet<int> EosTokenIds { get; }
 
+    /// <summary>The most tokens a sequence may hold (prompt and generated), or null where the model states none;
+    /// a prompt that does not fit is refused and generation stops there with finish reason "length".</summary>
+    int? ContextLength { get; }
+
     /// <summary>The token ids a conversation becomes (through the chat template unless <paramref name="useChatTemplate"/> is false);
     /// <paramref name="cancellationToken"/> stops a slow template render.</summary>
     int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default);

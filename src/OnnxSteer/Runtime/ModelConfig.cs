@@ -1,52 +1,165 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Runtime;
 
-/// <summary>What the runtime needs from genai_config.json, config.json and generation_config.json.</summary>
+/// <summary>What the runtime needs from genai_config.json, config.json and generation_config.json. Every value read is
+/// checked for its type and range: a value of the wrong kind is an <see cref="ErrorKind.InvalidModel"/> error naming the
+/// file and key (JSON null, which Hugging Face configs use for "not set", counts as absent), never an exception from
+/// deep inside, and nothing is sized by a number from these files.</summary>
 internal sealed record ModelConfig
 {
+    public const string GenAiFile = "genai_config.json";
+    public const string HfConfigFile = "config.json";
+    public const string GenerationFile = "generation_config.json";
+
+    /// <summary>Config files are a few KB; anything larger is refused before it is read.</summary>
+    private const long MaxConfigBytes = 16L << 20;
+
     public string? ModelType { get; init; }
+    /// <summary>genai_config.json's decoder filename, as written (resolved through <see cref="ModelFolder"/> by the loader).</summary>
     public string? DecoderFile { get; init; }
     public int? HiddenSize { get; init; }
     public int? NumLayers { get; init; }
     public int? PadTokenId { get; init; }
+    /// <summary>The file <see cref="PadTokenId"/> comes from.</summary>
+    public string? PadTokenSource { get; init; }
     /// <summary>End-of-sequence ids from every file that names some (generation_config.json, genai_config.json, config.json).</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    /// <summary>The smallest context length the files state (genai_config.json context_length, config.json
+    /// max_position_embeddings or n_positions), with where it came from; null when none does.</summary>
+    public (int Tokens, string Source)? ContextLength { get; init; }
 
-    public static ModelConfig Load(string directory)
+    public static ModelConfig Load(string directory) => Load(new ModelFolder(directory));
+
+    public static ModelConfig Load(ModelFolder folder)
     {
-        var genai = Read(directory, "genai_config.json")?["model"] as JsonObject;
-        var config = Read(directory, "config.json");
-        var generation = Read(directory, "generation_config.json");
+        var genaiRoot = folder.ReadJsonObject(GenAiFile, MaxConfigBytes);
+        var config = folder.ReadJsonObject(HfConfigFile, MaxConfigBytes);
+        var generation = folder.ReadJsonObject(GenerationFile, MaxConfigBytes);
+        var genai = Obj(genaiRoot, "model", GenAiFile, "model");
+        var decoder = Obj(genai, "decoder", GenAiFile, "model.decoder");
+
         var eos = new List<int>();
-        foreach (var node in new[] { generation?["eos_token_id"], genai?["eos_token_id"], config?["eos_token_id"] }) AddIds(node, eos);
-        var decoder = genai?["decoder"] as JsonObject;
+        AddIds(generation, "eos_token_id", GenerationFile, eos);
+        AddIds(genai, "eos_token_id", GenAiFile, eos);
+        AddIds(config, "eos_token_id", HfConfigFile, eos);
+
+        (int, string)? context = null;
+        foreach (var (obj, key, file, label) in new[]
+                 {
+                     (genai, "context_length", GenAiFile, "model.context_length"),
+                     (config, "max_position_embeddings", HfConfigFile, "max_position_embeddings"),
+                     (config, "n_positions", HfConfigFile, "n_positions"),
+                 })
+            if (Positive(obj, key, file, label, int.MaxValue) is int n && (context is null || n < context.Value.Item1))
+                context = (n, $"{file} {label}");
+
+        // The decoder filename is a path the folder names: it must stay inside even where steering.json's model_file wins.
+        var decoderFile = Str(decoder, "filename", GenAiFile, "model.decoder.filename");
+        if (decoderFile is not null) folder.Resolve(decoderFile, "genai_config.json model.decoder.filename");
+        // Every value is read (and so checked) even where an earlier file's value wins: a bad value is an error wherever it is.
+        var pads = new (int? Id, string File)[]
+        {
+            (TokenId(generation, "pad_token_id", GenerationFile), GenerationFile),
+            (TokenId(genai, "pad_token_id", GenAiFile), GenAiFile),
+            (TokenId(config, "pad_token_id", HfConfigFile), HfConfigFile),
+        };
+        int? First(params int?[] values) => values.FirstOrDefault(v => v is not null);
+        string? FirstText(params string?[] values) => values.FirstOrDefault(v => v is not null);
+        const int maxHidden = Contract.SteeringManifest.MaxHiddenSize, maxLayers = Contract.SteeringManifest.MaxLayers;
         return new ModelConfig
         {
-            ModelType = Str(genai?["type"]) ?? Str(config?["model_type"]),
-            DecoderFile = Str(decoder?["filename"]),
-            HiddenSize = Int(decoder?["hidden_size"]) ?? Int(config?["hidden_size"]) ?? Int(config?["n_embd"]),
-            NumLayers = Int(decoder?["num_hidden_layers"]) ?? Int(config?["num_hidden_layers"]) ?? Int(config?["n_layer"]),
-            PadTokenId = Int(generation?["pad_token_id"]) ?? Int(genai?["pad_token_id"]) ?? Int(config?["pad_token_id"]),
+            ModelType = FirstText(Str(genai, "type", GenAiFile, "model.type"), Str(config, "model_type", HfConfigFile, "model_type")),
+            DecoderFile = decoderFile,
+            HiddenSize = First(Positive(decoder, "hidden_size", GenAiFile, "model.decoder.hidden_size", maxHidden),
+                               Positive(config, "hidden_size", HfConfigFile, "hidden_size", maxHidden),
+                               Positive(config, "n_embd", HfConfigFile, "n_embd", maxHidden)),
+            NumLayers = First(Positive(decoder, "num_hidden_layers", GenAiFile, "model.decoder.num_hidden_layers", maxLayers),
+                              Positive(config, "num_hidden_layers", HfConfigFile, "num_hidden_layers", maxLayers),
+                              Positive(config, "n_layer", HfConfigFile, "n_layer", maxLayers)),
+            PadTokenId = pads.FirstOrDefault(p => p.Id is not null).Id,
+            PadTokenSource = pads.FirstOrDefault(p => p.Id is not null).File,
             EosTokenIds = eos.Distinct().ToList(),
+            ContextLength = context,
         };
     }
 
-    private static JsonObject? Read(string directory, string name)
+    private static OnnxSteerException Bad(string file, string key, JsonNode? value, string expected) =>
+        new(ErrorKind.InvalidModel, $"{file}: {key} is {Shown(value)}; it must be {expected}.");
+
+    /// <summary>The value as JSON, cut short: a hostile file's value is not echoed whole.</summary>
+    private static string Shown(JsonNode? value)
     {
-        var path = Path.Combine(directory, name);
-        if (!File.Exists(path)) return null;
-        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject; }
-        catch (JsonException e) { throw new OnnxSteerException(ErrorKind.InvalidModel, $"{path} is not valid JSON: {e.Message}"); }
+        var text = value?.ToJsonString() ?? "null";
+        return text.Length <= 40 ? text : text[..40] + "...";
     }
 
-    private static void AddIds(JsonNode? node, List<int> ids)
+    private static JsonObject? Obj(JsonObject? parent, string key, string file, string label)
     {
-        if (node is JsonArray a) { foreach (var n in a) AddIds(n, ids); return; }
-        if (Int(node) is int i && i >= 0) ids.Add(i);
+        var node = parent?[key];
+        return node switch
+        {
+            null => null,
+            JsonObject o => o,
+            _ => throw Bad(file, label, node, "an object"),
+        };
     }
 
-    private static string? Str(JsonNode? n) => n is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-    private static int? Int(JsonNode? n) => n is JsonValue v && v.TryGetValue<int>(out var i) ? i : null;
+    private static string? Str(JsonObject? parent, string key, string file, string label)
+    {
+        var node = parent?[key];
+        if (node is null) return null;
+        if (node is JsonValue v && v.TryGetValue<string>(out var s)) return s;
+        throw Bad(file, label, node, "a string");
+    }
+
+    /// <summary>An integer value, or null when absent; a non-integer (string, fraction, object, beyond 64 bits) is an error.</summary>
+    private static long? Integer(JsonNode? node, string file, string label)
+    {
+        if (node is null) return null;
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<long>(out var l)) return l;
+        throw Bad(file, label, node, "an integer");
+    }
+
+    private static int? Positive(JsonObject? parent, string key, string file, string label, int max)
+    {
+        var node = parent?[key];
+        if (Integer(node, file, label) is not long l) return null;
+        if (l <= 0) throw Bad(file, label, node, "a positive integer");
+        if (l > max) throw Bad(file, label, node, $"at most {max}");
+        return (int)l;
+    }
+
+    /// <summary>A token id: negative values (some configs write -1 for "none") count as absent; beyond int range is an error.</summary>
+    private static int? TokenId(JsonObject? parent, string key, string file)
+    {
+        var node = parent?[key];
+        if (Integer(node, file, key) is not long l || l < 0) return null;
+        if (l > int.MaxValue) throw Bad(file, key, node, $"a token id (at most {int.MaxValue})");
+        return (int)l;
+    }
+
+    private static void AddIds(JsonObject? parent, string key, string file, List<int> ids)
+    {
+        var node = parent?[key];
+        if (node is JsonArray a)
+        {
+            foreach (var item in a)
+            {
+                if (item is JsonArray) throw Bad(file, key, node, "a token id or a flat list of token ids");
+                if (TokenIdValue(item, file, key) is int i) ids.Add(i);
+            }
+            return;
+        }
+        if (TokenIdValue(node, file, key) is int id) ids.Add(id);
+    }
+
+    private static int? TokenIdValue(JsonNode? node, string file, string key)
+    {
+        if (Integer(node, file, key) is not long l || l < 0) return null;
+        if (l > int.MaxValue) throw Bad(file, key, node, $"a token id (at most {int.MaxValue})");
+        return (int)l;
+    }
 }

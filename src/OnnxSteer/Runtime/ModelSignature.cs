@@ -40,14 +40,40 @@ internal sealed partial class ModelSignature
 
     /// <summary>Whether the model's graph (main graph and subgraphs; never external weights) uses GroupQueryAttention.
     /// Only onnxruntime-genai exports use it, so only folders with a genai_config.json are parsed.</summary>
-    public static bool UsesGroupQueryAttention(string modelPath)
-    {
-        if (!File.Exists(Path.Combine(Path.GetDirectoryName(modelPath)!, "genai_config.json"))) return false;
-        var model = OnnxSteer.Onnx.OnnxModelFile.Parse(modelPath);
-        return Contains(model.Graph);
+    public static bool UsesGroupQueryAttention(string modelPath) => InspectGraph(modelPath).GroupQueryAttention;
 
-        static bool Contains(OnnxSteer.Onnx.Proto.GraphProto graph) =>
-            graph.Node.Any(n => n.OpType == "GroupQueryAttention" || n.Attribute.Any(a => (a.G is not null && Contains(a.G)) || a.Graphs.Any(Contains)));
+    /// <summary>What the runtime reads from the graph itself: whether it uses GroupQueryAttention, and the length of its
+    /// rotary cos/sin cache (first dimension of the cos_cache initializer of GroupQueryAttention or RotaryEmbedding), the
+    /// last position the model can encode. Only onnxruntime-genai exports use these fused ops, so only folders with a
+    /// genai_config.json are parsed (a large embedded-weight graph elsewhere is not read twice).</summary>
+    public static (bool GroupQueryAttention, int? RotaryCacheLength) InspectGraph(string modelPath)
+    {
+        if (!File.Exists(Path.Combine(Path.GetDirectoryName(modelPath)!, "genai_config.json"))) return (false, null);
+        var model = OnnxSteer.Onnx.OnnxModelFile.Parse(modelPath);
+        bool gqa = false;
+        long? cache = null;
+        Visit(model.Graph);
+        return (gqa, cache is long c && c > 0 ? (int)Math.Min(c, int.MaxValue) : null);
+
+        void Visit(OnnxSteer.Onnx.Proto.GraphProto graph)
+        {
+            var dims = new Dictionary<string, long>(StringComparer.Ordinal);
+            foreach (var t in graph.Initializer)
+                if (t.Dims.Count > 0) dims.TryAdd(t.Name, t.Dims[0]);
+            foreach (var n in graph.Node)
+            {
+                // cos_cache is input 7 of GroupQueryAttention and input 2 of RotaryEmbedding (com.microsoft contrib ops).
+                int cosIndex = n.OpType switch { "GroupQueryAttention" => 7, "RotaryEmbedding" => 2, _ => -1 };
+                if (n.OpType == "GroupQueryAttention") gqa = true;
+                if (cosIndex >= 0 && n.Input.Count > cosIndex && dims.TryGetValue(n.Input[cosIndex], out var length) && length > 0)
+                    cache = cache is long c ? Math.Min(c, length) : length;
+                foreach (var a in n.Attribute)
+                {
+                    if (a.G is not null) Visit(a.G);
+                    foreach (var g in a.Graphs) Visit(g);
+                }
+            }
+        }
     }
 
     [GeneratedRegex(@"^past_key_values\.(\d+)\.(key|value)$")] private static partial Regex PerLayerPast();

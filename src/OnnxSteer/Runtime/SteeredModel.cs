@@ -26,9 +26,13 @@ public sealed class SteeredModel : ISteeredGenerator
     private readonly int _cacheHeadroom;
     private readonly CacheDevice _cacheDevice;
 
+    private readonly int? _contextLength;
+
     private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
-        ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider, RuntimeOptions options)
+        ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider, RuntimeOptions options,
+        (int Tokens, string Source)? context)
     {
+        (_contextLength, ContextLengthSource) = context is { } c ? (c.Tokens, c.Source) : ((int?)null, (string?)null);
         Directory = directory; ModelPath = modelPath; _session = session; Signature = signature; Manifest = manifest;
         Tokenizer = tokenizer; ChatTemplate = template; Provider = provider;
         // On CUDA/DirectML the bound cache lives in device memory from the provider's allocator (BoundDecoder).
@@ -70,6 +74,14 @@ public sealed class SteeredModel : ISteeredGenerator
     public int? NumLayers { get; }
     /// <summary>Layers that take steering inputs (empty for an unpatched model).</summary>
     public IReadOnlyList<int> SteeredLayers => [.. Signature.SteeringInputs.Keys.Order()];
+    /// <summary>The most tokens (prompt plus generated) the model can take: the smallest of genai_config.json's
+    /// context_length, config.json's max_position_embeddings / n_positions and the rotary cache in the graph, whichever are
+    /// present; null when none is. A prompt that leaves no room to generate is refused, and generation stops there with
+    /// <see cref="FinishReason.Length"/>.</summary>
+    public int? ContextLength => _contextLength;
+    /// <summary>Where <see cref="ContextLength"/> comes from ("genai_config.json model.context_length", "the rotary cache
+    /// (cos_cache) in model.onnx"), or null.</summary>
+    public string? ContextLengthSource { get; }
     /// <summary>Token ids that end a sequence (generation_config.json, genai_config.json, config.json and the tokenizer's EOS).</summary>
     public IReadOnlySet<int> EosTokenIds => _eos;
 
@@ -83,11 +95,20 @@ public sealed class SteeredModel : ISteeredGenerator
         if (!System.IO.Directory.Exists(directory))
             throw new OnnxSteerException(ErrorKind.NotFound, $"model folder {directory} does not exist");
         directory = Path.GetFullPath(directory);
+        var folder = new Onnx.ModelFolder(directory);
         var manifest = SteeringManifest.TryLoad(directory);
-        var config = ModelConfig.Load(directory);
-        var modelPath = FindModelFile(directory, options.ModelFile ?? manifest?.ModelFile ?? config.DecoderFile);
+        var config = ModelConfig.Load(folder);
+        var modelPath = FindModelFile(folder, options.ModelFile is { } f ? (f, "RuntimeOptions.ModelFile")
+            : manifest is not null ? (manifest.ModelFile, "steering.json model_file")
+            : config.DecoderFile is { } d ? (d, "genai_config.json model.decoder.filename") : null);
+        // The tokenizer and template loaders open their files by name; every one of those names is checked first.
+        folder.CheckFiles(Onnx.ModelFolder.TokenizerFileNames.Concat(Onnx.ModelFolder.TemplateFileNames));
         var tokenizer = TextTokenizer.Load(directory);
         var template = ChatTemplate.Load(directory, tokenizer);
+        var graph = ModelSignature.InspectGraph(modelPath);
+        var context = config.ContextLength;
+        if (graph.RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
+            context = (rotary, $"the rotary cache (cos_cache) in {Path.GetFileName(modelPath)}");
 
         var sessionOptions = CreateSessionOptions(options);
         InferenceSession? session = null;
@@ -98,8 +119,15 @@ public sealed class SteeredModel : ISteeredGenerator
             {
                 throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
             }
-            var signature = ModelSignature.Discover(session, manifest, modelPath, ModelSignature.UsesGroupQueryAttention(modelPath));
-            return new SteeredModel(directory, modelPath, session, signature, manifest, config, tokenizer, template, options.Provider, options);
+            var signature = ModelSignature.Discover(session, manifest, modelPath, graph.GroupQueryAttention);
+            if (manifest is not null)
+            {
+                var feedable = new Dictionary<string, NodeMetadata>(session.InputMetadata);
+                foreach (var (name, meta) in session.OverridableInitializerMetadata) feedable.TryAdd(name, meta);
+                manifest.CheckAgainstGraph(feedable, session.OutputMetadata, modelPath);
+            }
+            CheckPadId(config, session, modelPath);
+            return new SteeredModel(directory, modelPath, session, signature, manifest, config, tokenizer, template, options.Provider, options, context);
         }
         catch
         {
@@ -205,7 +233,7 @@ public sealed class SteeredModel : ISteeredGenerator
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
-        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice);
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice, _contextLength);
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 
@@ -232,31 +260,52 @@ public sealed class SteeredModel : ISteeredGenerator
             rows.Add(new PreparedRow(tokens, text, steering));
         }
         foreach (var row in rows)
+        {
             if (row.PromptIds.Length == 0) throw new OnnxSteerException(ErrorKind.Usage, "a prompt encodes to no tokens");
+            CheckFits(row.PromptIds.Length, options.MaxNewTokens);
+        }
         return rows;
+    }
+
+    /// <summary>Refuses a prompt that leaves no room for one generated token within <see cref="ContextLength"/>
+    /// (ONNX Runtime would otherwise fail, or read past the rotary cache, at that position).</summary>
+    /// <exception cref="OnnxSteerException">InvalidData naming both lengths.</exception>
+    public void CheckFits(int promptTokens, int maxNewTokens = 1)
+    {
+        if (_contextLength is not int ctx) return;
+        if (promptTokens > ctx || (promptTokens == ctx && maxNewTokens > 0))
+            throw new OnnxSteerException(ErrorKind.InvalidData,
+                $"the prompt is {promptTokens} tokens; the model's context length is {ctx} ({ContextLengthSource}), which leaves no room to generate: shorten the prompt.");
+    }
+
+    /// <summary>The pad id is fed as a token; one outside the vocabulary would make the embedding lookup fail mid-run.</summary>
+    private static void CheckPadId(ModelConfig config, InferenceSession session, string modelPath)
+    {
+        if (config.PadTokenId is not int pad || !session.OutputMetadata.TryGetValue("logits", out var logits)) return;
+        var dims = logits.Dimensions;
+        if (dims.Length > 0 && dims[^1] > 0 && pad >= dims[^1])
+            throw new OnnxSteerException(ErrorKind.InvalidModel,
+                $"{config.PadTokenSource}: pad_token_id {pad} is outside the vocabulary of {Path.GetFileName(modelPath)} ({dims[^1]} tokens).");
     }
 
     private (string Text, int[] Ids) Prepare(IReadOnlyList<ChatTurn> messages, bool useChatTemplate, CancellationToken cancellationToken) =>
         PromptEncoder.Encode(Tokenizer, ChatTemplate, messages, useChatTemplate, cancellationToken);
 
-    private static string FindModelFile(string directory, string? preferred)
+    private static string FindModelFile(Onnx.ModelFolder folder, (string Name, string Subject)? preferred)
     {
-        if (preferred is not null)
+        if (preferred is { } p)
         {
-            var path = Path.Combine(directory, preferred);
+            var path = folder.Resolve(p.Name, p.Subject);
             if (File.Exists(path)) return path;
-            throw new OnnxSteerException(ErrorKind.NotFound, $"model file {path} does not exist");
+            throw new OnnxSteerException(ErrorKind.NotFound, $"model file {path} ({p.Subject}) does not exist");
         }
         foreach (var name in new[] { "model.onnx", "decoder_model_merged.onnx", "model_merged.onnx" })
-        {
-            var path = Path.Combine(directory, name);
-            if (File.Exists(path)) return path;
-        }
-        var onnx = System.IO.Directory.GetFiles(directory, "*.onnx");
-        if (onnx.Length == 1) return onnx[0];
+            if (folder.Find(name) is { } path) return path;
+        var onnx = System.IO.Directory.GetFiles(folder.Root, "*.onnx");
+        if (onnx.Length == 1) return folder.Resolve(Path.GetFileName(onnx[0]), "model file");
         throw new OnnxSteerException(ErrorKind.NotFound, onnx.Length == 0
-            ? $"no .onnx model in {directory}"
-            : $"{directory} holds {onnx.Length} .onnx files ({string.Join(", ", onnx.Select(Path.GetFileName))}); name one with RuntimeOptions.ModelFile");
+            ? $"no .onnx model in {folder.Root}"
+            : $"{folder.Root} holds {onnx.Length} .onnx files ({string.Join(", ", onnx.Select(Path.GetFileName))}); name one with RuntimeOptions.ModelFile");
     }
 
     private static SessionOptions CreateSessionOptions(RuntimeOptions options)

@@ -55,12 +55,24 @@ public sealed class VectorExtractor : IDisposable
         _padId = padId;
         _options = options;
         _ownsOptions = ownsOptions;
+        // The config files first: a bad value there fails before any session is opened.
+        var folder = Path.GetDirectoryName(Path.GetFullPath(modelFile))!;
+        var context = Runtime.ModelConfig.Load(folder).ContextLength;
+        if (Runtime.ModelSignature.InspectGraph(modelFile).RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
+            context = (rotary, $"the rotary cache (cos_cache) in {Path.GetFileName(modelFile)}");
+        (ContextLength, _contextSource) = context is { } c ? (c.Tokens, c.Source) : ((int?)null, (string?)null);
         // The session the first Extract will need, opened now so a model ONNX Runtime cannot load fails at Load, and opened
         // once: an extraction with the same layers and pruning reuses it instead of loading the weights a second time.
         var layers = ResolveLayers(firstUse.Layers);
         (_session, Pruning) = OpenSession(layers, firstUse.PruneGraph);
         _sessionKey = SessionKey(layers, firstUse.PruneGraph);
     }
+
+    private readonly string? _contextSource;
+
+    /// <summary>The most tokens a prompt may have (the model's context length: genai_config.json, config.json or the rotary
+    /// cache in the graph, the smallest present), or null when nothing states it. Longer prompts are refused.</summary>
+    public int? ContextLength { get; }
 
     /// <summary>What pruning removed from the graph of the session in use; null when it runs the full graph.</summary>
     internal PruneResult? Pruning { get; private set; }
@@ -96,6 +108,13 @@ public sealed class VectorExtractor : IDisposable
         var manifest = SteeringManifest.TryLoad(Path.GetDirectoryName(modelFile)!)
             ?? throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                 $"'{path}' has no {SteeringContract.ManifestFileName}; extract needs a patched model (run onnxsteer patch first).");
+        // A folder runs the model its steering.json names (as generate does), under the folder's path rule.
+        if (Directory.Exists(path))
+        {
+            modelFile = new ModelFolder(path).Resolve(manifest.ModelFile, "steering.json model_file");
+            if (!File.Exists(modelFile))
+                throw new OnnxSteerException(ErrorKind.NotFound, $"model file {modelFile} (steering.json model_file) does not exist.");
+        }
         if (manifest.ExposedLayers.Count == 0)
             throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{path}' exposes no hidden states; patch it again exposing the layers to extract.");
         var owns = sessionOptions is null;
@@ -116,6 +135,24 @@ public sealed class VectorExtractor : IDisposable
     /// <summary>Opens a session for <paramref name="layers"/>: on a graph pruned to their hidden_states outputs, or on the
     /// model file as it is.</summary>
     private (InferenceSession Session, PruneResult? Pruning) OpenSession(IReadOnlyList<int> layers, bool prune)
+    {
+        var (session, pruning) = OpenSessionUnchecked(layers, prune);
+        try
+        {
+            // Before anything is sized by hidden_size: the outputs read must exist with that width.
+            var feedable = new Dictionary<string, NodeMetadata>(session.InputMetadata);
+            foreach (var (name, meta) in session.OverridableInitializerMetadata) feedable.TryAdd(name, meta);
+            Manifest.CheckAgainstGraph(feedable, session.OutputMetadata, ModelFile, layers, checkSteered: !prune);
+            return (session, pruning);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    private (InferenceSession Session, PruneResult? Pruning) OpenSessionUnchecked(IReadOnlyList<int> layers, bool prune)
     {
         try
         {
@@ -200,7 +237,7 @@ public sealed class VectorExtractor : IDisposable
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var rows = sorted.AsSpan(start, Math.Min(options.BatchSize, sorted.Length - start)).ToArray();
-                var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers);
+                var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers, cancellationToken: cancellationToken);
                 for (var r = 0; r < rows.Length; r++) states[rows[r]] = batchStates[r];
                 // Pairs complete only when the window does; in between, report the prompts run as pairs so a slow model's
                 // progress still moves every batch.
@@ -217,6 +254,9 @@ public sealed class VectorExtractor : IDisposable
             var ids = encode(text).ToArray();
             if (ids.Length == 0)
                 throw new OnnxSteerException(ErrorKind.InvalidData, $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt encodes to no tokens.");
+            if (ContextLength is int ctx && ids.Length > ctx)
+                throw new OnnxSteerException(ErrorKind.InvalidData,
+                    $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt is {ids.Length} tokens; the model's context length is {ctx} ({_contextSource}).");
             return ids;
         }
 
@@ -260,7 +300,9 @@ public sealed class VectorExtractor : IDisposable
     /// <param name="sequences">Token ids per row.</param>
     /// <param name="layers">Layers to read.</param>
     /// <param name="extraOutputs">Outputs fetched as well and thrown away (benchmarks: what fetching logits costs).</param>
-    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null)
+    /// <param name="cancellationToken">Terminates the ONNX Runtime run in progress (a large batch can take seconds).</param>
+    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null,
+        CancellationToken cancellationToken = default)
     {
         var batch = sequences.Count;
         var length = sequences.Max(s => s.Length);
@@ -290,7 +332,15 @@ public sealed class VectorExtractor : IDisposable
             }
             var outputNames = layers.Select(SteeringContract.HiddenStateOutput).ToList();
             using var runOptions = new RunOptions();
-            using var outputs = _session.Run(runOptions, names, values, [.. outputNames, .. extraOutputs ?? []]);
+            using var terminate = cancellationToken.Register(static o => ((RunOptions)o!).Terminate = true, runOptions);
+            cancellationToken.ThrowIfCancellationRequested();
+            IDisposableReadOnlyCollection<OrtValue> outputs;
+            try { outputs = _session.Run(runOptions, names, values, [.. outputNames, .. extraOutputs ?? []]); }
+            catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException("extraction was cancelled", cancellationToken);
+            }
+            using var _ = outputs;
             var result = new float[batch][][];
             for (var b = 0; b < batch; b++) result[b] = new float[layers.Count][];
             var hidden = Manifest.HiddenSize;

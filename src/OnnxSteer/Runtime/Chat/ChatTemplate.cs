@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxSteer.Onnx;
 using OnnxSteer.Runtime.Chat.Jinja;
 using OnnxSteer.Runtime.Tokenization;
 
@@ -52,29 +53,33 @@ public sealed class ChatTemplate
     public static ChatTemplate Load(string directory, TextTokenizer tokenizer)
     {
         string? source = null, origin = null;
-        var configPath = Path.Combine(directory, "tokenizer_config.json");
-        if (File.Exists(configPath) && FromJson(configPath) is string fromConfig) { source = fromConfig; origin = $"{configPath} (chat_template)"; }
-        var jinjaPath = Path.Combine(directory, "chat_template.jinja");
-        if (source is null && File.Exists(jinjaPath))
+        // Every file is read through the folder's path rule: a template file that is a symlink out of the folder is
+        // refused (UnsafePath), and sizes are bounded before reading.
+        var folder = new ModelFolder(directory);
+        if (FromJson(folder, "tokenizer_config.json") is string fromConfig) { source = fromConfig; origin = $"{folder.Describe("tokenizer_config.json")} (chat_template)"; }
+        if (source is null)
         {
-            // A file past what the parser accepts (4 bytes a character at most in UTF-8) is refused unread, not loaded.
-            long bytes = new FileInfo(jinjaPath).Length, limit = 4L * JinjaLimits.Default.MaxSourceChars;
-            if (bytes > limit)
-                return new ChatTemplate(null, null, Specials(tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null), $"the chat template in {jinjaPath}", null,
-                    $"the chat template in {jinjaPath} is refused: {bytes:N0} bytes (limit {limit:N0})");
-            source = File.ReadAllText(jinjaPath);
-            origin = jinjaPath;
+            var jinja = folder.Describe("chat_template.jinja");
+            // A file past what the parser accepts (4 bytes a character at most in UTF-8) is refused unread, not loaded,
+            // and only when the template is used, so --no-chat-template still works with the folder.
+            try { source = folder.ReadText("chat_template.jinja", 4L * JinjaLimits.Default.MaxSourceChars); }
+            catch (OnnxSteerException e) when (e.Kind == ErrorKind.InvalidModel)
+            {
+                return new ChatTemplate(null, null, Specials(tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null), $"the chat template in {jinja}", null,
+                    $"the chat template in {jinja} is refused: {e.Message}");
+            }
+            if (source is not null) origin = jinja;
         }
-        var jsonPath = Path.Combine(directory, "chat_template.json");
-        if (source is null && File.Exists(jsonPath) && FromJson(jsonPath) is string fromJson) { source = fromJson; origin = $"{jsonPath} (chat_template)"; }
+        if (source is null && FromJson(folder, "chat_template.json") is string fromJson) { source = fromJson; origin = $"{folder.Describe("chat_template.json")} (chat_template)"; }
         return Create(source, origin, tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null);
     }
 
     /// <summary>The chat_template of a JSON file, or null where the file holds none or is not a usable JSON object
     /// (the loader of that file reports its own errors; here it only means "no template").</summary>
-    private static string? FromJson(string path)
+    private static string? FromJson(ModelFolder folder, string name)
     {
-        try { return TemplateText((JsonNode.Parse(File.ReadAllText(path)) as JsonObject)?["chat_template"]); }
+        if (folder.ReadText(name) is not { } text) return null;
+        try { return TemplateText((JsonNode.Parse(text) as JsonObject)?["chat_template"]); }
         catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException) { return null; }
     }
 

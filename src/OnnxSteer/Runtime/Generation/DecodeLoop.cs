@@ -27,6 +27,8 @@ internal sealed class DecodeLoop : IDisposable
     private readonly int _batch;
     private readonly int _promptLength;
     private readonly int _padId;
+    /// <summary>Most new tokens any row may generate (<see cref="RowState.Limit"/>'s maximum).</summary>
+    private readonly int _maxNew;
 
     private readonly long[] _mask;
     private readonly long[] _maskShape = new long[2];
@@ -58,6 +60,8 @@ internal sealed class DecodeLoop : IDisposable
         public required StreamingDecoder Decoder;
         public readonly List<int> Tokens = new(tokenCapacity);
         public readonly StringBuilder Text = new(Math.Min(tokenCapacity * 16, 1 << 18)); // most tokens decode to under 16 chars
+        /// <summary>Most tokens this row may generate: the caller's maximum, cut to what the context length leaves.</summary>
+        public required int Limit;
         public int Emitted;
         public bool Done;
         public double LogProbSum;
@@ -66,7 +70,7 @@ internal sealed class DecodeLoop : IDisposable
 
     public DecodeLoop(InferenceSession session, ModelSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
         GeneratorOptions options, IReadOnlySet<int> eos, int padId, bool allowBinding = false, int cacheHeadroom = 256,
-        CacheDevice cacheDevice = default)
+        CacheDevice cacheDevice = default, int? contextLength = null)
     {
         _cacheDevice = cacheDevice;
         _allowBinding = allowBinding;
@@ -77,18 +81,23 @@ internal sealed class DecodeLoop : IDisposable
         _padId = padId;
         _batch = rows.Count;
         _promptLength = rows.Max(r => r.PromptIds.Length);
-        int total = _promptLength + Math.Max(options.MaxNewTokens, 1);
+        // A row stops at the model's context length (finish reason Length): prompt + generated tokens never exceed it, so
+        // no position past the rotary cache or the position table is ever fed, and nothing is sized beyond it.
+        int RowLimit(PreparedRow r) => contextLength is int ctx ? Math.Max(0, Math.Min(options.MaxNewTokens, ctx - r.PromptIds.Length)) : options.MaxNewTokens;
+        _maxNew = rows.Max(RowLimit);
+        int total = checked(_promptLength + Math.Max(_maxNew, 1));
         _mask = GC.AllocateArray<long>(_batch * total, pinned: true);
         _stepIds = GC.AllocateArray<long>(_batch, pinned: true);
         _stepPositions = GC.AllocateArray<long>(_batch, pinned: true);
         _past = new OrtValue[signature.Cache.Count];
         _state = new RowState[_batch];
         // Results grow in place without reallocating mid-generation (up to a sane bound; beyond it growth is amortised).
-        int tokenCapacity = Math.Min(Math.Max(options.MaxNewTokens, 1), 1 << 16);
+        int tokenCapacity = Math.Min(Math.Max(_maxNew, 1), 1 << 16);
         for (int b = 0; b < _batch; b++)
             _state[b] = new RowState(tokenCapacity)
             {
                 PromptLength = rows[b].PromptIds.Length,
+                Limit = RowLimit(rows[b]),
                 Pad = _promptLength - rows[b].PromptIds.Length,
                 Sampler = new Sampler(options, 0), // vocab size is known after the first run; see EnsureScratch
                 Decoder = tokenizer.CreateStreamingDecoder(),
@@ -112,7 +121,7 @@ internal sealed class DecodeLoop : IDisposable
     public IReadOnlyList<GenerationResult> Run(Func<bool, SteeringFeed> steeringForPhase, Action<GeneratedPiece>? onPiece, CancellationToken ct)
     {
         using var cancel = ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions);
-        if (_options.MaxNewTokens == 0) return Results();
+        if (_maxNew == 0) return Results();
         ct.ThrowIfCancellationRequested();
 
         // Prefill: the whole (left-padded) prompt, empty pasts.
@@ -218,7 +227,7 @@ internal sealed class DecodeLoop : IDisposable
         if (!BoundDecoder.Supports(_sig, _past, _batch, _promptLength)) return null;
         try
         {
-            var bound = new BoundDecoder(_session, _sig, _batch, _promptLength, _promptLength + Math.Max(_options.MaxNewTokens, 1), _vocab,
+            var bound = new BoundDecoder(_session, _sig, _batch, _promptLength, _promptLength + Math.Max(_maxNew, 1), _vocab,
                 _logitsRank2, _past, ids, _sig.PositionIds is null ? null : positions, steering.Inputs, _cacheHeadroom, _cacheDevice);
             _tokenizer.WarmDecodeCache(_vocab);
             return bound;
@@ -247,6 +256,10 @@ internal sealed class DecodeLoop : IDisposable
             _bound = null;
             return false;
         }
+        catch (OnnxRuntimeException e)
+        {
+            throw RunFailed(e);
+        }
         if (!UsedBinding)
         {
             // The cache now lives in the bound buffers; the prefill's presents are no longer needed.
@@ -255,6 +268,11 @@ internal sealed class DecodeLoop : IDisposable
         }
         return true;
     }
+
+    /// <summary>A run ONNX Runtime refuses (a model whose limits the folder's files do not state, say) is the model's
+    /// failure, reported in one line, not a crash.</summary>
+    private static OnnxSteerException RunFailed(OnnxRuntimeException e) =>
+        new(ErrorKind.UnsupportedModel, $"ONNX Runtime failed running the model: {e.Message.Split('\n')[0].Trim()}", e);
 
     private void BuildInputs(OrtValue ids, OrtValue positions, OrtValue mask, bool useCache, SteeringFeed steering)
     {
@@ -291,6 +309,10 @@ internal sealed class DecodeLoop : IDisposable
         catch (OnnxRuntimeException) when (_runOptions.Terminate)
         {
             throw new OperationCanceledException("generation was cancelled");
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw RunFailed(e);
         }
         // The presents become the next pasts: take them out of the collection's ownership by swapping in the
         // old pasts, which the collection then disposes with the logits.
@@ -344,7 +366,7 @@ internal sealed class DecodeLoop : IDisposable
                 continue;
             }
             s.Decoder.AppendTo(token, s.Text);
-            bool last = s.Tokens.Count >= _options.MaxNewTokens;
+            bool last = s.Tokens.Count >= s.Limit;
             if (last) { s.Done = true; s.Reason = FinishReason.Length; s.Decoder.FlushTo(s.Text); }
             Emit(b, s, before, token, onPiece, final: last);
         }
