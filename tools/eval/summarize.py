@@ -31,7 +31,7 @@ def row(name, n, values):
 def main():
     report = json.load(open(sys.argv[1]))
     label = sys.argv[2] if len(sys.argv) > 2 else sys.argv[1]
-    items = report["items"]
+    items = [i for i in report["items"] if not i.get("control")]  # the random-direction control has its own rows
     print(f"#### {label}\n")
     print("| group | prompts | " + " | ".join(LABELS) + " |")
     print("|---|--:|" + "--:|" * 4)
