@@ -31,22 +31,16 @@ internal sealed record DemoOptions
 
     /// <summary>Keep the temporary folder (patched model and vectors) instead of deleting it.</summary>
     public bool Keep { get; init; }
+
+    /// <summary>The selection file (from <c>onnxsteer sweep</c>) whose steered instructions, layers and modes the demo
+    /// uses; null for <c>selection.json</c> in the model folder, else the repository's <c>docs/evaluation/selection.json</c>.</summary>
+    public string? SelectionPath { get; init; }
 }
 
 /// <summary>The end-to-end demo: patch the bundled model into a temporary folder, extract a few instruction vectors,
 /// show responses without and with steering side by side, and print the evaluation table. Needs no network.</summary>
 internal static class DemoRunner
 {
-    /// <summary>The instructions the demo steers, with a fallback layer and mode used when the repository's
-    /// <c>docs/evaluation/selection.json</c> (chosen by <c>onnxsteer sweep</c> on the validation split) is not there;
-    /// the vectors are named after their pair files.</summary>
-    internal static readonly IReadOnlyDictionary<string, SelectionEntry> FallbackSteering = new Dictionary<string, SelectionEntry>
-    {
-        [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 1 },
-        [InstructionIds.NoComma] = new() { Mode = "project", Vector = "punctuation.no_comma", Layer = 0 },
-        [InstructionIds.ForbiddenWords] = new() { Mode = "add", Vector = "keywords.existence.{word}", Layer = 4, Scale = -4 },
-    };
-
     /// <summary>Runs the demo, writing progress and results to <paramref name="output"/>.</summary>
     /// <exception cref="OnnxSteerException">The bundled model or its data cannot be found, or a step fails.</exception>
     public static async Task RunAsync(DemoOptions options, TextWriter output, CancellationToken cancellationToken = default)
@@ -57,7 +51,7 @@ internal static class DemoRunner
         var testPath = Path.Combine(dataDir, "eval", "test.jsonl");
         if (!File.Exists(testPath))
             throw new OnnxSteerException(ErrorKind.NotFound, $"the demo data '{testPath}' does not exist; pass --data-dir (a folder with pairs/ and eval/).");
-        var steering = LoadSteering(modelDir, output);
+        var steering = LoadSteering(modelDir, options.SelectionPath, output);
         var items = EvalDataset.Load(testPath).Where(i => i.Checks.Count == 1 && steering.ContainsKey(i.Checks[0].Id)).ToList();
         items = [.. EvalWorkflow.Limit(items, options.EvalPerInstruction)];
 
@@ -84,7 +78,7 @@ internal static class DemoRunner
 
             step.Restart();
             output.WriteLine("[3/4] the same prompts (no instruction in them), greedy, without and with steering:");
-            var examples = steering.Keys.Select(id => items.First(i => i.Checks[0].Id == id)).ToList();
+            var examples = steering.Keys.Select(id => items.FirstOrDefault(i => i.Checks[0].Id == id)).OfType<EvalItem>().ToList();
             var requests = examples.SelectMany(i => new[] { new EvalRequest(i.Prompt, []), new EvalRequest(i.Prompt, selection.OpsFor(i, backend.Vectors)) }).ToList();
             var responses = await backend.Generator.GenerateAsync(requests, cancellationToken).ConfigureAwait(false);
             for (var e = 0; e < examples.Count; e++)
@@ -92,8 +86,8 @@ internal static class DemoRunner
                 output.WriteLine();
                 output.WriteLine($"  prompt:   {examples[e].Prompt}");
                 output.WriteLine($"  steering: {string.Join(" + ", requests[2 * e + 1].Steering)}   (for {examples[e].Checks[0]})");
-                output.WriteLine($"  without:  {OneLine(responses[2 * e].Text)}");
-                output.WriteLine($"  with:     {OneLine(responses[2 * e + 1].Text)}");
+                output.WriteLine($"  without:  {OneLine(responses[2 * e].Text)}{Verdict(examples[e], responses[2 * e].Text)}");
+                output.WriteLine($"  with:     {OneLine(responses[2 * e + 1].Text)}{Verdict(examples[e], responses[2 * e + 1].Text)}");
             }
             output.WriteLine($"  ({step.Elapsed.TotalSeconds:0.0} s)");
 
@@ -101,7 +95,11 @@ internal static class DemoRunner
             output.WriteLine();
             output.WriteLine($"[4/4] evaluation on {items.Count} held-out test prompts ({Path.GetFileName(testPath)}, IFEval checks):");
             output.WriteLine();
-            var eval = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator, new EvalOptions { KeepResponses = false }, cancellationToken).ConfigureAwait(false);
+            var eval = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator, new EvalOptions
+            {
+                KeepResponses = false,
+                HeldOutPhrasings = HeldOutPhrasings.Load(HeldOutPhrasings.FindBeside(testPath)),
+            }, cancellationToken).ConfigureAwait(false);
             output.Write(eval.ToMarkdown());
             output.WriteLine($"({step.Elapsed.TotalSeconds:0.0} s; demo total {clock.Elapsed.TotalSeconds:0.0} s)");
             if (options.Keep) output.WriteLine($"kept {temp}");
@@ -113,19 +111,39 @@ internal static class DemoRunner
         }
     }
 
-    /// <summary>The sweep's choice for the demo's instructions from <c>docs/evaluation/selection.json</c> beside the
-    /// <c>models</c> folder, where it chose to steer; the fallback otherwise.</summary>
-    private static IReadOnlyDictionary<string, SelectionEntry> LoadSteering(string modelDir, TextWriter output)
+    /// <summary>The steered instructions of the selection file, in <see cref="InstructionIds.All"/> order: the one given,
+    /// else <c>selection.json</c> in the model folder (so that <c>--model</c> brings its own), else the repository's
+    /// <c>docs/evaluation/selection.json</c> beside the <c>models</c> folder.</summary>
+    /// <exception cref="OnnxSteerException">(NotFound) no selection file; (InvalidData) one that steers nothing.</exception>
+    internal static IReadOnlyDictionary<string, SelectionEntry> LoadSteering(string modelDir, string? selectionPath, TextWriter output)
     {
-        var root = Path.GetDirectoryName(Path.GetDirectoryName(modelDir));
-        var path = root is null ? null : Path.Combine(root, "docs", "evaluation", "selection.json");
-        if (path is null || !File.Exists(path)) return FallbackSteering;
-        var chosen = SteeringSelection.Load(path).Instructions;
-        var steering = FallbackSteering.ToDictionary(kv => kv.Key, kv =>
-            chosen.TryGetValue(kv.Key, out var e) && e.SteerMode is not null ? e : kv.Value);
-        output.WriteLine($"layers and modes from {path}");
+        var path = selectionPath ?? FindSelection(modelDir)
+            ?? throw new OnnxSteerException(ErrorKind.NotFound,
+                $"no selection file: pass --selection FILE (made by 'onnxsteer sweep ... -o FILE') or put selection.json in '{modelDir}'.");
+        var chosen = SteeringSelection.Load(Path.GetFullPath(path)).Instructions;
+        var steering = new Dictionary<string, SelectionEntry>();
+        foreach (var id in InstructionIds.All.Concat(chosen.Keys.Order(StringComparer.Ordinal)).Distinct())
+            if (chosen.TryGetValue(id, out var e) && e.SteerMode is not null) steering[id] = e;
+        if (steering.Count == 0) throw new OnnxSteerException(ErrorKind.InvalidData, $"the selection '{path}' steers no instruction; there is nothing to show.");
+        output.WriteLine($"layers and modes from {path}: {string.Join(", ", steering.Select(kv => $"{EvalReport.ShortName(kv.Key)} {kv.Value.Describe()}"))}");
         return steering;
     }
+
+    private static string? FindSelection(string modelDir)
+    {
+        var own = Path.Combine(modelDir, "selection.json");
+        if (File.Exists(own)) return own;
+        var root = Path.GetDirectoryName(Path.GetDirectoryName(modelDir));
+        var repo = root is null ? null : Path.Combine(root, "docs", "evaluation", "selection.json");
+        return repo is not null && File.Exists(repo) ? repo : null;
+    }
+
+    private static readonly QualityGuard Guard = new();
+
+    /// <summary>" (degenerate)" or " (off topic: no 'honey')" after a response that the evaluation would fail for it.</summary>
+    private static string Verdict(EvalItem item, string response) =>
+        Guard.IsDegenerate(response) ? "   (degenerate)"
+        : !TopicFidelity.IsOnTopic(item, response) ? $"   (off topic: no '{TopicFidelity.TopicOf(item.Prompt)}')" : "";
 
     /// <summary>Extracts each named vector from <c>pairs/&lt;name&gt;.jsonl</c> into <c>&lt;name&gt;.safetensors</c>.</summary>
     internal static IReadOnlyDictionary<string, int> ExtractVectors(string patched, string pairsDir, IReadOnlyList<string> names, string outDir,

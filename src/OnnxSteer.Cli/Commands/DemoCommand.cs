@@ -16,9 +16,10 @@ internal static class DemoCommand
         CliValidators.Positive(maxNewTokens);
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads." };
         var engine = EngineOption.Create();
+        var selection = new Option<string?>("--selection") { Description = "Selection file (from sweep) naming the instructions, layers and modes to steer (default: selection.json in the model folder, else docs/evaluation/selection.json)." };
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary folder with the patched model and the vectors." };
         var command = new Command("demo", "Patch the bundled model, extract instruction vectors, compare responses without and with steering, and print the evaluation table (no network).");
-        foreach (var o in new Option[] { model, dataDir, perInstruction, maxNewTokens, threads, keep, engine }) command.Options.Add(o);
+        foreach (var o in new Option[] { model, dataDir, selection, perInstruction, maxNewTokens, threads, keep, engine }) command.Options.Add(o);
         command.SetAction(async (parse, ct) =>
         {
             await DemoRunner.RunAsync(new DemoOptions
@@ -30,6 +31,7 @@ internal static class DemoCommand
                 Threads = parse.GetValue(threads),
                 Keep = parse.GetValue(keep),
                 Engine = EngineOption.Parse(parse.GetValue(engine)),
+                SelectionPath = parse.GetValue(selection),
             }, stdout, ct);
             return 0;
         });

@@ -38,6 +38,11 @@ public sealed record EvalJob
     public int? LimitPerInstruction { get; init; }
     /// <summary>Generation settings.</summary>
     public EvalGenerationOptions Generation { get; init; } = new();
+    /// <summary>Seed of the random-direction control (<see cref="Evaluation.RandomControl"/>); null runs no control.</summary>
+    public int? RandomControlSeed { get; init; } = RandomControl.DefaultSeed;
+    /// <summary>A <c>splits.json</c> with <c>held_out_phrasings</c>; null looks for one in the data file's folder and
+    /// the folder above it (<c>models/data/splits.json</c> for <c>models/data/eval/test.jsonl</c>).</summary>
+    public string? SplitsPath { get; init; }
 }
 
 /// <summary>What <c>onnxsteer sweep</c> runs.</summary>
@@ -70,13 +75,40 @@ public static class EvalWorkflow
     {
         var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
         var selection = job.SelectionPath is null ? null : SteeringSelection.Load(job.SelectionPath);
-        using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
-        foreach (var w in backend.Warnings) warn?.Invoke(w);
-        WarnUnmatched(backend, selection, warn);
-        selection ??= DefaultSelection(items, backend.Vectors);
-        var report = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
-            new EvalOptions { Settings = job.Settings, Progress = progress }, cancellationToken).ConfigureAwait(false);
-        return report with { Engine = backend.Model.Engine };
+        var heldOut = HeldOutPhrasings.Load(job.SplitsPath ?? HeldOutPhrasings.FindBeside(job.DataPath));
+        var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
+        string? controlFolder = null;
+        try
+        {
+            foreach (var w in backend.Warnings) warn?.Invoke(w);
+            WarnUnmatched(backend, selection, warn);
+            selection ??= DefaultSelection(items, backend.Vectors);
+            var ops = items.SelectMany(i => selection.OpsFor(i, backend.Vectors)).Distinct().ToList();
+            if (job.RandomControlSeed is { } seed && ops.Count > 0)
+            {
+                // The control vectors must be in the store the generator resolves names in: reopen on a copy of the
+                // vectors with the control file beside them.
+                controlFolder = Path.Combine(Path.GetTempPath(), $"onnxsteer-control-{Guid.NewGuid():N}");
+                RandomControl.PrepareFolder(job.VectorsPath, ops, controlFolder, seed);
+                backend.Dispose();
+                backend = ModelBackend.Open(job.ModelDirectory, controlFolder, job.Generation);
+            }
+            var report = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
+                new EvalOptions
+                {
+                    Settings = job.Settings,
+                    Progress = progress,
+                    RandomControl = controlFolder is null ? null : RandomControl.Map,
+                    HeldOutPhrasings = heldOut,
+                }, cancellationToken).ConfigureAwait(false);
+            return report with { Engine = backend.Model.Engine };
+        }
+        finally
+        {
+            backend.Dispose();
+            if (controlFolder is not null)
+                try { Directory.Delete(controlFolder, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
     }
 
     /// <summary>Runs a sweep.</summary>

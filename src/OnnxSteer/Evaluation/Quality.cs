@@ -28,7 +28,24 @@ public sealed record QualityGuard
     /// <summary>A word of this many characters or more marks the response degenerate (default 30).</summary>
     public int MaxWordLength { get; init; } = 30;
 
+    /// <summary>Count answers that do not name the prompt's topic as failures (default true; see <see cref="TopicFidelity"/>).</summary>
+    public bool RequireTopic { get; init; } = true;
+
     private static readonly Regex Word = new(@"\w+", RegexOptions.CultureInvariant);
+
+    /// <summary>Whether a response to <paramref name="item"/> counts at all: not degenerate and, with
+    /// <see cref="RequireTopic"/>, naming the topic of the item's query (see <see cref="TopicFidelity.IsOnTopic(EvalItem, string)"/>).</summary>
+    public bool Accepts(EvalItem item, string response) =>
+        !IsDegenerate(response) && (!RequireTopic || TopicFidelity.IsOnTopic(item, response));
+
+    /// <summary>The one pass/fail that <c>eval</c>, <c>sweep</c> and <c>demo</c> score with: the IFEval check (loose or
+    /// strict) passes, the response is <see cref="Accepts">acceptable</see>, and a title instruction's title names the
+    /// topic. A degenerate or off-topic answer that happens to satisfy a format check (96 × "A" has no forbidden word;
+    /// "&lt;&lt;The Flower&gt;&gt;" for a sock is a title) follows nothing.</summary>
+    public bool Passes(EvalItem item, InstructionCheck check, string response, bool loose = true) =>
+        (loose ? IfEval.FollowsLoose(check, response) : IfEval.FollowsStrict(check, response))
+        && Accepts(item, response)
+        && (!RequireTopic || check.Id != InstructionIds.Title || TopicFidelity.TitleNamesTopic(item.Prompt, response));
 
     /// <summary>Whether <paramref name="text"/> is degenerate.</summary>
     public bool IsDegenerate(string text)

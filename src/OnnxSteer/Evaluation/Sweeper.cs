@@ -207,7 +207,7 @@ public static class Sweeper
             {
                 var response = responses[r.Request.CacheKey].Text;
                 var degenerate = options.Quality.IsDegenerate(response);
-                return (r.Setting, Pass: !degenerate && IfEval.FollowsLoose(r.Item.Checks[0], response), Degenerate: degenerate);
+                return (r.Setting, Pass: options.Quality.Passes(r.Item, r.Item.Checks[0], response), Degenerate: degenerate);
             }).ToList();
             var without = scored.Where(s => s.Setting == EvalSetting.NoInstruction).ToList();
             var with = scored.Where(s => s.Setting == EvalSetting.WithInstruction).ToList();

@@ -18,8 +18,40 @@ public sealed class DemoTests
         Assert.Contains("[2/4] extracted", text);
         Assert.Contains("  without:  ", text);
         Assert.Contains("  with:     ", text);
-        Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | with instr. | with instr. + steer |", text);
+        Assert.Contains("layers and modes from ", text);
+        Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | p | with instr. | with instr. + steer | p | on topic", text);
         Assert.Contains("| change_case:english_lowercase | 1 | project change_case.english_lowercase@", text);
+    }
+
+    [Fact]
+    public void TakesInstructionsLayersAndModesFromTheSelectionFile()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var path = dir.Combine("selection.json");
+        File.WriteAllText(path, """
+            {"format_version": 1, "instructions": {
+              "punctuation:no_comma": {"mode": "project", "vector": "punctuation.no_comma", "layer": 3},
+              "change_case:english_lowercase": {"mode": "none"},
+              "keywords:existence": {"mode": "add", "vector": "keywords.existence.{word}", "layer": 2, "scale": 6}}}
+            """);
+        var output = new StringWriter();
+        var steering = DemoRunner.LoadSteering(dir.Path, null, output); // found as selection.json in the model folder
+        Assert.Equal([InstructionIds.NoComma, InstructionIds.KeywordExistence], steering.Keys); // InstructionIds.All order, unsteered left out
+        Assert.Equal(3, steering[InstructionIds.NoComma].Layer);
+        Assert.Equal("add", steering[InstructionIds.KeywordExistence].Mode);
+        Assert.Equal(2, steering[InstructionIds.KeywordExistence].Layer);
+        Assert.Contains(path, output.ToString());
+    }
+
+    [Fact]
+    public void RefusesASelectionThatSteersNothingOrIsMissing()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var e = Assert.Throws<OnnxSteerException>(() => DemoRunner.LoadSteering(dir.Path, null, new StringWriter()));
+        Assert.Equal(ErrorKind.NotFound, e.Kind);
+        File.WriteAllText(dir.Combine("none.json"), """{"format_version": 1, "instructions": {"punctuation:no_comma": {"mode": "none"}}}""");
+        e = Assert.Throws<OnnxSteerException>(() => DemoRunner.LoadSteering(dir.Path, dir.Combine("none.json"), new StringWriter()));
+        Assert.Equal(ErrorKind.InvalidData, e.Kind);
     }
 
     [Fact]

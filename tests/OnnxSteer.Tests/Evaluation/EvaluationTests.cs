@@ -97,8 +97,9 @@ public class EvaluationTests
         var model = new FakeModel();
         var report = await Evaluator.RunAsync(Items(), Selection, model, model);
         var md = report.ToMarkdown();
-        Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | with instr. | with instr. + steer |", md);
-        Assert.Contains("| change_case:english_lowercase | 3 | project change_case.english_lowercase@3 | 0.00 | 1.00 | 1.00 | 1.00 |", md);
+        Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | p | with instr. | with instr. + steer | p | on topic (no instr. / no instr. + steer / with instr. / with instr. + steer) |", md);
+        // 0 of 3 -> 3 of 3: Wilson [0, 0.56] and [0.44, 1]; McNemar exact with 3 discordant pairs: p = 2 x 1/8 = 0.25.
+        Assert.Contains("| change_case:english_lowercase | 3 | project change_case.english_lowercase@3 | 0.00 [0.00, 0.56] | 1.00 [0.44, 1.00] | 0.250 | 1.00 [0.44, 1.00] | 1.00 [0.44, 1.00] | 1.000 | 1.00 / 1.00 / 1.00 / 1.00 |", md);
         Assert.Contains("| **all, prompt-level** | 7 |", md);
         Assert.Contains("perplexity", md);
 

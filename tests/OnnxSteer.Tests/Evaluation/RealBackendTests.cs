@@ -52,11 +52,18 @@ public sealed class RealBackendTests
         var generation = new EvalGenerationOptions { MaxNewTokens = 8, BatchSize = 4, Threads = 1 };
         var job = new EvalJob { ModelDirectory = model, DataPath = data, VectorsPath = vectors, SelectionPath = selection, Generation = generation };
         var report = await EvalWorkflow.EvaluateAsync(job);
-        Assert.Equal(12, report.Items.Count);
-        var plain = report.Items.Where(i => i.Setting == "no_instruction").ToDictionary(i => i.Key, i => i.Response);
-        var steered = report.Items.Where(i => i.Setting == "no_instruction_steered").ToDictionary(i => i.Key, i => i.Response);
+        Assert.Equal(12, report.Items.Count(i => i.Control is null));
+        // The random-direction control: the 3 steered prompts again in both steered settings, on vectors of the same norm.
+        var control = report.Items.Where(i => i.Control == Evaluator.RandomControlKey).ToList();
+        Assert.Equal(6, control.Count);
+        Assert.All(control, i => Assert.StartsWith("add random.", i.Steering[0]));
+        Assert.Contains(report.Rows, r => r.Variant == EvalReport.RandomVariant);
+        var plain = report.Items.Where(i => i.Setting == "no_instruction" && i.Control is null).ToDictionary(i => i.Key, i => i.Response);
+        var steered = report.Items.Where(i => i.Setting == "no_instruction_steered" && i.Control is null).ToDictionary(i => i.Key, i => i.Response);
         Assert.All(plain.Keys, k => Assert.NotEqual(plain[k], steered[k]));
-        Assert.StartsWith("add keywords.existence.cat@0 w=-", report.Items.Single(i => i.Key == "c" && i.Setting == "with_instruction_steered").Steering.Single());
+        Assert.StartsWith("add keywords.existence.cat@0 w=-", report.Items.Single(i => i.Key == "c" && i.Setting == "with_instruction_steered" && i.Control is null).Steering.Single());
+        var randomW = control.Single(i => i.Key == "c" && i.Setting == "with_instruction_steered").Steering.Single();
+        Assert.Equal(report.Items.Single(i => i.Key == "c" && i.Setting == "with_instruction_steered" && i.Control is null).Steering.Single().Replace("keywords.", "random.keywords."), randomW);
 
         // Batch size 1 gives the same responses: batching with per-row steering does not change greedy outputs.
         var single = await EvalWorkflow.EvaluateAsync(job with { Generation = generation with { BatchSize = 1 } });
