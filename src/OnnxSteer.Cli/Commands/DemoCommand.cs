@@ -14,7 +14,7 @@ internal static class DemoCommand
         perInstruction.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--eval-per-instruction must be positive."); });
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Maximum new tokens per response.", DefaultValueFactory = _ => 96 };
         maxNewTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--max-new-tokens must be positive."); });
-        var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads." };
+        var threads = ThreadsOption.Create();
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary folder with the patched model and the vectors." };
         var command = new Command("demo", "Patch the bundled model, extract instruction vectors, compare responses without and with steering, and print the evaluation table (no network).");
         foreach (var o in new Option[] { model, dataDir, perInstruction, maxNewTokens, threads, keep }) command.Options.Add(o);

@@ -17,6 +17,7 @@ internal static class PatchCommand
         DefaultValueFactory = _ => "optional",
     };
     private static readonly Option<bool> VerifyOption = new("--verify") { Description = "Run 'onnxsteer verify' on the result." };
+    private static readonly Option<int?> ThreadsOpt = ThreadsOption.Create("1 for --verify, as in onnxsteer verify");
     private static readonly Option<bool> OverwriteOption = new("--overwrite") { Description = "Replace the output folder if it exists." };
     private static readonly Option<bool> JsonOption = new("--json") { Description = "Print the result as JSON." };
 
@@ -24,7 +25,7 @@ internal static class PatchCommand
     {
         var command = new Command("patch", "Rewrite an exported decoder to expose hidden_states.{L} and take steering.{L}.add|direction|target inputs.");
         command.Arguments.Add(ModelArgument);
-        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, VerifyOption, OverwriteOption, JsonOption })
+        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, VerifyOption, ThreadsOpt, OverwriteOption, JsonOption })
             command.Options.Add(option);
         command.SetAction(parse =>
         {
@@ -42,7 +43,7 @@ internal static class PatchCommand
             var json = parse.GetValue(JsonOption);
             var report = ModelPatcher.Patch(parse.GetValue(ModelArgument)!, parse.GetValue(OutputOption)!, options,
                 parse.GetValue(OverwriteOption), json ? null : TerminalProgress.For(stderr));
-            VerificationReport? verification = parse.GetValue(VerifyOption) ? PatchVerifier.Verify(report.OutputDirectory) : null;
+            VerificationReport? verification = parse.GetValue(VerifyOption) ? PatchVerifier.Verify(report.OutputDirectory, new VerifyOptions { Threads = parse.GetValue(ThreadsOpt) ?? 1 }) : null;
             if (json)
             {
                 stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new

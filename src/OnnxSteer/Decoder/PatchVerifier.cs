@@ -12,6 +12,10 @@ public sealed record VerifyOptions
     /// <summary>The original model folder; default: the source path recorded in steering.json.</summary>
     public string? SourceDirectory { get; init; }
 
+    /// <summary>ONNX Runtime intra-op threads of the two sessions compared (default 1: both run the same single-threaded
+    /// kernels, so the bit-identity checks do not depend on how a pool splits the work; 0 uses all cores).</summary>
+    public int Threads { get; init; } = 1;
+
     /// <summary>Prompt length of the prefill run.</summary>
     public int PrefillLength { get; init; } = 5;
 
@@ -81,8 +85,8 @@ public static class PatchVerifier
 
         foreach (var optimize in new[] { false, true })
         {
-            using var source = VerificationSession.Open(sourceFile, optimize);
-            using var patched = VerificationSession.Open(patchedFile, optimize);
+            using var source = VerificationSession.Open(sourceFile, optimize, options.Threads);
+            using var patched = VerificationSession.Open(patchedFile, optimize, options.Threads);
             foreach (var batch in new[] { 1, 2 })
                 checks.Add(CompareZeroSteer(source, patched, manifest, batch, optimize, options));
             if (!optimize) checks.AddRange(SteeringChecks(patched, manifest, options));

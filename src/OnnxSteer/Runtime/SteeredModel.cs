@@ -131,9 +131,10 @@ public sealed class SteeredModel : IDisposable
     public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
         var rows = PrepareBatch(batch, options);
-        return RunLoop(rows, options, onPiece, cancellationToken);
+        return RunLoop(rows, options, onPiece, cancellationToken, start);
     }
 
     /// <summary>Streams the reply to one user message, piece by piece.</summary>
@@ -149,6 +150,7 @@ public sealed class SteeredModel : IDisposable
     public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
         var rows = PrepareBatch(batch, options);
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
@@ -157,7 +159,7 @@ public sealed class SteeredModel : IDisposable
         {
             try
             {
-                RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token);
+                RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token, start);
                 channel.Writer.TryComplete();
             }
             catch (Exception e)
@@ -182,7 +184,8 @@ public sealed class SteeredModel : IDisposable
         }
     }
 
-    private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
+        long callStart)
     {
         if (Signature.RightPaddingOnly && rows.Select(r => r.PromptIds.Length).Distinct().Count() > 1)
         {
@@ -191,14 +194,14 @@ public sealed class SteeredModel : IDisposable
             for (int i = 0; i < rows.Count; i++)
             {
                 int row = i;
-                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct)[0]);
+                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct, callStart)[0]);
             }
             return results;
         }
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
-        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom);
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom) { CallStart = callStart };
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 
@@ -257,7 +260,7 @@ public sealed class SteeredModel : IDisposable
         var so = new SessionOptions();
         try
         {
-            if (options.IntraOpThreads is int threads) so.IntraOpNumThreads = threads;
+            SessionThreads.Apply(so, options.IntraOpThreads);
             // A patched model's optional steering inputs are initializers listed as graph inputs by design; ONNX Runtime
             // warns once per input ("will not be treated as constant"), which is noise, not a problem.
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
