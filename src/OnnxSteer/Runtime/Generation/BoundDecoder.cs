@@ -20,7 +20,7 @@ namespace OnnxSteer.Runtime.Generation;
 /// </remarks>
 internal sealed unsafe class BoundDecoder : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly IntPtr _sessionHandle; // the session outlives every loop that runs on it
     private readonly ModelSignature _sig;
     private readonly int _batch;
     private readonly int _maxLength;
@@ -43,7 +43,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
         int headroom = 256)
     {
         OrtNative.EnsureLoaded();
-        _session = session; _sig = sig; _batch = batch; _maxLength = maxLength;
+        _sessionHandle = OrtNative.SessionHandle(session); _sig = sig; _batch = batch; _maxLength = maxLength;
         int n = sig.Cache.Count;
         _pastNames = new Utf8Name[n];
         _presentNames = new Utf8Name[n];
@@ -118,6 +118,9 @@ internal sealed unsafe class BoundDecoder : IDisposable
 
     /// <summary>One decode step: the past holds <paramref name="pastLength"/> positions, the mask (pinned, row-major
     /// [batch, pastLength + 1]) is read from <paramref name="mask"/>. Logits land in <see cref="LogitsRow"/>.</summary>
+    /// <remarks>Optimised at once and never inlined into the caller's try region, so that its native calls are inlined
+    /// transitions (see <see cref="OrtNative.Bind"/>).</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     public void Step(long[] mask, int pastLength, RunOptions runOptions)
     {
         int length = pastLength + 1;
@@ -134,7 +137,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
             OrtNative.Bind(_binding, _pastNames[i], output: false, _memory, c.Type, _front[i].Pointer, _tokenBytes[i] * pastLength, CacheShape(c, pastLength));
             OrtNative.Bind(_binding, _presentNames[i], output: true, _memory, c.Type, _back[i].Pointer, _tokenBytes[i] * length, CacheShape(c, length));
         }
-        _session.RunWithBinding(runOptions, _binding);
+        OrtNative.Run(_sessionHandle, runOptions, _binding);
         (_front, _back) = (_back, _front);
     }
 
