@@ -21,7 +21,7 @@ internal sealed record Options
     public string? Keep { get; init; }
 
     public const string Usage = """
-        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [tokenizer-load] [all]
+        usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [tokenizer-load] [peers] [genai] [all]
                  [--model tiny|medium|medium-optimum|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
                  [--markdown FILE] [--keep DIR]
@@ -38,6 +38,8 @@ internal sealed record Options
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
           tokenizer-load  tokenizer load ms (process start to ready, cold, warm) on the shared Llama export, the bundled
                    model and synthetic byte-level BPE tokenizers of 32k and 128k tokens
+          peers    onnxsteer (unsteered, and one layer steered) against ONNX Runtime GenAI 0.20 on the same folder and prompt
+                   ids, interleaved: load ms, first-token ms, decode tokens/s and their ratio (threads: --threads, default all cores)
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
@@ -58,7 +60,7 @@ internal sealed record Options
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep" or "genai" or "tokenizer-load": suites.Add(args[i]); break;
+                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep" or "genai" or "tokenizer-load" or "peers": suites.Add(args[i]); break;
                 case "all": suites.AddRange(["decode", "prefill", "alloc", "extract", "patch"]); break;
                 case "--model": models.Add(Next()); break;
                 case "--repeats": o = o with { Repeats = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
@@ -128,7 +130,7 @@ internal static class Program
             if (o.Suites.Contains("tokenizer-load")) TokenizerLoadBench.Run(scratch, o, report);
             foreach (var name in o.Models)
             {
-                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile" or "lockstep" or "genai")) break;
+                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile" or "lockstep" or "genai" or "peers")) break;
                 var m = Models.Prepare(name, scratch, Console.Out);
                 report.Note($"Model **{m.Name}**: {m.Description}.");
                 var loaded = new Dictionary<string, SteeredModel>();
@@ -151,6 +153,7 @@ internal static class Program
                 {
                     foreach (var model in loaded.Values) model.Dispose();
                 }
+                if (o.Suites.Contains("peers")) PeersBench.Run(m, o, report);
                 if (o.Suites.Contains("extract")) ExtractBench.Run(m, o, report);
                 if (o.Suites.Contains("genai")) GenAiSteeringBench.Run(m, o, scratch, report);
                 if (o.Suites.Contains("profile")) ProfileBench.Run(m, o, scratch, report);

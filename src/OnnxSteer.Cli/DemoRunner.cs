@@ -150,7 +150,7 @@ internal static class DemoRunner
         int? threads, CancellationToken cancellationToken)
     {
         using var model = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = threads });
-        using var extractor = VectorExtractor.Load(patched);
+        using var extractor = VectorExtractor.Load(patched, new ExtractionOptions { Threads = threads });
         IReadOnlyList<int> Encode(string prompt) => model.EncodePrompt([new ChatTurn("user", prompt)], cancellationToken: cancellationToken);
         var counts = new Dictionary<string, int>();
         foreach (var name in names)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using OnnxSteer.Contract;
@@ -40,30 +41,56 @@ internal static class GenerateRunner
         var steering = job.Steer.Count == 0 ? Steering.None.At(job.Positions) : SteerSpec.ToSteering(job.Steer, job.Positions, steered);
         if (job.RandomSeed && !job.Json)
             stderr.WriteLine($"onnxsteer: note: sampling with random seed {job.Generator.Seed} (pass --seed {job.Generator.Seed} to repeat this run)");
+        long loadStart = Stopwatch.GetTimestamp();
         using var model = SteeredGenerator.Load(job.ModelDirectory, job.Runtime);
+        var loadTime = Stopwatch.GetElapsedTime(loadStart);
         if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {TerminalText.Escape(warning)}");
         model.Validate(steering);
         List<ChatTurn> messages = job.System is null ? [new ChatTurn("user", job.Prompt)] : [new ChatTurn("system", job.System), new ChatTurn("user", job.Prompt)];
         var request = new GenerationRequest { Messages = messages, Steering = steering };
         if (job.Json)
         {
-            var result = await Task.Run(() => model.Generate([request], job.Generator, null, cancellationToken)[0], cancellationToken).ConfigureAwait(false);
+            // On this thread: a worker thread would only add a hand-over (the CLI has nothing else to do meanwhile).
+            var result = model.Generate([request], job.Generator, null, cancellationToken)[0];
             var report = new GenerateReport(
                 result.PromptText ?? job.Prompt, result.PromptTokenIds, result.TokenIds, result.Text,
                 result.FinishReason.ToString() switch { "EndOfSequence" => "eos", "StopString" => "stop", _ => "length" },
                 model.ContextLength, steering.ToString(), model.Engine, model.Provider.ToString().ToLowerInvariant(), job.Generator.Temperature > 0 ? job.Generator.Seed : null,
-                new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
-                    result.BoundDecode));
+                new GenerateTiming(loadTime.TotalMilliseconds, result.PrefillTime.TotalMilliseconds, result.TimeToFirstToken.TotalMilliseconds,
+                    SinceProcessStart(result.FirstTokenTimestamp), result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
+                    result.BoundDecode, SessionThreads.Resolve(job.Runtime.IntraOpThreads)));
             stdout.WriteLine(CliJson.Serialize(report, JsonOptions));
             return 0;
         }
-        await foreach (var piece in model.GenerateAsync([request], job.Generator, cancellationToken).ConfigureAwait(false))
+        // Streamed from the decode loop's own thread. GenerateAsync would run the loop on a worker and hand every piece to
+        // this thread through a channel: on a machine whose cores ONNX Runtime's pool already keeps busy, waking a second
+        // managed thread per token costs decode speed (issue 12), and a console has nothing to overlap it with.
+        model.Generate([request], job.Generator, piece =>
         {
+            if (piece.Text.Length == 0) return;
             stdout.Write(piece.Text);
             stdout.Flush();
-        }
+        }, cancellationToken);
         stdout.WriteLine();
+        await stdout.FlushAsync(cancellationToken).ConfigureAwait(false);
         return 0;
+    }
+
+    /// <summary>Milliseconds from this process's start to <paramref name="timestamp"/> (a <see cref="Stopwatch"/> timestamp;
+    /// 0 when there was no first token), or null where the start time cannot be read.</summary>
+    private static double? SinceProcessStart(long timestamp)
+    {
+        if (timestamp == 0) return null;
+        try
+        {
+            using var process = Process.GetCurrentProcess();
+            var sinceStart = DateTime.Now - process.StartTime; // StartTime is local time
+            return (sinceStart - Stopwatch.GetElapsedTime(timestamp)).TotalMilliseconds;
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
     }
 
     private static readonly JsonSerializerOptions JsonOptions = new()
@@ -76,7 +103,16 @@ internal static class GenerateRunner
         string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, int? ContextLength, string Steering, string Engine, string Provider,
         int? Seed, GenerateTiming Timing);
 
+    /// <param name="LoadMs">Loading the model folder: configs, tokenizer, chat template, ONNX Runtime session.</param>
+    /// <param name="PrefillMs">The prompt's run, up to the first token.</param>
+    /// <param name="FirstTokenMs">From the generation call (prompt encoding included) to the first token.</param>
+    /// <param name="TimeToFirstTokenMs">From process start to the first token: runtime start-up, load, encoding, prefill.</param>
+    /// <param name="DecodeMs">From the first token to the last (decode steps only).</param>
+    /// <param name="GeneratedTokens">Tokens generated.</param>
+    /// <param name="TokensPerSecond">Decode steps per second of <paramref name="DecodeMs"/>.</param>
+    /// <param name="BoundDecode">Whether decode ran through the IO binding.</param>
+    /// <param name="Threads">ONNX Runtime intra-op threads.</param>
     private sealed record GenerateTiming(
-        double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond,
-        bool BoundDecode);
+        double LoadMs, double PrefillMs, double FirstTokenMs, double? TimeToFirstTokenMs, double DecodeMs, int GeneratedTokens,
+        [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond, bool BoundDecode, int Threads);
 }

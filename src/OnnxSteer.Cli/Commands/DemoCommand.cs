@@ -14,7 +14,7 @@ internal static class DemoCommand
         CliValidators.Positive(perInstruction);
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Maximum new tokens per response.", DefaultValueFactory = _ => 96 };
         CliValidators.Positive(maxNewTokens);
-        var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads." };
+        var threads = ThreadsOption.Create();
         var engine = EngineOption.Create();
         var selection = new Option<string?>("--selection") { Description = "Selection file (from sweep) naming the instructions, layers and modes to steer (default: selection.json in the model folder, else docs/evaluation/selection.json)." };
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary folder with the patched model and the vectors." };

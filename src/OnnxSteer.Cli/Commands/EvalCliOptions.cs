@@ -10,7 +10,7 @@ internal sealed class EvalCliOptions
     public Option<int> BatchSize { get; } = new("--batch-size") { Description = "Prompts generated together.", DefaultValueFactory = _ => 8 };
     public Option<int?> Limit { get; } = new("--limit") { Description = "Use only the first N prompts of each instruction (quick runs)." };
     public Option<bool> NoChatTemplate { get; } = new("--no-chat-template") { Description = "Send prompts as raw text instead of through the model's chat template." };
-    public Option<int?> Threads { get; } = new("--threads") { Description = "ONNX Runtime intra-op threads (default: ONNX Runtime's choice)." };
+    public Option<int?> Threads { get; } = ThreadsOption.Create();
     public Option<string> Engine { get; } = EngineOption.Create();
     public Option<bool> Overwrite { get; } = new("--overwrite") { Description = "Replace output files (-o, --plot, --json-out) that exist." };
 

@@ -22,9 +22,10 @@ internal static class ExtractCommand
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
+        var threads = ThreadsOption.Create();
         var command = new Command("extract", "Compute an instruction vector (diff-mean at the last prompt token) from with/without prompt pairs.");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { pairs, output, name, layers, batch, noPrune, sortWindow, noTemplate, overwrite, json }) command.Options.Add(o);
+        foreach (var o in new Option[] { pairs, output, name, layers, batch, noPrune, sortWindow, noTemplate, overwrite, json, threads }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) =>
         {
             var outPath = parse.GetValue(output)!;
@@ -40,6 +41,7 @@ internal static class ExtractCommand
                 ChatTemplate = !parse.GetValue(noTemplate),
                 PruneGraph = !parse.GetValue(noPrune),
                 SortWindow = parse.GetValue(sortWindow),
+                Threads = parse.GetValue(threads),
             };
             var request = new ExtractionRequest(parse.GetValue(model)!, parse.GetValue(pairs)!, options);
             var result = RunWithProgress(request, stderr, cancellationToken);

@@ -30,12 +30,13 @@ internal static class GenerateCommand
         var ep = new Option<string>("--ep") { Description = "Execution provider: cpu, cuda or dml (need -p:OnnxSteerProvider=Cuda|DirectML builds).", DefaultValueFactory = _ => "cpu" };
         ep.AcceptOnlyFromAmong("cpu", "cuda", "dml");
         var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this string (repeatable)." };
-        var json = new Option<bool>("--json") { Description = "Print prompt, token ids, text, engine and timing (prefill ms, tokens/s) as JSON." };
+        var json = new Option<bool>("--json") { Description = "Print prompt, token ids, text, engine and timing (load, prefill, time to first token, decode tokens/s) as JSON." };
         var engine = EngineOption.Create();
+        var threads = ThreadsOption.Create();
 
         var command = new Command("generate", "Generate text from a model folder, optionally steered by instruction vectors.");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { prompt, steer, positions, maxNew, temperature, topK, topP, seed, system, noTemplate, ep, stop, json, engine }) command.Options.Add(o);
+        foreach (var o in new Option[] { prompt, steer, positions, maxNew, temperature, topK, topP, seed, system, noTemplate, ep, stop, json, engine, threads }) command.Options.Add(o);
         command.SetAction(async (parse, ct) =>
         {
             var chosenSeed = parse.GetValue(seed);
@@ -61,6 +62,7 @@ internal static class GenerateCommand
                 {
                     Provider = parse.GetValue(ep) switch { "cuda" => ExecutionProvider.Cuda, "dml" => ExecutionProvider.DirectML, _ => ExecutionProvider.Cpu },
                     Engine = EngineOption.Parse(parse.GetValue(engine)),
+                    IntraOpThreads = parse.GetValue(threads),
                 },
                 Json = parse.GetValue(json),
                 RandomSeed = randomSeed,

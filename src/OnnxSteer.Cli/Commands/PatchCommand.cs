@@ -22,6 +22,7 @@ internal static class PatchCommand
                       "and refused unless the model is an onnxruntime-genai export (genai_config.json).",
     };
     private static readonly Option<bool> VerifyOption = new("--verify") { Description = "Run 'onnxsteer verify' on the result." };
+    private static readonly Option<int?> ThreadsOpt = ThreadsOption.Create("1 for --verify, as in onnxsteer verify");
     private static readonly Option<bool> OverwriteOption = new("--overwrite") { Description = "Replace the output folder if it exists." };
     private static readonly Option<bool> JsonOption = new("--json") { Description = "Print the result as JSON." };
 
@@ -29,7 +30,7 @@ internal static class PatchCommand
     {
         var command = new Command("patch", "Rewrite an exported decoder to expose hidden_states.{L} and take steering.{L}.add|direction|target inputs.");
         command.Arguments.Add(ModelArgument);
-        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, ForOption, VerifyOption, OverwriteOption, JsonOption })
+        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, ForOption, VerifyOption, ThreadsOpt, OverwriteOption, JsonOption })
             command.Options.Add(option);
         command.SetAction(parse =>
         {
@@ -62,7 +63,7 @@ internal static class PatchCommand
             var json = parse.GetValue(JsonOption);
             var report = ModelPatcher.Patch(parse.GetValue(ModelArgument)!, parse.GetValue(OutputOption)!, options,
                 parse.GetValue(OverwriteOption), json ? null : TerminalProgress.For(stderr));
-            VerificationReport? verification = parse.GetValue(VerifyOption) ? PatchVerifier.Verify(report.OutputDirectory) : null;
+            VerificationReport? verification = parse.GetValue(VerifyOption) ? PatchVerifier.Verify(report.OutputDirectory, new VerifyOptions { Threads = parse.GetValue(ThreadsOpt) ?? 1 }) : null;
             if (json)
             {
                 stdout.WriteLine(CliJson.Serialize(new

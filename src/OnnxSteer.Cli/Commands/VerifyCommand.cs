@@ -9,6 +9,7 @@ internal static class VerifyCommand
     private static readonly Argument<string> PatchedArgument = new("patched") { Description = "A folder written by 'onnxsteer patch'." };
     private static readonly Option<string?> SourceOption = new("--source") { Description = "The original model folder (default: the path recorded in steering.json)." };
     private static readonly Option<bool> JsonOption = new("--json") { Description = "Print the report as JSON." };
+    private static readonly Option<int?> ThreadsOpt = ThreadsOption.Create("1, so the bit-identity checks do not depend on how a thread pool splits the work");
 
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
@@ -16,9 +17,10 @@ internal static class VerifyCommand
         command.Arguments.Add(PatchedArgument);
         command.Options.Add(SourceOption);
         command.Options.Add(JsonOption);
+        command.Options.Add(ThreadsOpt);
         command.SetAction(parse =>
         {
-            var report = PatchVerifier.Verify(parse.GetValue(PatchedArgument)!, new VerifyOptions { SourceDirectory = parse.GetValue(SourceOption) });
+            var report = PatchVerifier.Verify(parse.GetValue(PatchedArgument)!, new VerifyOptions { SourceDirectory = parse.GetValue(SourceOption), Threads = parse.GetValue(ThreadsOpt) ?? 1 });
             if (parse.GetValue(JsonOption)) stdout.WriteLine(CliJson.Format(report.ToJson()));
             else WriteText(report, stdout);
             return Outcome(report, stderr);

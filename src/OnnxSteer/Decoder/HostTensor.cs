@@ -132,18 +132,18 @@ internal sealed class VerificationSession : IDisposable
 
     private VerificationSession(InferenceSession session, SessionOptions options) { _session = session; _options = options; }
 
-    /// <summary>Opens <paramref name="modelFile"/> on one CPU thread (reproducible results), with or without graph optimizations.</summary>
-    public static VerificationSession Open(string modelFile, bool optimize)
+    /// <summary>Opens <paramref name="modelFile"/> on <paramref name="threads"/> CPU threads (one by default, for reproducible
+    /// results), with or without graph optimizations.</summary>
+    public static VerificationSession Open(string modelFile, bool optimize, int threads = 1)
     {
         var options = new SessionOptions
         {
             GraphOptimizationLevel = optimize ? GraphOptimizationLevel.ORT_ENABLE_ALL : GraphOptimizationLevel.ORT_DISABLE_ALL,
-            IntraOpNumThreads = 1,
-            InterOpNumThreads = 1,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         try
         {
+            Runtime.SessionThreads.Apply(options, threads);
             return new VerificationSession(new InferenceSession(modelFile, options), options);
         }
         catch (OnnxRuntimeException e)

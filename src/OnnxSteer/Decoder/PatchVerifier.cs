@@ -13,6 +13,10 @@ public sealed record VerifyOptions
     /// <summary>The original model folder; default: the source path recorded in steering.json.</summary>
     public string? SourceDirectory { get; init; }
 
+    /// <summary>ONNX Runtime intra-op threads of the two sessions compared (default 1: both run the same single-threaded
+    /// kernels, so the bit-identity checks do not depend on how a pool splits the work; 0 uses all cores).</summary>
+    public int Threads { get; init; } = 1;
+
     /// <summary>Prompt length of the prefill run.</summary>
     public int PrefillLength { get; init; } = 5;
 
@@ -83,8 +87,8 @@ public static class PatchVerifier
 
         foreach (var optimize in new[] { false, true })
         {
-            using var source = VerificationSession.Open(sourceFile, optimize);
-            using var patched = VerificationSession.Open(patchedFile, optimize);
+            using var source = VerificationSession.Open(sourceFile, optimize, options.Threads);
+            using var patched = VerificationSession.Open(patchedFile, optimize, options.Threads);
             if (!optimize) CheckSameSignature(source, patched, sourceDir, patchedDirectory);
             // Before anything is sized by steering.json's numbers: the graph must have its inputs and outputs at that width.
             if (!optimize) manifest.CheckAgainstGraph(patched.Feedable, patched.Outputs, patchedFile);

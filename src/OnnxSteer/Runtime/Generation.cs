@@ -105,6 +105,11 @@ public sealed record GenerationResult
     public TimeSpan PrefillTime { get; init; }
     /// <summary>Wall time of the decode steps (the whole batch).</summary>
     public TimeSpan DecodeTime { get; init; }
+    /// <summary>Wall time from the start of the generation call (prompt encoding included) to the first token.</summary>
+    public TimeSpan TimeToFirstToken { get; init; }
+    /// <summary><see cref="System.Diagnostics.Stopwatch"/> timestamp of the first token (0 when none); the CLI reports
+    /// the time from process start to it.</summary>
+    public long FirstTokenTimestamp { get; init; }
     /// <summary>Decode steps per second (tokens after the first, per sequence), or 0 when there were none.</summary>
     public double TokensPerSecond => DecodeSteps > 0 && DecodeTime > TimeSpan.Zero ? DecodeSteps / DecodeTime.TotalSeconds : 0;
     /// <summary>Number of decode runs (each produced one token per unfinished row).</summary>

@@ -24,7 +24,8 @@ public sealed record RuntimeOptions
     /// <summary>GPU ordinal for CUDA and DirectML.</summary>
     public int DeviceId { get; init; }
 
-    /// <summary>Threads ONNX Runtime uses inside one operator; null leaves ONNX Runtime's default (all cores).</summary>
+    /// <summary>Threads ONNX Runtime uses inside one operator; null or 0 uses the cores this process may use
+    /// (<see cref="SessionThreads"/> says why it is set explicitly rather than left to ONNX Runtime).</summary>
     public int? IntraOpThreads { get; init; }
 
     /// <summary>The .onnx file inside the folder; null picks steering.json's model_file, genai_config.json's

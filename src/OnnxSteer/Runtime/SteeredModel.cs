@@ -166,9 +166,10 @@ public sealed class SteeredModel : ISteeredGenerator
     public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
         var rows = PrepareBatch(batch, options, cancellationToken);
-        return RunLoop(rows, options, onPiece, cancellationToken);
+        return RunLoop(rows, options, onPiece, cancellationToken, start);
     }
 
     /// <summary>Streams the reply to one user message, piece by piece.</summary>
@@ -184,6 +185,7 @@ public sealed class SteeredModel : ISteeredGenerator
     public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
         var rows = PrepareBatch(batch, options, cancellationToken);
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
@@ -192,7 +194,7 @@ public sealed class SteeredModel : ISteeredGenerator
         {
             try
             {
-                RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token);
+                RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token, start);
                 channel.Writer.TryComplete();
             }
             catch (Exception e)
@@ -217,7 +219,8 @@ public sealed class SteeredModel : ISteeredGenerator
         }
     }
 
-    private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
+        long callStart)
     {
         if (Signature.RightPaddingOnly && rows.Select(r => r.PromptIds.Length).Distinct().Count() > 1)
         {
@@ -226,14 +229,14 @@ public sealed class SteeredModel : ISteeredGenerator
             for (int i = 0; i < rows.Count; i++)
             {
                 int row = i;
-                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct)[0]);
+                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct, callStart)[0]);
             }
             return results;
         }
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
-        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice, _contextLength);
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice, _contextLength) { CallStart = callStart };
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 
@@ -313,7 +316,7 @@ public sealed class SteeredModel : ISteeredGenerator
         var so = new SessionOptions();
         try
         {
-            if (options.IntraOpThreads is int threads) so.IntraOpNumThreads = threads;
+            SessionThreads.Apply(so, options.IntraOpThreads);
             // A patched model's optional steering inputs are initializers listed as graph inputs by design; ONNX Runtime
             // warns once per input ("will not be treated as constant"), which is noise, not a problem.
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;

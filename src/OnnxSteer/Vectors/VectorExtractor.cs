@@ -30,6 +30,9 @@ public sealed record ExtractionOptions
     /// row's state is independent of its batch, and pairs are accumulated in input order. Memory grows with it (one
     /// last-token state per layer per prompt in the window), not with the number of pairs.</summary>
     public int SortWindow { get; init; } = 64;
+    /// <summary>ONNX Runtime intra-op threads when the extractor makes its own session options; null or 0: the cores
+    /// this process may use (<see cref="Runtime.SessionThreads"/>).</summary>
+    public int? Threads { get; init; }
 }
 
 /// <summary>Computes instruction vectors from a patched model (one that exposes <c>hidden_states.{L}</c>) by the paper's
@@ -102,7 +105,7 @@ public sealed class VectorExtractor : IDisposable
 
     /// <summary>As <see cref="Load(string, int, SessionOptions?)"/>, with the first session opened for the layers and
     /// pruning of <paramref name="firstUse"/> (an extraction with those options then loads nothing more).</summary>
-    internal static VectorExtractor Load(string path, ExtractionOptions firstUse, int padTokenId = 0, SessionOptions? sessionOptions = null)
+    public static VectorExtractor Load(string path, ExtractionOptions firstUse, int padTokenId = 0, SessionOptions? sessionOptions = null)
     {
         var modelFile = ModelLocator.ResolveModelFile(path);
         var manifest = SteeringManifest.TryLoad(Path.GetDirectoryName(modelFile)!)
@@ -123,6 +126,7 @@ public sealed class VectorExtractor : IDisposable
         var options = sessionOptions ?? new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         try
         {
+            if (owns) Runtime.SessionThreads.Apply(options, firstUse.Threads);
             return new VectorExtractor(manifest, modelFile, padTokenId, options, owns, firstUse);
         }
         catch

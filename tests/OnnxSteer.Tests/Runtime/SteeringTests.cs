@@ -278,6 +278,46 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
         Assert.Equal(7, Json("--temperature", "1.5", "--seed", "7").GetProperty("seed").GetInt32());
     }
 
+    [Fact]
+    public void Session_threads_default_to_the_cores_this_process_may_use()
+    {
+        Assert.Equal(Environment.ProcessorCount, SessionThreads.Resolve(null));
+        Assert.Equal(Environment.ProcessorCount, SessionThreads.Resolve(0));
+        Assert.Equal(3, SessionThreads.Resolve(3));
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => SessionThreads.Resolve(-2)).Kind);
+    }
+
+    /// <summary>Issue 12: --threads reaches the session, the JSON timing has load and time to first token, and the streamed
+    /// text (now written from the decode loop's own thread) is the JSON's text.</summary>
+    [Fact]
+    public void Cli_generate_takes_threads_and_reports_time_to_first_token()
+    {
+        (int Code, string Out, string Err) Run(params string[] args)
+        {
+            var stdout = new StringWriter(); var stderr = new StringWriter();
+            var code = OnnxSteer.Cli.CliApp.Run(args, stdout, stderr);
+            return (code, stdout.ToString(), stderr.ToString());
+        }
+        var json = Run("generate", fixture.Directory, "--prompt", "Hello", "--no-chat-template", "--max-new-tokens", "6", "--json", "--threads", "1");
+        Assert.True(json.Code == 0, json.Err);
+        var root = System.Text.Json.JsonDocument.Parse(json.Out).RootElement;
+        var timing = root.GetProperty("timing");
+        Assert.Equal(1, timing.GetProperty("threads").GetInt32());
+        double load = timing.GetProperty("load_ms").GetDouble();
+        double firstToken = timing.GetProperty("first_token_ms").GetDouble();
+        double sinceStart = timing.GetProperty("time_to_first_token_ms").GetDouble();
+        Assert.True(load > 0 && firstToken > 0, json.Out);
+        // From process start: the test host started long before this call, so it includes at least load and first token.
+        Assert.True(sinceStart >= load + firstToken, json.Out);
+
+        var streamed = Run("generate", fixture.Directory, "--prompt", "Hello", "--no-chat-template", "--max-new-tokens", "6", "--threads", "1");
+        Assert.Equal(0, streamed.Code);
+        Assert.Equal(root.GetProperty("text").GetString() + Environment.NewLine, streamed.Out);
+
+        var bad = Run("generate", fixture.Directory, "--prompt", "Hello", "--threads", "-1");
+        Assert.Equal((int)ErrorKind.Usage, bad.Code);
+    }
+
     [Theory]
     [InlineData("v.safetensors@12", "v.safetensors", null, 12, SteeringMode.Project, 0f, null)]
     [InlineData("v.safetensors:format.lowercase@18=project", "v.safetensors", "format.lowercase", 18, SteeringMode.Project, 0f, null)]

@@ -28,7 +28,7 @@ namespace OnnxSteer.Runtime.Generation;
 /// </remarks>
 internal sealed unsafe class BoundDecoder : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly IntPtr _sessionHandle; // the session outlives every loop that runs on it
     private readonly ModelSignature _sig;
     private readonly int _batch;
     private readonly int _maxLength;
@@ -81,7 +81,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
             _positionsName = new Utf8Name(sig.PositionIds);
             _positionsPointer = RawPointer(positions);
         }
-        _session = session; _sig = sig; _batch = batch; _maxLength = maxLength;
+        _sessionHandle = OrtNative.SessionHandle(session); _sig = sig; _batch = batch; _maxLength = maxLength;
         int n = sig.Cache.Count;
         _pastNames = new Utf8Name[n];
         _presentNames = new Utf8Name[n];
@@ -150,6 +150,9 @@ internal sealed unsafe class BoundDecoder : IDisposable
 
     /// <summary>One decode step: the past holds <paramref name="pastLength"/> positions, the mask (pinned, row-major
     /// [batch, pastLength + 1]) is read from <paramref name="mask"/>. Logits land in <see cref="LogitsRow"/>.</summary>
+    /// <remarks>Optimised at once and never inlined into the caller's try region, so that its native calls are inlined
+    /// transitions (see <see cref="OrtNative.Bind"/>).</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     public void Step(long[] mask, int pastLength, RunOptions runOptions)
     {
         int length = pastLength + 1;
@@ -183,24 +186,34 @@ internal sealed unsafe class BoundDecoder : IDisposable
             else OrtNative.Bind(_binding, _pastNames[i], output: false, _memory, c.Type, _front[i].Pointer, _tokenBytes[i] * pastLength, CacheShape(c, pastLength));
             OrtNative.Bind(_binding, _presentNames[i], output: true, _memory, c.Type, present[i].Pointer, _tokenBytes[i] * length, CacheShape(c, length));
         }
+        if (grown is null)
+        {
+            // The steady state: the native call stays outside any try region (see OrtNative.Bind's remarks).
+            OrtNative.Run(_sessionHandle, runOptions, _binding);
+            _prefill = null;
+            (_front, _back) = (_back, _front);
+        }
+        else RunGrown(runOptions, grown, grownCapacity);
+    }
+
+    /// <summary>The step that moves the cache into larger buffers: on failure the new buffers are freed, on success
+    /// they replace the old ones.</summary>
+    private void RunGrown(RunOptions runOptions, ICacheBuffer[] grown, int grownCapacity)
+    {
         try
         {
-            _session.RunWithBinding(runOptions, _binding);
+            OrtNative.Run(_sessionHandle, runOptions, _binding);
         }
         catch
         {
-            if (grown is not null) Free(grown);
+            Free(grown);
             throw;
         }
         _prefill = null;
-        if (grown is not null)
-        {
-            Free(_front); Free(_back);
-            _front = grown;
-            _back = Allocate(grownCapacity);
-            _capacity = grownCapacity;
-        }
-        else (_front, _back) = (_back, _front);
+        Free(_front); Free(_back);
+        _front = grown;
+        _back = Allocate(grownCapacity);
+        _capacity = grownCapacity;
     }
 
     /// <summary>Row <paramref name="b"/> of the last step's logits as float32 (converted into <paramref name="scratch"/> when needed).</summary>

@@ -105,6 +105,10 @@ internal sealed class DecodeLoop : IDisposable
     }
 
     public TimeSpan PrefillTime { get; private set; }
+    /// <summary><see cref="Stopwatch"/> timestamp of the moment the first token was picked (0 before).</summary>
+    public long FirstTokenTimestamp { get; private set; }
+    /// <summary><see cref="Stopwatch"/> timestamp the generation call began at (time to first token counts from it).</summary>
+    public long CallStart { get; init; } = Stopwatch.GetTimestamp();
     public TimeSpan DecodeTime { get; private set; }
     public int DecodeSteps { get; private set; }
     /// <summary>Whether decode ran through pre-bound buffers (<see cref="BoundDecoder"/>).</summary>
@@ -115,8 +119,10 @@ internal sealed class DecodeLoop : IDisposable
     public int SteadySteps { get; private set; }
 
     /// <summary>Runs prefill and decode until every row is done; <paramref name="onPiece"/> sees each token's text.</summary>
-    /// <remarks>Compiled fully optimised at once: the method runs once per generation, so tiered compilation would keep it
-    /// at tier 0 and replace it mid-loop (on-stack replacement), and that compilation allocates on the generating thread.</remarks>
+    /// <remarks>Compiled fully optimised at once, as are the bound step's methods that call into ONNX Runtime: the method
+    /// runs once per generation, so tiered compilation would keep it at tier 0 and replace it mid-loop (on-stack
+    /// replacement), and that compilation allocates on the generating thread. The sampling and text methods stay tiered:
+    /// they run before the first token, where a fully optimising compile of each would add to the time to first token.</remarks>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public IReadOnlyList<GenerationResult> Run(Func<bool, SteeringFeed> steeringForPhase, Action<GeneratedPiece>? onPiece, CancellationToken ct)
     {
@@ -156,7 +162,8 @@ internal sealed class DecodeLoop : IDisposable
             using var outputs = RunOnce();
             maskValue.Dispose();
             PickTokens(outputs[0], SequenceLength(outputs[0]), onPiece);
-            PrefillTime = Stopwatch.GetElapsedTime(start);
+            FirstTokenTimestamp = Stopwatch.GetTimestamp();
+            PrefillTime = Stopwatch.GetElapsedTime(start, FirstTokenTimestamp);
         }
 
         // Decode: one token per row per run, the cache carried over.
@@ -240,13 +247,14 @@ internal sealed class DecodeLoop : IDisposable
 
     /// <summary>One bound decode step. The first one may still find that the export does not fit (ONNX Runtime checks
     /// the bound shapes then); it falls back to the plain loop, whose pasts are kept until that first step succeeds.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // per-step code: see Run
     private bool BoundStep(int length)
     {
         try
         {
             _bound!.Step(_mask, length - 1, _runOptions);
         }
-        catch (OnnxRuntimeException) when (_runOptions.Terminate)
+        catch (Exception e) when (e is OnnxRuntimeException or OnnxSteerException && _runOptions.Terminate)
         {
             throw new OperationCanceledException("generation was cancelled");
         }
@@ -491,6 +499,8 @@ internal sealed class DecodeLoop : IDisposable
                 PrefillTime = PrefillTime,
                 DecodeTime = DecodeTime,
                 DecodeSteps = DecodeSteps,
+                TimeToFirstToken = FirstTokenTimestamp == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(CallStart, FirstTokenTimestamp),
+                FirstTokenTimestamp = FirstTokenTimestamp,
                 MeanLogProb = _options.ComputeLogProbs && s.Tokens.Count > 0 ? s.LogProbSum / s.Tokens.Count : null,
                 BoundDecode = UsedBinding,
                 SteadyAllocatedBytes = SteadyAllocatedBytes,
