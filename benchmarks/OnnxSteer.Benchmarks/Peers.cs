@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
 
 namespace OnnxSteer.Benchmarks;

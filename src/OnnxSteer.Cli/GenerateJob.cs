@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxSteer.Onnx;
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime;
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using OnnxSteer.Onnx;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace OnnxSteer.Decoder;
@@ -143,7 +144,7 @@ internal sealed class VerificationSession : IDisposable
         };
         try
         {
-            Runtime.SessionThreads.Apply(options, threads);
+            SessionThreads.Apply(options, threads);
             return new VerificationSession(new InferenceSession(modelFile, options), options);
         }
         catch (OnnxRuntimeException e)

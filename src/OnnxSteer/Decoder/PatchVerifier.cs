@@ -74,7 +74,7 @@ public static class PatchVerifier
             ?? throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{patchedDirectory}' is not a patched model (no {SteeringContract.ManifestFileName}).");
         var sourceDir = Path.GetFullPath(options.SourceDirectory ?? manifest.Source.Path);
         if (!Directory.Exists(sourceDir))
-            throw new OnnxSteerException(ErrorKind.NotFound, $"source folder '{sourceDir}' not found; pass --source with the original model folder.");
+            throw new OnnxSteerException(ErrorKind.NotFound, $"source model folder '{sourceDir}' not found; name the original model folder as the source.");
         // Both file names come from steering.json: each must stay inside its folder (the folders' one path rule).
         var sourceFile = new ModelFolder(sourceDir).Resolve(manifest.Source.ModelFile, "steering.json source.model_file");
         if (!File.Exists(sourceFile))

@@ -25,7 +25,7 @@ public sealed record RuntimeOptions
     public int DeviceId { get; init; }
 
     /// <summary>Threads ONNX Runtime uses inside one operator; null or 0 uses the cores this process may use
-    /// (<see cref="SessionThreads"/> says why it is set explicitly rather than left to ONNX Runtime).</summary>
+    /// (<see cref="OnnxSteer.Onnx.SessionThreads"/> says why it is set explicitly rather than left to ONNX Runtime).</summary>
     public int? IntraOpThreads { get; init; }
 
     /// <summary>The .onnx file inside the folder; null picks steering.json's model_file, genai_config.json's

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.ML.OnnxRuntime;
+using OnnxSteer.Onnx;
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Runtime.Generation;

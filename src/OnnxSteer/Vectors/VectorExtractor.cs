@@ -31,7 +31,7 @@ public sealed record ExtractionOptions
     /// last-token state per layer per prompt in the window), not with the number of pairs.</summary>
     public int SortWindow { get; init; } = 64;
     /// <summary>ONNX Runtime intra-op threads when the extractor makes its own session options; null or 0: the cores
-    /// this process may use (<see cref="Runtime.SessionThreads"/>).</summary>
+    /// this process may use (<see cref="SessionThreads"/>).</summary>
     public int? Threads { get; init; }
 }
 
@@ -126,7 +126,7 @@ public sealed class VectorExtractor : IDisposable
         var options = sessionOptions ?? new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         try
         {
-            if (owns) Runtime.SessionThreads.Apply(options, firstUse.Threads);
+            if (owns) SessionThreads.Apply(options, firstUse.Threads);
             return new VectorExtractor(manifest, modelFile, padTokenId, options, owns, firstUse);
         }
         catch

@@ -239,7 +239,9 @@ public sealed class ChatTemplateLimitTests
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
         var clock = Stopwatch.StartNew();
         Assert.ThrowsAny<OperationCanceledException>(() => t.Apply(Conversation, cancellationToken: cts.Token));
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1.3), $"stopped after {clock.Elapsed.TotalMilliseconds:0} ms");
+        // Without the token the render runs for minutes; the bound is loose because a shared CI machine can stall a
+        // thread for seconds (the sub-second figure is measured in docs/reliability.md, not asserted here).
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"stopped after {clock.Elapsed.TotalMilliseconds:0} ms");
     }
 
     [Fact]

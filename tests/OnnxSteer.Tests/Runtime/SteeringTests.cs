@@ -1,6 +1,7 @@
 using Microsoft.Extensions.AI;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxSteer.Onnx;
 using OnnxSteer.Decoder;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;

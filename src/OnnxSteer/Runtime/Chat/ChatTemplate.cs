@@ -59,14 +59,17 @@ public sealed class ChatTemplate
         if (FromJson(folder, "tokenizer_config.json") is string fromConfig) { source = fromConfig; origin = $"{folder.Describe("tokenizer_config.json")} (chat_template)"; }
         if (source is null)
         {
-            var jinja = folder.Describe("chat_template.jinja");
+            var jinja = Path.Combine(directory, "chat_template.jinja");
             // A file past what the parser accepts (4 bytes a character at most in UTF-8) is refused unread, not loaded,
             // and only when the template is used, so --no-chat-template still works with the folder.
-            try { source = folder.ReadText("chat_template.jinja", 4L * JinjaLimits.Default.MaxSourceChars); }
+            long limit = 4L * JinjaLimits.Default.MaxSourceChars;
+            try { source = folder.ReadText("chat_template.jinja", limit); }
             catch (OnnxSteerException e) when (e.Kind == ErrorKind.InvalidModel)
             {
+                // The path rule has passed (it runs before the size check), so the file may be measured.
+                var bytes = new FileInfo(jinja).Length;
                 return new ChatTemplate(null, null, Specials(tokenizer.BosToken, tokenizer.EosToken, tokenizer.PadToken, null), $"the chat template in {jinja}", null,
-                    $"the chat template in {jinja} is refused: {e.Message}");
+                    $"the chat template in {jinja} is refused: {bytes:N0} bytes (limit {limit:N0})");
             }
             if (source is not null) origin = jinja;
         }

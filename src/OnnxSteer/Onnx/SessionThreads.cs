@@ -1,6 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Onnx;
 
 /// <summary>The one place ONNX Runtime sessions get their thread counts (generate, extract, verify, eval, sweep, demo).</summary>
 /// <remarks>Left unset, ONNX Runtime sizes its intra-op pool to the physical cores and pins each pool thread to one core
