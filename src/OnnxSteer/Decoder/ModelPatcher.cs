@@ -143,7 +143,8 @@ public static class ModelPatcher
     public static string Sha256Hex(string file)
     {
         using var stream = File.OpenRead(file);
-        return Convert.ToHexStringLower(SHA256.HashData(stream));
+        // Convert.ToHexStringLower is .NET 9+; the library also targets .NET 8.
+        return Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant();
     }
 
     private static void CopyWithProgress(string from, string to, string name, IProgress<CopyProgress>? progress)
