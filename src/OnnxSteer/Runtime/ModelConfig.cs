@@ -7,6 +7,9 @@ namespace OnnxSteer.Runtime;
 internal sealed record ModelConfig
 {
     public string? ModelType { get; init; }
+    /// <summary>The Hugging Face name the files were saved from (config.json <c>_name_or_path</c>, tokenizer_config.json
+    /// <c>name_or_path</c>), when it is a name rather than a local path.</summary>
+    public string? NameOrPath { get; init; }
     public string? DecoderFile { get; init; }
     public int? HiddenSize { get; init; }
     public int? NumLayers { get; init; }
@@ -19,12 +22,14 @@ internal sealed record ModelConfig
         var genai = Read(directory, "genai_config.json")?["model"] as JsonObject;
         var config = Read(directory, "config.json");
         var generation = Read(directory, "generation_config.json");
+        var tokenizerConfig = Read(directory, "tokenizer_config.json");
         var eos = new List<int>();
         foreach (var node in new[] { generation?["eos_token_id"], genai?["eos_token_id"], config?["eos_token_id"] }) AddIds(node, eos);
         var decoder = genai?["decoder"] as JsonObject;
         return new ModelConfig
         {
             ModelType = Str(genai?["type"]) ?? Str(config?["model_type"]),
+            NameOrPath = HubName(Str(config?["_name_or_path"])) ?? HubName(Str(tokenizerConfig?["name_or_path"])),
             DecoderFile = Str(decoder?["filename"]),
             HiddenSize = Int(decoder?["hidden_size"]) ?? Int(config?["hidden_size"]) ?? Int(config?["n_embd"]),
             NumLayers = Int(decoder?["num_hidden_layers"]) ?? Int(config?["num_hidden_layers"]) ?? Int(config?["n_layer"]),
@@ -46,6 +51,10 @@ internal sealed record ModelConfig
         if (node is JsonArray a) { foreach (var n in a) AddIds(n, ids); return; }
         if (Int(node) is int i && i >= 0) ids.Add(i);
     }
+
+    // transformers writes whatever path the model was loaded from; a local path ("/tmp/x", "./out") names nothing.
+    private static string? HubName(string? s) =>
+        string.IsNullOrWhiteSpace(s) || s.StartsWith('/') || s.StartsWith('.') || s.Contains('\\') || s.Contains(':') ? null : s.Trim();
 
     private static string? Str(JsonNode? n) => n is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
     private static int? Int(JsonNode? n) => n is JsonValue v && v.TryGetValue<int>(out var i) ? i : null;

@@ -5,25 +5,42 @@ using OnnxSteer.Contract;
 using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Runtime.Generation;
 using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Vectors;
 
 namespace OnnxSteer.Runtime;
 
 /// <summary>A decoder model folder loaded for generation, patched (with steering.json) or not. Owns one ONNX Runtime
 /// session, the tokenizer and the chat template. Generation methods are thread-safe: concurrent calls, each with
 /// its own steering, get the same results they would get alone (all per-call state lives in the call).</summary>
+/// <remarks>Lifetime: generations and extractions in flight are counted. <see cref="Dispose"/> and
+/// <see cref="DisposeAsync"/> cancel them, wait until each has left ONNX Runtime, then release the session, so disposing a
+/// model that is still serving (a DI singleton at shutdown) is safe. A call interrupted that way throws
+/// <see cref="ObjectDisposedException"/> (a stream throws it from its enumeration), and so does every call made after
+/// disposal. Disposing from inside a generation's own <c>onPiece</c> callback does not wait (that generation is the one
+/// to finish first); the session is then released when it returns.</remarks>
 /// <example><code>
 /// using var model = SteeredModel.Load(dir);
 /// var steering = Steering.From(vectors).Project("format.lowercase", layer: 18).Add("conciseness", layer: 12, weight: 20);
 /// await foreach (var piece in model.GenerateAsync("Write about rivers.", steering, new GeneratorOptions { MaxNewTokens = 200 }))
 ///     Console.Write(piece);
 /// </code></example>
-public sealed class SteeredModel : IDisposable
+public sealed class SteeredModel : IDisposable, IAsyncDisposable
 {
     private readonly InferenceSession _session;
     private readonly int _padId;
     private readonly HashSet<int> _eos;
     private readonly bool _boundDecode;
     private readonly int _cacheHeadroom;
+
+    // Lifetime: _inFlight counts the calls inside the session; the last of them to leave after disposal, or the disposer
+    // when none is in flight, releases the session and completes _released.
+    private readonly object _gate = new();
+    private readonly CancellationTokenSource _disposing = new();
+    private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _inFlight;
+    private bool _disposed;
+    // The models whose calls the current thread is inside (a callback that disposes its own model must not wait for itself).
+    [ThreadStatic] private static List<SteeredModel>? t_inside;
 
     private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
         ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider, RuntimeOptions options)
@@ -34,6 +51,10 @@ public sealed class SteeredModel : IDisposable
         _boundDecode = options.BoundDecode && provider == ExecutionProvider.Cpu;
         _cacheHeadroom = options.BoundCacheHeadroom;
         ModelType = manifest?.ModelType ?? config.ModelType;
+        // A patched folder's own name says nothing (often "patched" or a temp name); the source folder it was patched
+        // from, recorded in steering.json, usually names the model.
+        ModelId = config.NameOrPath ?? (manifest?.Source.Path is { Length: > 0 } source ? Path.GetFileName(source.TrimEnd('/', '\\')) : null)
+            ?? Path.GetFileName(directory.TrimEnd('/', '\\'));
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
         _eos = [.. config.EosTokenIds];
@@ -57,6 +78,10 @@ public sealed class SteeredModel : IDisposable
     public ChatTemplate ChatTemplate { get; }
     /// <summary>The execution provider the session runs on.</summary>
     public ExecutionProvider Provider { get; }
+    /// <summary>The model's name: <c>_name_or_path</c> of config.json or <c>name_or_path</c> of tokenizer_config.json (what
+    /// transformers records, e.g. "Qwen/Qwen2.5-0.5B-Instruct"), else the name of the folder it was patched from
+    /// (steering.json), else this folder's name. <see cref="Chat.SteeredChatClient"/> reports it as ModelId.</summary>
+    public string ModelId { get; }
     /// <summary>Model family from steering.json, genai_config.json or config.json (llama, qwen2, ...), if known.</summary>
     public string? ModelType { get; }
     /// <summary>Hidden size (the length steering vectors must have), if known.</summary>
@@ -71,7 +96,7 @@ public sealed class SteeredModel : IDisposable
     /// <summary>Loads a model folder: steering.json (optional), genai_config.json / config.json / generation_config.json,
     /// the tokenizer files and the .onnx model, on the execution provider of <paramref name="options"/>.</summary>
     /// <exception cref="OnnxSteerException">Missing folder or files (NotFound), a model that cannot be loaded or run
-    /// (InvalidModel, UnsupportedModel), or a provider this build lacks (ProviderUnavailable).</exception>
+    /// (InvalidModel, UnsupportedModel), or a provider the application's ONNX Runtime native package lacks (ProviderUnavailable, naming the package to reference).</exception>
     public static SteeredModel Load(string directory, RuntimeOptions? options = null)
     {
         options ??= new RuntimeOptions();
@@ -108,15 +133,27 @@ public sealed class SteeredModel : IDisposable
     }
 
     /// <summary>Renders a conversation with the chat template, ending with the assistant's turn opened.</summary>
-    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true) => ChatTemplate.Apply(messages, addGenerationPrompt);
+    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true)
+    {
+        ThrowIfDisposed();
+        return ChatTemplate.Apply(messages, addGenerationPrompt);
+    }
 
     /// <summary>The token ids a conversation becomes (through the chat template, or raw when <paramref name="useChatTemplate"/>
     /// is false: the messages' contents joined by newlines, with the tokenizer's usual special tokens).</summary>
-    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true) => Prepare(messages, useChatTemplate).Ids;
+    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true)
+    {
+        ThrowIfDisposed();
+        return Prepare(messages, useChatTemplate).Ids;
+    }
 
     /// <summary>Checks a steering against this model (patched, layers steered, vector sizes) without running anything.</summary>
     /// <exception cref="OnnxSteerException">The steering cannot be applied to this model.</exception>
-    public void Validate(Steering steering) => SteeringFeed.Validate(steering, Signature, HiddenSize, ModelPath);
+    public void Validate(Steering steering)
+    {
+        ThrowIfDisposed();
+        SteeringFeed.Validate(steering, Signature, HiddenSize, ModelPath, NumLayers);
+    }
 
     /// <summary>Generates a reply to one user message and returns it whole.</summary>
     public GenerationResult Generate(string prompt, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
@@ -132,8 +169,61 @@ public sealed class SteeredModel : IDisposable
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
         options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options);
-        return RunLoop(rows, options, onPiece, cancellationToken);
+        Enter();
+        try
+        {
+            var rows = PrepareBatch(batch, options);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
+            try { return RunLoop(rows, options, onPiece, linked.Token); }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
+            {
+                throw DisposedDuringCall();
+            }
+        }
+        finally { Exit(); }
+    }
+
+    /// <summary>Extracts an instruction vector from contrast pairs on this loaded model's own session (nothing is loaded a
+    /// second time): for every layer, the mean difference of the last prompt token's residual with and without the
+    /// instruction (the paper's diff-mean), each prompt wrapped in this model's chat template with the assistant turn
+    /// opened, as generation sees it. The result is an <see cref="ISteeringVectorSource"/>: pass it to
+    /// <see cref="Steering.From"/> directly, or <see cref="InstructionVectorFile.Save"/> it.</summary>
+    /// <param name="pairs">The contrast pairs (e.g. <see cref="PairsFile.Read"/> or built in code), enumerated once.</param>
+    /// <param name="name">The vector's name (what <see cref="Steering.Add(string, int, float)"/> and friends look up).</param>
+    /// <param name="options">Layers (default: every exposed layer), batch size, chat template on or off; its Name is
+    /// replaced by <paramref name="name"/>. Graph pruning does not apply here: the loaded session runs the whole graph
+    /// (same vectors, some more work per prompt than <see cref="VectorExtraction"/> on a folder).</param>
+    /// <param name="progress">Pairs done, after each batch.</param>
+    /// <param name="cancellationToken">Stops between batches.</param>
+    /// <exception cref="OnnxSteerException">An unpatched model or one that exposes no hidden states (UnsupportedModel),
+    /// layers not exposed, bad pairs (InvalidData).</exception>
+    /// <exception cref="ObjectDisposedException">The model is disposed.</exception>
+    public InstructionVectorFile ExtractVector(IEnumerable<PromptPair> pairs, string name, ExtractionOptions? options = null,
+        IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(pairs);
+        ArgumentNullException.ThrowIfNull(name);
+        options = (options ?? new ExtractionOptions()) with { Name = name };
+        Enter();
+        try
+        {
+            if (Manifest is null)
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{Directory} is not patched (no {SteeringContract.ManifestFileName}); patch it before extracting vectors");
+            if (Manifest.ExposedLayers.Count == 0)
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{Directory} exposes no hidden states; patch it with the layers to read exposed");
+            using var extractor = new VectorExtractor(Manifest, ModelPath, _padId, _session);
+            var useTemplate = options.ChatTemplate;
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
+            try
+            {
+                return extractor.Extract(pairs, prompt => Prepare([new ChatTurn("user", prompt)], useTemplate).Ids, options, progress, linked.Token);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
+            {
+                throw DisposedDuringCall();
+            }
+        }
+        finally { Exit(); }
     }
 
     /// <summary>Streams the reply to one user message, piece by piece.</summary>
@@ -145,14 +235,27 @@ public sealed class SteeredModel : IDisposable
         GenerateAsync([new GenerationRequest { Messages = messages, Steering = steering }], options, cancellationToken);
 
     /// <summary>Streams a batch: pieces of all rows interleaved (see <see cref="GeneratedPiece.Row"/>). The decode loop
-    /// runs on a worker thread; stopping the enumeration or cancelling stops it.</summary>
-    public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    /// runs on a worker thread; stopping the enumeration or cancelling stops it, and so does disposing the model (the
+    /// enumeration then throws <see cref="ObjectDisposedException"/>).</summary>
+    /// <exception cref="ObjectDisposedException">The model is disposed (thrown here, before anything is enumerated).</exception>
+    public IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
-        options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options);
+        ThrowIfDisposed();
+        return Stream(batch, options ?? new GeneratorOptions(), cancellationToken);
+    }
+
+    private async IAsyncEnumerable<GeneratedPiece> Stream(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        // The worker holds the in-flight count: it is what uses the session, and it ends (cancelled by a disposal) even when
+        // the consumer abandons the enumeration without disposing it.
+        Enter();
+        List<PreparedRow> rows;
+        try { rows = PrepareBatch(batch, options); }
+        catch { Exit(); throw; }
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
         var worker = Task.Run(() =>
         {
             try
@@ -160,9 +263,17 @@ public sealed class SteeredModel : IDisposable
                 RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token);
                 channel.Writer.TryComplete();
             }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
+            {
+                channel.Writer.TryComplete(DisposedDuringCall());
+            }
             catch (Exception e)
             {
                 channel.Writer.TryComplete(e);
+            }
+            finally
+            {
+                Exit();
             }
         }, CancellationToken.None);
         try
@@ -184,6 +295,13 @@ public sealed class SteeredModel : IDisposable
 
     private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
     {
+        (t_inside ??= []).Add(this);
+        try { return RunRows(rows, options, onPiece, ct); }
+        finally { t_inside.Remove(this); }
+    }
+
+    private IReadOnlyList<GenerationResult> RunRows(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    {
         if (Signature.RightPaddingOnly && rows.Select(r => r.PromptIds.Length).Distinct().Count() > 1)
         {
             // GroupQueryAttention cannot take left padding: run the rows one by one (same results, less throughput).
@@ -191,7 +309,7 @@ public sealed class SteeredModel : IDisposable
             for (int i = 0; i < rows.Count; i++)
             {
                 int row = i;
-                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct)[0]);
+                results.Add(RunRows([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct)[0]);
             }
             return results;
         }
@@ -266,11 +384,11 @@ public sealed class SteeredModel : IDisposable
                 case ExecutionProvider.Cpu:
                     break;
                 case ExecutionProvider.Cuda:
-                    RequireProvider("CUDAExecutionProvider", "Cuda", "Microsoft.ML.OnnxRuntime.Gpu");
+                    RequireProvider("CUDAExecutionProvider", ExecutionProvider.Cuda, "Microsoft.ML.OnnxRuntime.Gpu");
                     so.AppendExecutionProvider_CUDA(options.DeviceId);
                     break;
                 case ExecutionProvider.DirectML:
-                    RequireProvider("DmlExecutionProvider", "DirectML", "Microsoft.ML.OnnxRuntime.DirectML");
+                    RequireProvider("DmlExecutionProvider", ExecutionProvider.DirectML, "Microsoft.ML.OnnxRuntime.DirectML");
                     // DirectML does not support memory patterns or parallel execution (ONNX Runtime's DirectML docs).
                     so.EnableMemoryPattern = false;
                     so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
@@ -292,17 +410,89 @@ public sealed class SteeredModel : IDisposable
         }
     }
 
-    private static void RequireProvider(string name, string buildSwitch, string package)
+    /// <summary>The library builds on ONNX Runtime's managed API only; which providers exist depends on the native package
+    /// the application references, so the error names that package.</summary>
+    private static void RequireProvider(string name, ExecutionProvider provider, string package)
     {
         var available = OrtEnv.Instance().GetAvailableProviders();
         if (!available.Contains(name))
-            throw new OnnxSteerException(ErrorKind.ProviderUnavailable,
-                $"{name} is not in this ONNX Runtime build (available: {string.Join(", ", available)}); " +
-                $"rebuild with -p:OnnxSteerProvider={buildSwitch} to use the {package} package");
+            throw new OnnxSteerException(ErrorKind.ProviderUnavailable, ProviderMissingMessage(name, provider, package, available, OrtEnv.Instance().GetVersionString()));
     }
+
+    internal static string ProviderMissingMessage(string name, ExecutionProvider provider, string package, IEnumerable<string> available, string ortVersion) =>
+        $"execution provider {provider} ({name}) is not in the ONNX Runtime native library this application loaded " +
+        $"(available: {string.Join(", ", available)}); add a PackageReference to {package} {ortVersion} to the application, " +
+        "in place of Microsoft.ML.OnnxRuntime (with both, the CPU package's native library wins)";
 
     private static string FirstLine(string message) => message.Split('\n')[0].Trim();
 
-    /// <summary>Releases the ONNX Runtime session.</summary>
-    public void Dispose() => _session.Dispose();
+    /// <summary>Cancels the generations and extractions in flight, waits until they have left ONNX Runtime, then releases
+    /// the session. Safe to call more than once and from several threads.</summary>
+    public void Dispose()
+    {
+        if (BeginDispose()) _released.Task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>As <see cref="Dispose"/>, waiting asynchronously for the calls in flight.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (BeginDispose()) await _released.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>Marks the model disposed and cancels the calls in flight; releases the session now when none is. Returns
+    /// whether the caller should wait for the release (false when it is inside one of this model's own calls, which
+    /// could never finish while it waits).</summary>
+    private bool BeginDispose()
+    {
+        bool releaseNow;
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _disposed = true;
+                releaseNow = _inFlight == 0;
+            }
+            else releaseNow = false;
+        }
+        _disposing.Cancel();
+        if (releaseNow) Release();
+        return t_inside?.Contains(this) != true;
+    }
+
+    private void Enter()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _inFlight++;
+        }
+    }
+
+    private void Exit()
+    {
+        bool release;
+        lock (_gate) release = --_inFlight == 0 && _disposed;
+        if (release) Release();
+    }
+
+    private void Release()
+    {
+        try
+        {
+            // _disposing is left undisposed: a concurrent Dispose may still be cancelling it, and it holds no native handle.
+            _session.Dispose();
+        }
+        finally
+        {
+            _released.TrySetResult();
+        }
+    }
+
+    private void ThrowIfDisposed()
+    {
+        lock (_gate) ObjectDisposedException.ThrowIf(_disposed, this);
+    }
+
+    private ObjectDisposedException DisposedDuringCall() =>
+        new(nameof(SteeredModel), $"the model {Directory} was disposed while this call was running");
 }
