@@ -40,6 +40,9 @@ public sealed class VectorFileSource : ISteeringVectorSource
         return From(InstructionVectorFile.Load(path));
     }
 
+    /// <summary>The layers of the vector <paramref name="name"/>, or null when there is no such vector.</summary>
+    internal IReadOnlyCollection<int>? LayersOf(string name) => _vectors.TryGetValue(name, out var v) ? [.. v.Layers.Keys] : null;
+
     /// <summary>The only vector's name, for FILE specs without :NAME.</summary>
     /// <exception cref="OnnxSteerException">The source holds several vectors.</exception>
     public string SingleName() => _vectors.Count == 1 ? _vectors.Keys.First()
