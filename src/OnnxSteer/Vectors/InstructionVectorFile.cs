@@ -276,7 +276,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
                 if (stats is null) throw new OnnxSteerException(ErrorKind.InvalidVector, $"'{path}': vector '{d.Name}' layer {layer} has no statistics.");
                 layers[layer] = new VectorLayer
                 {
-                    Layer = layer, Direction = dir.Data, MeanDiff = diff.Data, Norm = stats.Norm, ZBar = stats.ZBar,
+                    Layer = layer, Direction = dir.Data, MeanDiff = diff.Data, Norm = (float)stats.Norm, ZBar = stats.ZBar,
                     MeanProjectionWithout = stats.MeanProjectionWithout, Separability = stats.Separability,
                 };
             }
@@ -332,7 +332,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
                 for (var i = 0; i < diff.Length; i++) diff[i] = (float)(values[i] * stats.Norm);
                 layers[layer] = new VectorLayer
                 {
-                    Layer = layer, Direction = values, MeanDiff = diff, Norm = stats.Norm, ZBar = stats.ZBar,
+                    Layer = layer, Direction = values, MeanDiff = diff, Norm = (float)stats.Norm, ZBar = stats.ZBar,
                     MeanProjectionWithout = stats.MeanProjectionWithout, Separability = stats.Separability,
                 };
                 continue;
@@ -342,7 +342,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
             var direction = Math.Abs(norm - 1) < 1e-6 ? values : VectorMath.Normalize(values, $"'{path}': direction.{layer}").Direction;
             layers[layer] = new VectorLayer
             {
-                Layer = layer, Direction = direction, MeanDiff = values, Norm = norm, ZBar = stats?.ZBar,
+                Layer = layer, Direction = direction, MeanDiff = values, Norm = (float)norm, ZBar = stats?.ZBar,
                 MeanProjectionWithout = stats?.MeanProjectionWithout, Separability = stats?.Separability,
             };
         }
