@@ -39,6 +39,8 @@ internal sealed record Options
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
+          genai    ONNX Runtime GenAI on the original folder against OnnxSteer's genai engine on the folder patched for
+                   GenAI: nothing fed, add @ 1 layer, add @ all layers (decode ms/step, batch 1)
         models: tiny = tiny-instruct's shape with random weights; medium = ~134M-parameter Llama (random weights,
                 genai layout); medium-optimum = the same in Optimum's decomposed layout;
         bundled = models/tiny-instruct. All are written or linked into a temp folder deleted at exit.
@@ -54,7 +56,7 @@ internal sealed record Options
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
-                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep": suites.Add(args[i]); break;
+                case "decode" or "prefill" or "alloc" or "extract" or "patch" or "profile" or "extract-profile" or "roofline" or "lockstep" or "genai": suites.Add(args[i]); break;
                 case "all": suites.AddRange(["decode", "prefill", "alloc", "extract", "patch"]); break;
                 case "--model": models.Add(Next()); break;
                 case "--repeats": o = o with { Repeats = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
@@ -122,7 +124,7 @@ internal static class Program
             if (o.Suites.Contains("roofline") && !o.Suites.Contains("extract-profile")) ExtractProfileBench.Roofline(o, report);
             foreach (var name in o.Models)
             {
-                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile" or "lockstep")) break;
+                if (!o.Suites.Any(s => s is "decode" or "prefill" or "alloc" or "extract" or "profile" or "extract-profile" or "lockstep" or "genai")) break;
                 var m = Models.Prepare(name, scratch, Console.Out);
                 report.Note($"Model **{m.Name}**: {m.Description}.");
                 var loaded = new Dictionary<string, SteeredModel>();
@@ -146,6 +148,7 @@ internal static class Program
                     foreach (var model in loaded.Values) model.Dispose();
                 }
                 if (o.Suites.Contains("extract")) ExtractBench.Run(m, o, report);
+                if (o.Suites.Contains("genai")) GenAiSteeringBench.Run(m, o, scratch, report);
                 if (o.Suites.Contains("profile")) ProfileBench.Run(m, o, scratch, report);
                 if (o.Suites.Contains("extract-profile")) ExtractProfileBench.Run(m, o, scratch, report);
             }

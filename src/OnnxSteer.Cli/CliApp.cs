@@ -9,6 +9,8 @@ public static class CliApp
     /// <summary>Runs the CLI with the given arguments and returns the process exit code.</summary>
     public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
     {
+        // The genai engine lives in its own assembly; the CLI carries it, so --engine genai|auto can find it.
+        OnnxSteer.GenAI.GenAiEngine.Register();
         var output = stdout ?? Console.Out;
         var error = stderr ?? Console.Error;
         var root = BuildRoot(output, error);

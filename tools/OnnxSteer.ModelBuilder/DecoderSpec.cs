@@ -40,7 +40,7 @@ public enum AttentionKind
     GroupQuery,
 }
 
-/// <summary>Weight quantization of the Linear layers (GenAi layout only).</summary>
+/// <summary>Weight quantization of the Linear layers (GenAi, Gemma2 and OrtFused layouts).</summary>
 public enum WeightQuantization
 {
     /// <summary>Plain MatMul with float weights.</summary>
@@ -84,8 +84,9 @@ public sealed record DecoderSpec
     /// <summary>Weights in an external data file (<c>model.onnx.data</c> for genai, <c>model.onnx_data</c> for optimum);
     /// null picks the exporter's habit: genai yes, optimum no.</summary>
     public bool? ExternalData { get; init; }
-    /// <summary>Linear-layer weight quantization (GenAi only): <see cref="WeightQuantization.Int4"/> writes MatMulNBits for
-    /// q/k/v/o, gate/up/down and lm_head.</summary>
+    /// <summary>Linear-layer weight quantization (GenAi, Gemma2 and OrtFused): <see cref="WeightQuantization.Int4"/>
+    /// writes MatMulNBits for q/k/v/o, gate/up/down and lm_head (genai, gemma2), or the attention output, MLP and
+    /// lm_head MatMuls (ort-fused).</summary>
     public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
     /// <summary>MatMulNBits block size (power of two, at least 16).</summary>
     public int QuantBlockSize { get; init; } = 32;
@@ -138,8 +139,8 @@ public sealed record DecoderSpec
         if (HeadDim % 2 != 0) throw new OnnxSteerException(ErrorKind.Usage, $"head_dim must be even for rotary, got {HeadDim}.");
         if (Heads % KvHeads != 0) throw new OnnxSteerException(ErrorKind.Usage, $"heads ({Heads}) must be a multiple of kv_heads ({KvHeads}).");
         if (Opset is < 14 or > 21) throw new OnnxSteerException(ErrorKind.Usage, $"opset must be 14..21, got {Opset}.");
-        if (Quantization != WeightQuantization.None && Layout != DecoderLayout.GenAi)
-            throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai layout, not {Layout}.");
+        if (Quantization != WeightQuantization.None && Layout is not (DecoderLayout.GenAi or DecoderLayout.Gemma2 or DecoderLayout.OrtFused))
+            throw new OnnxSteerException(ErrorKind.Usage, $"int4 weights are written only in the genai, gemma2 and ort-fused layouts, not {Layout}.");
         if (Quantization != WeightQuantization.None && (QuantBlockSize < 16 || (QuantBlockSize & (QuantBlockSize - 1)) != 0))
             throw new OnnxSteerException(ErrorKind.Usage, $"block size must be a power of two >= 16, got {QuantBlockSize}.");
         if (Layout == DecoderLayout.GenAi && Attention == AttentionKind.GroupQuery && HeadDim % 16 != 0)

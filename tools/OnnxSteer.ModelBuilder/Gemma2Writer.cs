@@ -105,6 +105,11 @@ internal static class Gemma2Writer
 
         string Linear(string hfName, int outDim, int inDim, string onnxName) =>
             g.Initializer(onnxName, LlamaNames.Transpose(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim), [inDim, outDim], T);
+        // A Linear layer: MatMul, or (int4) MatMulNBits named as the builder's quantizer names it (node .../MatMul_Q4).
+        string Proj(string nodeName, string input, string hfName, int outDim, int inDim, string onnxName) =>
+            s.Quantization == WeightQuantization.None
+                ? g.Op("MatMul", nodeName, input, Linear(hfName, outDim, inDim, onnxName))
+                : Int4.MatMulNBits(g, nodeName + "_Q4", input, w.Get(hfName, [outDim, inDim]).Data, outDim, inDim, s.QuantBlockSize, onnxName, T);
         // Gemma's RMSNorm multiplies by (1 + weight); the builder folds the 1 into the stored weight.
         string Norm(string hfName, string onnxName) =>
             g.Initializer(onnxName, w.Get(hfName, [s.Hidden]).Data.Select(v => 1f + v).ToArray(), [s.Hidden], R);
@@ -127,9 +132,9 @@ internal static class Gemma2Writer
         for (var i = 0; i < s.Layers; i++)
         {
             var p = $"/model/layers.{i}";
-            var q = g.Op("MatMul", $"{p}/attn/q_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight"));
-            var k = g.Op("MatMul", $"{p}/attn/k_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight"));
-            var v = g.Op("MatMul", $"{p}/attn/v_proj/MatMul", normed, Linear(LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight"));
+            var q = Proj($"{p}/attn/q_proj/MatMul", normed, LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight");
+            var k = Proj($"{p}/attn/k_proj/MatMul", normed, LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight");
+            var v = Proj($"{p}/attn/v_proj/MatMul", normed, LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight");
             string attn;
             if (gqa)
             {
@@ -151,7 +156,7 @@ internal static class Gemma2Writer
                     [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
                     ("num_heads", (long)s.Heads), ("scale", scale))[0];
             }
-            var o = g.Op("MatMul", $"{p}/attn/o_proj/MatMul", attn, Linear(LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight"));
+            var o = Proj($"{p}/attn/o_proj/MatMul", attn, LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight");
             var postAttn = g.Node("SimplifiedLayerNormalization", $"{p}/post_attention_layernorm/LayerNorm",
                 [ToR($"{p}/post_attention_layernorm", o), Norm(LlamaNames.PostAttentionNorm(i), $"model.layers.{i}.post_attention_layernorm.weight")], 1, "",
                 [$"{p}/post_attention_layernorm/output_0"], ("epsilon", eps), ("axis", -1L), ("stash_type", 1L))[0];
@@ -160,11 +165,10 @@ internal static class Gemma2Writer
                 [$"{p}/pre_feedforward_layernorm/output_0", "", "", $"{p}/pre_feedforward_layernorm/output_3"], ("epsilon", eps));
             residual = preFf[3];
             var h2 = ToT($"{p}/pre_feedforward_layernorm", preFf[0]);
-            var gate = g.Op("MatMul", $"{p}/mlp/gate_proj/MatMul", h2, Linear(LlamaNames.Mlp(i, "gate"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.gate_proj.MatMul.weight"));
-            var up = g.Op("MatMul", $"{p}/mlp/up_proj/MatMul", h2, Linear(LlamaNames.Mlp(i, "up"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.up_proj.MatMul.weight"));
+            var gate = Proj($"{p}/mlp/gate_proj/MatMul", h2, LlamaNames.Mlp(i, "gate"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.gate_proj.MatMul.weight");
+            var up = Proj($"{p}/mlp/up_proj/MatMul", h2, LlamaNames.Mlp(i, "up"), s.Intermediate, s.Hidden, $"model.layers.{i}.mlp.up_proj.MatMul.weight");
             var act = g.Node("FastGelu", $"{p}/mlp/act_fn/FastGelu", [gate], 1, "com.microsoft")[0];
-            var down = g.Op("MatMul", $"{p}/mlp/down_proj/MatMul", g.Op("Mul", $"{p}/mlp/Mul", act, up),
-                Linear(LlamaNames.Mlp(i, "down"), s.Hidden, s.Intermediate, $"model.layers.{i}.mlp.down_proj.MatMul.weight"));
+            var down = Proj($"{p}/mlp/down_proj/MatMul", g.Op("Mul", $"{p}/mlp/Mul", act, up), LlamaNames.Mlp(i, "down"), s.Hidden, s.Intermediate, $"model.layers.{i}.mlp.down_proj.MatMul.weight");
             var postFf = g.Node("SimplifiedLayerNormalization", $"{p}/post_feedforward_layernorm/LayerNorm",
                 [ToR($"{p}/post_feedforward_layernorm", down), Norm(Gemma2Names.PostFeedforwardNorm(i), $"model.layers.{i}.post_feedforward_layernorm.weight")], 1, "",
                 [$"{p}/post_feedforward_layernorm/output_0"], ("epsilon", eps), ("axis", -1L), ("stash_type", 1L))[0];
@@ -185,8 +189,7 @@ internal static class Gemma2Writer
                     [$"{n}/output_0"], ("epsilon", eps))[0]);
             }
         }
-        var lm = Linear(LlamaNames.LmHead, s.Vocab, s.Hidden, "lm_head.MatMul.weight");
-        var raw = g.Op("MatMul", "/lm_head/MatMul", normed, lm);
+        var raw = Proj("/lm_head/MatMul", normed, LlamaNames.LmHead, s.Vocab, s.Hidden, "lm_head.MatMul.weight");
         var cap = g.Scalar(Gemma2Names.FinalLogitSoftcap, T);
         var tanh = g.Op("Tanh", "/lm_head/softcap/Tanh", g.Op("Div", "/lm_head/softcap/Div", raw, cap));
         g.Node("Mul", "/lm_head/softcap/Mul", [tanh, cap], 1, "", ["logits"]);

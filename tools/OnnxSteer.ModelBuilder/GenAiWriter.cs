@@ -74,11 +74,7 @@ internal static class GenAiWriter
         {
             if (s.Quantization == WeightQuantization.None)
                 return g.Node("MatMul", nodeName, [input, Linear(hfName, outDim, inDim, onnxName)], 1, "", output is null ? null : [output])[0];
-            var q = Int4.Quantize(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim, s.QuantBlockSize);
-            var b = g.InitializerBytes(onnxName + "_Q4", q.Packed, [outDim, q.BlocksPerRow, s.QuantBlockSize / 2], DT.Uint8);
-            var sc = g.Initializer(onnxName + "_scales", q.Scales, [(long)outDim * q.BlocksPerRow], T);
-            return g.Node("MatMulNBits", nodeName + "_Q4", [input, b, sc], 1, "com.microsoft", output is null ? null : [output],
-                ("K", (long)inDim), ("N", (long)outDim), ("bits", 4L), ("block_size", (long)s.QuantBlockSize), ("accuracy_level", 0L))[0];
+            return Int4.MatMulNBits(g, nodeName + "_Q4", input, w.Get(hfName, [outDim, inDim]).Data, outDim, inDim, s.QuantBlockSize, onnxName, T, output);
         }
         string Vector(string hfName, string onnxName) => g.Initializer(onnxName, w.Get(hfName, [s.Hidden]).Data, [s.Hidden], T);
 

@@ -53,4 +53,18 @@ public static class Int4
             }
         return w;
     }
+
+    /// <summary>Adds a <c>com.microsoft::MatMulNBits</c> node computing <paramref name="input"/> · Wᵀ for W [n, k] (a
+    /// PyTorch Linear [out, in]): packed weights <c>{initializer}_Q4</c> [n, blocks, blockSize/2] and scales
+    /// <c>{initializer}_scales</c> [n * blocks] in <paramref name="scalesType"/>, as ONNX Runtime's 4-bit quantizers name them.
+    /// Returns the output name.</summary>
+    public static string MatMulNBits(GraphBuilder g, string nodeName, string input, float[] w, int n, int k, int blockSize,
+        string initializer, OnnxSteer.Onnx.Proto.TensorProto.Types.DataType scalesType, string? output = null)
+    {
+        var q = Quantize(w, n, k, blockSize);
+        var b = g.InitializerBytes(initializer + "_Q4", q.Packed, [n, q.BlocksPerRow, blockSize / 2], OnnxSteer.Onnx.Proto.TensorProto.Types.DataType.Uint8);
+        var sc = g.Initializer(initializer + "_scales", q.Scales, [(long)n * q.BlocksPerRow], scalesType);
+        return g.Node("MatMulNBits", nodeName, [input, b, sc], 1, "com.microsoft", output is null ? null : [output],
+            ("K", (long)k), ("N", (long)n), ("bits", 4L), ("block_size", (long)blockSize), ("accuracy_level", 0L))[0];
+    }
 }

@@ -34,8 +34,13 @@ public static class Gpt2Names
 /// [2, batch, heads, past, head] → <c>present_{i}</c>, unidirectional, raw 2-D int32 mask;
 /// <c>SkipLayerNormalization</c> with the projection bias fused (inputs [input, skip, gamma, beta, bias], output 3 the
 /// residual), <c>FastGelu</c> with bias, final norm a SkipLayerNormalization with output 0 only, lm_head MatMul.
-/// Graph inputs stay int64 (the optimizer inserts Casts to int32 for the contrib ops). float32 only: the CPU kernels
-/// of Attention are float32.</summary>
+/// Graph inputs stay int64 (the optimizer inserts Casts to int32 for the contrib ops). float16 writes what
+/// <c>optimizer.py --float16</c> writes: weights, activations, cache and logits in float16 (the LayerNorm epsilon stays
+/// an attribute). ONNX Runtime's CPU provider has no float16 kernel for EmbedLayerNormalization, Attention or FastGelu
+/// and runs them in float32 behind Casts it inserts itself (InsertCastTransformer), keeping values float32 between such
+/// nodes: the mixed precision the steering rewrite has to leave untouched. With <see cref="WeightQuantization.Int4"/> the
+/// projection and lm_head MatMuls become <c>MatMulNBits</c>, as ONNX Runtime's <c>matmul_4bits_quantizer</c> leaves
+/// them (the fused QKV weight inside Attention stays float).</summary>
 internal static class OrtFusedGpt2Writer
 {
     /// <summary>LayerNorm epsilon of GPT-2.</summary>
@@ -44,11 +49,9 @@ internal static class OrtFusedGpt2Writer
     /// <summary>Writes <c>model.onnx</c> (+ <c>config.json</c>) for <paramref name="s"/> into <paramref name="dir"/>.</summary>
     public static void Write(DecoderSpec s, IWeightSource w, string dir)
     {
-        if (s.DType != DecoderDType.Float32)
-            throw new OnnxSteerException(ErrorKind.Usage, "the ort-fused layout is float32 only (ONNX Runtime's CPU Attention kernel is float32).");
         if (s.KvHeads != s.Heads)
             throw new OnnxSteerException(ErrorKind.Usage, $"GPT-2 attention needs kv_heads == heads (got {s.KvHeads} vs {s.Heads}).");
-        const DT T = DT.Float;
+        var T = s.DType == DecoderDType.Float16 ? DT.Float16 : DT.Float;
         using var store = s.UsesExternalData ? TensorStore.External(Path.Combine(dir, "model.onnx_data")) : TensorStore.Embedded();
         var g = new GraphBuilder("torch-jit-export", store);
 
@@ -60,6 +63,14 @@ internal static class OrtFusedGpt2Writer
         for (var i = 0; i < s.Layers; i++) g.Output($"present_{i}", T, 2, "batch_size", s.Heads, "total_seq_len", s.HeadDim);
 
         string Get(string name, params int[] shape) => g.Initializer(name, w.Get(name, shape).Data, shape.Select(d => (long)d).ToArray(), T);
+        // A Conv1D projection x · W (W [in, out]): MatMul, or (int4) MatMulNBits as ONNX Runtime's
+        // matmul_4bits_quantizer rewrites the optimizer's MatMuls (node {name}_Q4, weight transposed to [out, in]).
+        string Proj(string name, string input, string weight, int inDim, int outDim)
+        {
+            if (s.Quantization == WeightQuantization.None) return g.Op("MatMul", name, input, Get(weight, inDim, outDim));
+            var wt = LlamaNames.Transpose(w.Get(weight, [inDim, outDim]).Data, inDim, outDim);
+            return Int4.MatMulNBits(g, name + "_Q4", input, wt, outDim, inDim, s.QuantBlockSize, weight, T);
+        }
         string Gain(string prefix) => Get(prefix + ".weight", s.Hidden);
         string Beta(string prefix) => Get(prefix + ".bias", s.Hidden);
 
@@ -79,16 +90,16 @@ internal static class OrtFusedGpt2Writer
             var attn = g.Node("Attention", $"Attention_{i}",
                 [normed, Get(Gpt2Names.Module(i, "attn.c_attn.weight"), s.Hidden, 3 * s.QWidth), Get(Gpt2Names.Module(i, "attn.c_attn.bias"), 3 * s.QWidth), mask, $"past_{i}"],
                 2, "com.microsoft", [$"Attention_{i}_output", $"present_{i}"], ("num_heads", (long)s.Heads), ("unidirectional", 1L))[0];
-            var proj = g.Op("MatMul", $"MatMul_attn_proj_{i}", attn, Get(Gpt2Names.Module(i, "attn.c_proj.weight"), s.QWidth, s.Hidden));
+            var proj = Proj($"MatMul_attn_proj_{i}", attn, Gpt2Names.Module(i, "attn.c_proj.weight"), s.QWidth, s.Hidden);
             // HF GPT-2 adds attn_output + residual (so the residual is the skip operand here) and residual + mlp below.
             var post = g.Node("SkipLayerNormalization", $"SkipLayerNorm_{skipNorms}",
                 [proj, residual, Gain(Gpt2Names.Ln2(i)), Beta(Gpt2Names.Ln2(i)), Get(Gpt2Names.Module(i, "attn.c_proj.bias"), s.Hidden)], 4, "com.microsoft",
                 [$"SkipLayerNorm_{skipNorms}_output", "", "", $"SkipLayerNorm_{skipNorms}_input_skip_bias_sum"], ("epsilon", Eps));
             skipNorms++;
             residual = post[3];
-            var fc = g.Op("MatMul", $"MatMul_fc_{i}", post[0], Get(Gpt2Names.Module(i, "mlp.c_fc.weight"), s.Hidden, s.Intermediate));
+            var fc = Proj($"MatMul_fc_{i}", post[0], Gpt2Names.Module(i, "mlp.c_fc.weight"), s.Hidden, s.Intermediate);
             var act = g.Node("FastGelu", $"FastGelu_{i}", [fc, Get(Gpt2Names.Module(i, "mlp.c_fc.bias"), s.Intermediate)], 1, "com.microsoft")[0];
-            var down = g.Op("MatMul", $"MatMul_mlp_proj_{i}", act, Get(Gpt2Names.Module(i, "mlp.c_proj.weight"), s.Intermediate, s.Hidden));
+            var down = Proj($"MatMul_mlp_proj_{i}", act, Gpt2Names.Module(i, "mlp.c_proj.weight"), s.Intermediate, s.Hidden);
             var bias = Get(Gpt2Names.Module(i, "mlp.c_proj.bias"), s.Hidden);
             var last = i == s.Layers - 1;
             var ln = last ? Gpt2Names.LnF : Gpt2Names.Ln1(i + 1);
@@ -100,8 +111,12 @@ internal static class OrtFusedGpt2Writer
             normed = next[0];
             if (!last) residual = next[3];
         }
-        var lm = g.Initializer("lm_head_weight_t", LlamaNames.Transpose(w.Get(Gpt2Names.LmHead, [s.Vocab, s.Hidden]).Data, s.Vocab, s.Hidden), [s.Hidden, s.Vocab], T);
-        g.Node("MatMul", "MatMul_lm_head", [normed, lm], 1, "", ["logits"]);
+        if (s.Quantization == WeightQuantization.None)
+        {
+            var lm = g.Initializer("lm_head_weight_t", LlamaNames.Transpose(w.Get(Gpt2Names.LmHead, [s.Vocab, s.Hidden]).Data, s.Vocab, s.Hidden), [s.Hidden, s.Vocab], T);
+            g.Node("MatMul", "MatMul_lm_head", [normed, lm], 1, "", ["logits"]);
+        }
+        else Int4.MatMulNBits(g, "MatMul_lm_head_Q4", normed, w.Get(Gpt2Names.LmHead, [s.Vocab, s.Hidden]).Data, s.Vocab, s.Hidden, s.QuantBlockSize, "lm_head_weight", T, "logits");
 
         var model = new ModelProto { IrVersion = 7, ProducerName = "onnxruntime.transformers", ProducerVersion = "1.31.1", Graph = g.Graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 14 });

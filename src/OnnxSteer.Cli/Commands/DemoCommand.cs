@@ -15,9 +15,10 @@ internal static class DemoCommand
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Maximum new tokens per response.", DefaultValueFactory = _ => 96 };
         maxNewTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--max-new-tokens must be positive."); });
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads." };
+        var engine = EngineOption.Create();
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary folder with the patched model and the vectors." };
         var command = new Command("demo", "Patch the bundled model, extract instruction vectors, compare responses without and with steering, and print the evaluation table (no network).");
-        foreach (var o in new Option[] { model, dataDir, perInstruction, maxNewTokens, threads, keep }) command.Options.Add(o);
+        foreach (var o in new Option[] { model, dataDir, perInstruction, maxNewTokens, threads, keep, engine }) command.Options.Add(o);
         command.SetAction(async (parse, ct) =>
         {
             await DemoRunner.RunAsync(new DemoOptions
@@ -28,6 +29,7 @@ internal static class DemoCommand
                 MaxNewTokens = parse.GetValue(maxNewTokens),
                 Threads = parse.GetValue(threads),
                 Keep = parse.GetValue(keep),
+                Engine = EngineOption.Parse(parse.GetValue(engine)),
             }, stdout, ct);
             return 0;
         });

@@ -13,6 +13,7 @@ internal sealed class EvalCliOptions
     public Option<int?> Limit { get; } = new("--limit") { Description = "Use only the first N prompts of each instruction (quick runs)." };
     public Option<bool> NoChatTemplate { get; } = new("--no-chat-template") { Description = "Send prompts as raw text instead of through the model's chat template." };
     public Option<int?> Threads { get; } = new("--threads") { Description = "ONNX Runtime intra-op threads (default: ONNX Runtime's choice)." };
+    public Option<string> Engine { get; } = EngineOption.Create();
 
     public static EvalCliOptions Create()
     {
@@ -30,6 +31,7 @@ internal sealed class EvalCliOptions
         command.Options.Add(Limit);
         command.Options.Add(NoChatTemplate);
         command.Options.Add(Threads);
+        command.Options.Add(Engine);
     }
 
     public EvalGenerationOptions Generation(ParseResult parse) => new()
@@ -38,6 +40,7 @@ internal sealed class EvalCliOptions
         BatchSize = parse.GetValue(BatchSize),
         UseChatTemplate = !parse.GetValue(NoChatTemplate),
         Threads = parse.GetValue(Threads),
+        Engine = EngineOption.Parse(parse.GetValue(Engine)),
     };
 
     public static void CheckSvgPath(string? path)

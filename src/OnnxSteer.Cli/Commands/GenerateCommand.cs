@@ -27,11 +27,12 @@ internal static class GenerateCommand
         var ep = new Option<string>("--ep") { Description = "Execution provider: cpu (default), cuda or dml (need -p:OnnxSteerProvider=Cuda|DirectML builds).", DefaultValueFactory = _ => "cpu" };
         ep.AcceptOnlyFromAmong("cpu", "cuda", "dml");
         var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this string (repeatable)." };
-        var json = new Option<bool>("--json") { Description = "Print prompt, token ids, text and timing (prefill ms, tokens/s) as JSON." };
+        var json = new Option<bool>("--json") { Description = "Print prompt, token ids, text, engine and timing (prefill ms, tokens/s) as JSON." };
+        var engine = EngineOption.Create();
 
         var command = new Command("generate", "Generate text from a model folder, optionally steered by instruction vectors.");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { prompt, steer, positions, maxNew, temperature, topK, topP, seed, system, noTemplate, ep, stop, json }) command.Options.Add(o);
+        foreach (var o in new Option[] { prompt, steer, positions, maxNew, temperature, topK, topP, seed, system, noTemplate, ep, stop, json, engine }) command.Options.Add(o);
         command.SetAction(async (parse, ct) =>
         {
             var job = new GenerateJob
@@ -54,6 +55,7 @@ internal static class GenerateCommand
                 Runtime = new RuntimeOptions
                 {
                     Provider = parse.GetValue(ep) switch { "cuda" => ExecutionProvider.Cuda, "dml" => ExecutionProvider.DirectML, _ => ExecutionProvider.Cpu },
+                    Engine = EngineOption.Parse(parse.GetValue(engine)),
                 },
                 Json = parse.GetValue(json),
             };

@@ -16,6 +16,11 @@ internal static class PatchCommand
         Description = "optional: steering inputs default to zeros (callers unaware of steering run unchanged); required: plain inputs (what onnxruntime-genai's SetModelInput needs).",
         DefaultValueFactory = _ => "optional",
     };
+    private static readonly Option<string?> ForOption = new("--for")
+    {
+        Description = "Write a folder ready for a runtime: genai = --steer-input required (ONNX Runtime GenAI ignores fed inputs that have defaults), " +
+                      "and refused unless the model is an onnxruntime-genai export (genai_config.json).",
+    };
     private static readonly Option<bool> VerifyOption = new("--verify") { Description = "Run 'onnxsteer verify' on the result." };
     private static readonly Option<bool> OverwriteOption = new("--overwrite") { Description = "Replace the output folder if it exists." };
     private static readonly Option<bool> JsonOption = new("--json") { Description = "Print the result as JSON." };
@@ -24,7 +29,7 @@ internal static class PatchCommand
     {
         var command = new Command("patch", "Rewrite an exported decoder to expose hidden_states.{L} and take steering.{L}.add|direction|target inputs.");
         command.Arguments.Add(ModelArgument);
-        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, VerifyOption, OverwriteOption, JsonOption })
+        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, ForOption, VerifyOption, OverwriteOption, JsonOption })
             command.Options.Add(option);
         command.SetAction(parse =>
         {
@@ -39,6 +44,18 @@ internal static class PatchCommand
                     var other => throw new OnnxSteerException(ErrorKind.Usage, $"--steer-input: '{other}' is not one of optional, required."),
                 },
             };
+            if (parse.GetValue(ForOption) is string target)
+            {
+                if (target != "genai") throw new OnnxSteerException(ErrorKind.Usage, $"--for: '{target}' is not a known target (genai).");
+                if (parse.GetResult(SteerInputOption) is { Implicit: false } && options.SteerInput != SteerInputMode.Required)
+                    throw new OnnxSteerException(ErrorKind.Usage, "--for genai needs required steering inputs; drop --steer-input optional.");
+                var source = parse.GetValue(ModelArgument)!;
+                var folder = Directory.Exists(source) ? source : Path.GetDirectoryName(Path.GetFullPath(source))!;
+                if (!File.Exists(Path.Combine(folder, "genai_config.json")))
+                    throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                        $"--for genai: {folder} has no genai_config.json; ONNX Runtime GenAI runs onnxruntime-genai exports only (use the ort engine for this model).");
+                options = options with { SteerInput = SteerInputMode.Required };
+            }
             var json = parse.GetValue(JsonOption);
             var report = ModelPatcher.Patch(parse.GetValue(ModelArgument)!, parse.GetValue(OutputOption)!, options,
                 parse.GetValue(OverwriteOption), json ? null : TerminalProgress.For(stderr));

@@ -234,11 +234,30 @@ public sealed class AddSteeringInputsPass : IPatchPass
 }
 
 /// <summary>Inserts <c>x' = x + add + (target - x·direction)·direction</c> at every residual point of a steered layer.
-/// The projection term is computed in float32 and cast back once. It is written as
-/// <c>x' = x - ((0 - add) - p)</c> so that with all-zero steering the subtracted term is +0 and x' is bit-identical to x
-/// for every finite x, -0.0 included (x + 0 would turn -0.0 into +0.0).</summary>
+/// The projection term is computed in float32. The rewrite is written as <c>x' = x - ((0 - add) - p)</c> so that with
+/// all-zero steering the subtracted term is +0 and x' is bit-identical to x for every finite x, -0.0 included (x + 0
+/// would turn -0.0 into +0.0).
+/// <para>In a float16 (or bfloat16) residual the nodes that read the model's values and feed the result back are chosen
+/// so that ONNX Runtime runs the model's own nodes exactly as before. Its CPU provider has no float16 kernel for Add,
+/// Sub, Mul or MatMul: it runs such nodes in float32 behind Casts it inserts (InsertCastTransformer), drops the Cast
+/// pairs between two such nodes (values there stay float32, never rounded to float16), and forces a node that does have
+/// a float16 kernel into float32 when every reader of its float16 output lacks one (an "isolated" node). So:</para>
+/// <list type="bullet">
+/// <item>A fused norm's skip operand (genai, ort-fused, gemma2) used to be read by the norm, which has a float16 kernel.
+/// Our first reader of it is a Cast to float32 (a float16 kernel everywhere), so its producer (a float16 MatMulNBits,
+/// MatMul or SkipLayerNormalization) keeps a float16-kernel reader and its kernel; the sum and the steering run in
+/// float32 and one Cast back feeds the norm. Where ONNX Runtime carried the operand in float32, its inserted Cast and
+/// ours cancel, so the sum reads that same value and the final Cast rounds it as the inserted one would have. (A float16
+/// Sub reading it, the earlier form, flipped a float16 MatMulNBits to float32 and changed its bits.)</item>
+/// <item>A plain residual value (optimum: the output of an Add) is read and replaced by float16 Subs, ops of the Add's own
+/// kernel class: where the Add runs in float32 behind Casts, so do the Subs, and the model's readers get the same
+/// unrounded float32 value; a Cast back from float32 would round it (a model's Cast is never dropped as precision
+/// free).</item>
+/// </list></summary>
 public sealed class InsertSteeringPass : IPatchPass
 {
+    private const int F32 = (int)TensorProto.Types.DataType.Float;
+
     /// <inheritdoc/>
     public string Name => "insert-steering";
 
@@ -247,6 +266,7 @@ public sealed class InsertSteeringPass : IPatchPass
     {
         var nodesBefore = context.Graph.AllNodes().Count();
         var rewired = 0;
+        var t = context.Layout.ResidualElemType;
         foreach (var point in context.Layout.Points)
         {
             if (!context.SteeringInputs.TryGetValue(point.Layer, out var inputs)) continue;
@@ -259,12 +279,13 @@ public sealed class InsertSteeringPass : IPatchPass
                 added.Add(n);
                 return n;
             }
+            GraphValue ToF32(GraphValue v, string name) => t == F32 ? v : Node("Cast", name, [v], [CastTo(F32)]).Output(0)!;
             switch (point)
             {
                 case ValueResidualPoint v:
                 {
                     var x = v.Residual;
-                    var n = NegatedDelta(context, point, x, inputs, Node);
+                    var n = NegatedDelta(context, ToF32(x, "x_f32"), inputs, inF32: t == F32, Node);
                     var steered = Node("Sub", "steer", [x, n]).Output(0)!;
                     rewired += g.ReplaceAllUses(x, steered, use => added.Contains(use.Node));
                     context.SteeredValues[point] = steered;
@@ -272,14 +293,16 @@ public sealed class InsertSteeringPass : IPatchPass
                 }
                 case FusedNormResidualPoint f:
                 {
-                    var input = f.Norm.Input(0)!;
-                    var skip = f.Norm.Input(FusedNormResidualPoint.SkipInputIndex)!;
+                    var skip = ToF32(f.Norm.Input(FusedNormResidualPoint.SkipInputIndex)!, "skip_f32");
                     // The node sums input + skip (+ bias) itself; the projection needs that sum, so compute it explicitly.
-                    var x = Node("Add", "residual", [input, skip]).Output(0)!;
-                    if (f.BiasInputIndex is { } b) x = Node("Add", "residual_bias", [x, f.Norm.Input(b)]).Output(0)!;
-                    var n = NegatedDelta(context, point, x, inputs, Node);
-                    var steeredSkip = Node("Sub", "steer", [skip, n]).Output(0)!;
-                    g.SetInput(f.Norm, FusedNormResidualPoint.SkipInputIndex, steeredSkip);
+                    var x = Node("Add", "residual", [ToF32(f.Norm.Input(0)!, "input_f32"), skip]).Output(0)!;
+                    if (f.BiasInputIndex is { } b) x = Node("Add", "residual_bias", [x, ToF32(f.Norm.Input(b)!, "bias_f32")]).Output(0)!;
+                    var n = NegatedDelta(context, x, inputs, inF32: true, Node);
+                    // The last node is named "steer" in every dtype: the Sub itself in float32, else the Cast back.
+                    var steered = t == F32
+                        ? Node("Sub", "steer", [skip, n]).Output(0)!
+                        : Node("Cast", "steer", [Node("Sub", "steer_f32", [skip, n]).Output(0)!], [CastTo(t)]).Output(0)!;
+                    g.SetInput(f.Norm, FusedNormResidualPoint.SkipInputIndex, steered);
                     rewired++;
                     break;
                 }
@@ -302,18 +325,19 @@ public sealed class InsertSteeringPass : IPatchPass
         });
     }
 
-    /// <summary>Builds n = (0 - add) - p with p = cast((target - x·dir)·dir) computed in float32; x' = x - n.</summary>
-    private static GraphValue NegatedDelta(PatchContext context, ResidualPoint point, GraphValue x, SteeringInputValues inputs,
+    private static AttributeProto CastTo(int elemType) => new() { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = elemType };
+
+    /// <summary>Builds n = (0 - add) - p with p = (target - x·dir)·dir computed in float32 (<paramref name="xF32"/> is x
+    /// in float32); x' = x - n. With <paramref name="inF32"/> n is float32; otherwise p is cast back to the residual dtype
+    /// and n is computed in it.</summary>
+    private static GraphValue NegatedDelta(PatchContext context, GraphValue xF32, SteeringInputValues inputs, bool inF32,
         Func<string, string, GraphValue?[], IEnumerable<AttributeProto>?, GraphNode> node)
     {
         var t = context.Layout.ResidualElemType;
-        const int f32 = (int)TensorProto.Types.DataType.Float;
-        GraphValue ToFloat(GraphValue v, string name) =>
-            t == f32 ? v : node("Cast", name, [v], [new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = f32 }]).Output(0)!;
-        var xf = ToFloat(x, "x_f32");
-        var df = ToFloat(inputs.Direction, "direction_f32");
-        var tf = ToFloat(inputs.Target, "target_f32");
-        var product = node("Mul", "x_dir", [xf, df], null).Output(0)!;
+        GraphValue ToF32(GraphValue v, string name) => t == F32 ? v : node("Cast", name, [v], [CastTo(F32)]).Output(0)!;
+        var df = ToF32(inputs.Direction, "direction_f32");
+        var tf = ToF32(inputs.Target, "target_f32");
+        var product = node("Mul", "x_dir", [xF32, df], null).Output(0)!;
         GraphValue dot;
         var keepDims = new AttributeProto { Name = "keepdims", Type = AttributeProto.Types.AttributeType.Int, I = 1 };
         if (context.DefaultOpset >= 13)
@@ -329,10 +353,11 @@ public sealed class InsertSteeringPass : IPatchPass
         }
         var gap = node("Sub", "target_minus_dot", [tf, dot], null).Output(0)!;
         var projection = node("Mul", "projection", [gap, df], null).Output(0)!;
-        if (t != f32)
-            projection = node("Cast", "projection_cast", [projection], [new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = t }]).Output(0)!;
-        var zero = context.Constant($"onnxsteer.zero.{DecoderLayout.DtypeName(t)}", () => SteeringTensors.Zeros("", t, []));
-        var negAdd = node("Sub", "neg_add", [zero, inputs.Add], null).Output(0)!;
+        var nt = inF32 ? F32 : t;
+        var add = inF32 ? ToF32(inputs.Add, "add_f32") : inputs.Add;
+        if (nt != F32) projection = node("Cast", "projection_cast", [projection], [CastTo(nt)]).Output(0)!;
+        var zero = context.Constant($"onnxsteer.zero.{DecoderLayout.DtypeName(nt)}", () => SteeringTensors.Zeros("", nt, []));
+        var negAdd = node("Sub", "neg_add", [zero, add], null).Output(0)!;
         return node("Sub", "neg_delta", [negAdd, projection], null).Output(0)!;
     }
 }

@@ -24,6 +24,10 @@ public sealed record DemoOptions
     /// <summary>ONNX Runtime intra-op threads (null: ONNX Runtime's default).</summary>
     public int? Threads { get; init; }
 
+    /// <summary>The generation engine for the comparison and the table (default ORT); the demo patches with required
+    /// steering inputs, which GenAI needs.</summary>
+    public GenerationEngine Engine { get; init; } = GenerationEngine.Ort;
+
     /// <summary>Keep the temporary folder (patched model and vectors) instead of deleting it.</summary>
     public bool Keep { get; init; }
 }
@@ -73,7 +77,7 @@ public static class DemoRunner
             var counts = ExtractVectors(patched, Path.Combine(dataDir, "pairs"), names, vectorsDir, options.Threads, cancellationToken);
             output.WriteLine($"[2/4] extracted {names.Count} vectors at every layer ({string.Join(", ", names.Select(n => $"{n}: {counts[n]} pairs"))}) ({step.Elapsed.TotalSeconds:0.0} s)");
 
-            var generation = new EvalGenerationOptions { MaxNewTokens = options.MaxNewTokens, BatchSize = 8, Threads = options.Threads };
+            var generation = new EvalGenerationOptions { MaxNewTokens = options.MaxNewTokens, BatchSize = 8, Threads = options.Threads, Engine = options.Engine };
             using var backend = ModelBackend.Open(patched, vectorsDir, generation);
             var selection = new SteeringSelection { Instructions = steering };
 

@@ -62,6 +62,8 @@ public sealed record EvalReport
     public required IReadOnlyDictionary<string, ScoreSummary> Overall { get; init; }
     /// <summary>Every response (empty when responses were not kept).</summary>
     public required IReadOnlyList<ItemResult> Items { get; init; }
+    /// <summary>The generation engine that produced the responses ("ort" or "genai"), when known.</summary>
+    public string? Engine { get; init; }
 
     internal static EvalReport Build(IReadOnlyList<EvalItem> items, IReadOnlyList<EvalSetting> settings, IReadOnlyList<ItemResult> results,
         Func<string, string> describeSteering, bool keepResponses)

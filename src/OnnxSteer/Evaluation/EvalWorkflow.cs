@@ -1,3 +1,5 @@
+using OnnxSteer.Runtime;
+
 namespace OnnxSteer.Evaluation;
 
 /// <summary>Generation settings shared by <c>eval</c>, <c>sweep</c> and <c>demo</c>.</summary>
@@ -14,6 +16,9 @@ public sealed record EvalGenerationOptions
 
     /// <summary>ONNX Runtime intra-op threads (null: ONNX Runtime's default).</summary>
     public int? Threads { get; init; }
+
+    /// <summary>The generation engine (default ORT; see <see cref="SteeredGenerator.Load"/>).</summary>
+    public GenerationEngine Engine { get; init; } = GenerationEngine.Ort;
 }
 
 /// <summary>What <c>onnxsteer eval</c> runs.</summary>
@@ -68,8 +73,9 @@ public static class EvalWorkflow
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
         foreach (var w in backend.Warnings) warn?.Invoke(w);
         selection ??= DefaultSelection(items, backend.Vectors);
-        return await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
+        var report = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
             new EvalOptions { Settings = job.Settings, Progress = progress }, cancellationToken).ConfigureAwait(false);
+        return report with { Engine = backend.Model.Engine };
     }
 
     /// <summary>Runs a sweep.</summary>
@@ -84,7 +90,7 @@ public static class EvalWorkflow
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
         foreach (var w in backend.Warnings) warn?.Invoke(w);
         var result = await Sweeper.RunAsync(items, backend.Vectors, backend.Generator, job.Options with { Progress = progress }, cancellationToken).ConfigureAwait(false);
-        return result with { Selection = result.Selection with { Data = Path.GetFileName(job.DataPath) } };
+        return result with { Selection = result.Selection with { Data = Path.GetFileName(job.DataPath) }, Engine = backend.Model.Engine };
     }
 
     /// <summary>The first <paramref name="limit"/> items of each instruction combination, in file order.</summary>

@@ -5,12 +5,12 @@ using OnnxSteer.Vectors;
 namespace OnnxSteer.Evaluation;
 
 /// <summary>A patched model and its vector files opened for evaluation: the real <see cref="IResponseGenerator"/>
-/// (greedy decoding on <see cref="SteeredModel"/>) and <see cref="IVectorCatalog"/>.</summary>
+/// (greedy decoding on an <see cref="ISteeredGenerator"/>, either engine) and <see cref="IVectorCatalog"/>.</summary>
 public sealed class ModelBackend : IDisposable
 {
-    private readonly SteeredModel model;
+    private readonly ISteeredGenerator model;
 
-    private ModelBackend(SteeredModel model, VectorStore vectors, EvalGenerationOptions options, IReadOnlyList<string> warnings)
+    private ModelBackend(ISteeredGenerator model, VectorStore vectors, EvalGenerationOptions options, IReadOnlyList<string> warnings)
     {
         this.model = model;
         Vectors = vectors;
@@ -28,7 +28,7 @@ public sealed class ModelBackend : IDisposable
     public IReadOnlyList<string> Warnings { get; }
 
     /// <summary>The loaded model.</summary>
-    public SteeredModel Model => model;
+    public ISteeredGenerator Model => model;
 
     /// <summary>Opens a patched model folder and a vector file (safetensors or GGUF) or a folder of <c>.safetensors</c> files.</summary>
     /// <exception cref="OnnxSteerException">The model or vectors cannot be loaded, the model is not patched, or the vectors
@@ -36,7 +36,7 @@ public sealed class ModelBackend : IDisposable
     public static ModelBackend Open(string modelDirectory, string vectorsPath, EvalGenerationOptions options)
     {
         var store = VectorStore.Load(vectorsPath);
-        var model = SteeredModel.Load(modelDirectory, new RuntimeOptions { IntraOpThreads = options.Threads });
+        var model = SteeredGenerator.Load(modelDirectory, new RuntimeOptions { IntraOpThreads = options.Threads, Engine = options.Engine });
         try
         {
             if (model.Manifest is null)
@@ -112,8 +112,8 @@ internal sealed class VectorStore : IVectorCatalog, ISteeringVectorSource
         : throw new OnnxSteerException(ErrorKind.InvalidVector, $"no vector named '{name}'; the vectors are {string.Join(", ", vectors.Keys.Order(StringComparer.Ordinal))}.");
 }
 
-/// <summary>Greedy generation on a <see cref="SteeredModel"/>, one batch per call, each row with its own steering.</summary>
-internal sealed class SteeredModelGenerator(SteeredModel model, ISteeringVectorSource vectors, EvalGenerationOptions options) : IResponseGenerator
+/// <summary>Greedy generation on an <see cref="ISteeredGenerator"/>, one batch per call, each row with its own steering.</summary>
+internal sealed class SteeredModelGenerator(ISteeredGenerator model, ISteeringVectorSource vectors, EvalGenerationOptions options) : IResponseGenerator
 {
     private readonly GeneratorOptions generatorOptions = new()
     {

@@ -82,6 +82,8 @@ public sealed record SweepResult
     public required SteeringSelection Selection { get; init; }
     /// <summary>Instructions that could not be swept, with the reason (e.g. a missing vector).</summary>
     public required IReadOnlyDictionary<string, string> Skipped { get; init; }
+    /// <summary>The generation engine that produced the responses ("ort" or "genai"), when known.</summary>
+    public string? Engine { get; init; }
 
     /// <summary>The whole result as JSON.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, EvalReport.JsonOptions);

@@ -18,7 +18,7 @@ public sealed record GenerateJob
     public SteeringPositions Positions { get; init; } = SteeringPositions.All;
     /// <summary>Decoding options.</summary>
     public GeneratorOptions Generator { get; init; } = new();
-    /// <summary>Runtime options (execution provider).</summary>
+    /// <summary>Runtime options (engine, execution provider).</summary>
     public RuntimeOptions Runtime { get; init; } = new();
     /// <summary>Print JSON instead of streaming text.</summary>
     public bool Json { get; init; }
@@ -32,7 +32,7 @@ public static class GenerateRunner
     public static async Task<int> RunAsync(GenerateJob job, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
     {
         var steering = job.Steer.Count == 0 ? Steering.None.At(job.Positions) : SteerSpec.ToSteering(job.Steer, job.Positions);
-        using var model = SteeredModel.Load(job.ModelDirectory, job.Runtime);
+        using var model = SteeredGenerator.Load(job.ModelDirectory, job.Runtime);
         if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {warning}");
         model.Validate(steering);
         List<ChatTurn> messages = job.System is null ? [new ChatTurn("user", job.Prompt)] : [new ChatTurn("system", job.System), new ChatTurn("user", job.Prompt)];
@@ -43,7 +43,7 @@ public static class GenerateRunner
             var report = new GenerateReport(
                 result.PromptText ?? job.Prompt, result.PromptTokenIds, result.TokenIds, result.Text,
                 result.FinishReason.ToString() switch { "EndOfSequence" => "eos", "StopString" => "stop", _ => "length" },
-                steering.ToString(), model.Provider.ToString().ToLowerInvariant(),
+                steering.ToString(), model.Engine, model.Provider.ToString().ToLowerInvariant(),
                 new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
                     result.BoundDecode));
             stdout.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
@@ -67,7 +67,7 @@ public static class GenerateRunner
     };
 
     private sealed record GenerateReport(
-        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Provider, GenerateTiming Timing);
+        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Engine, string Provider, GenerateTiming Timing);
 
     private sealed record GenerateTiming(
         double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond,

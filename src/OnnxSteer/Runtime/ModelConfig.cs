@@ -52,6 +52,13 @@ internal sealed record ModelConfig
         if (Int(node) is int i && i >= 0) ids.Add(i);
     }
 
+    /// <summary>The model's name (<see cref="ISteeredGenerator.ModelId"/>): <see cref="NameOrPath"/>, else the name of the
+    /// folder it was patched from (a patched folder's own name, often "patched" or a temp name, says nothing), else the
+    /// folder's own name.</summary>
+    public string ModelId(string directory, OnnxSteer.Contract.SteeringManifest? manifest) =>
+        NameOrPath ?? (manifest?.Source.Path is { Length: > 0 } source ? Path.GetFileName(source.TrimEnd('/', '\\')) : null)
+            ?? Path.GetFileName(directory.TrimEnd('/', '\\'));
+
     // transformers writes whatever path the model was loaded from; a local path ("/tmp/x", "./out") names nothing.
     private static string? HubName(string? s) =>
         string.IsNullOrWhiteSpace(s) || s.StartsWith('/') || s.StartsWith('.') || s.Contains('\\') || s.Contains(':') ? null : s.Trim();

@@ -23,6 +23,10 @@ public sealed record RuntimeOptions
     /// <summary>The execution provider (default CPU).</summary>
     public ExecutionProvider Provider { get; init; } = ExecutionProvider.Cpu;
 
+    /// <summary>The engine <see cref="SteeredGenerator.Load"/> uses (default <see cref="GenerationEngine.Ort"/>);
+    /// <see cref="SteeredModel.Load"/> is always the ORT engine.</summary>
+    public GenerationEngine Engine { get; init; } = GenerationEngine.Ort;
+
     /// <summary>GPU ordinal for CUDA and DirectML.</summary>
     public int DeviceId { get; init; }
 
@@ -34,11 +38,17 @@ public sealed record RuntimeOptions
     public string? ModelFile { get; init; }
 
     /// <summary>Decode through pre-bound buffers (an ONNX Runtime IO binding over a KV cache the loop owns), so a decode
-    /// step allocates no managed memory. Used on the CPU provider for models whose present is past + 1; other models and
-    /// providers, or false here, use plain <c>Run</c> calls (same tokens; about 2-3 KB of managed garbage per step).</summary>
+    /// step allocates no managed memory on the CPU. On CUDA and DirectML the cache lives in device memory from the
+    /// provider's allocator and only the logits come back to the host each step (that form has not been run: no GPU where
+    /// it was written; <c>tools/gpu-check.sh</c> checks it). Used for models whose present is past + 1; other models, or
+    /// false here, use plain <c>Run</c> calls (same tokens; about 2-3 KB of managed garbage per step).</summary>
     public bool BoundDecode { get; init; } = true;
 
     /// <summary>Cache positions the bound decode reserves beyond the prompt before it first doubles its buffers (tests set
     /// it small to exercise growth).</summary>
     internal int BoundCacheHeadroom { get; init; } = 256;
+
+    /// <summary>On the CPU provider, keep the bound cache in buffers from ONNX Runtime's allocator API instead of native host
+    /// memory: the CUDA/DirectML code path, run on the CPU (tests).</summary>
+    internal bool BoundCacheOnAllocator { get; init; }
 }

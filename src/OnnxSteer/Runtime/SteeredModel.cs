@@ -24,13 +24,14 @@ namespace OnnxSteer.Runtime;
 /// await foreach (var piece in model.GenerateAsync("Write about rivers.", steering, new GeneratorOptions { MaxNewTokens = 200 }))
 ///     Console.Write(piece);
 /// </code></example>
-public sealed class SteeredModel : IDisposable, IAsyncDisposable
+public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
 {
     private readonly InferenceSession _session;
     private readonly int _padId;
     private readonly HashSet<int> _eos;
     private readonly bool _boundDecode;
     private readonly int _cacheHeadroom;
+    private readonly CacheDevice _cacheDevice;
 
     // Lifetime: _inFlight counts the calls inside the session; the last of them to leave after disposal, or the disposer
     // when none is in flight, releases the session and completes _released.
@@ -47,14 +48,12 @@ public sealed class SteeredModel : IDisposable, IAsyncDisposable
     {
         Directory = directory; ModelPath = modelPath; _session = session; Signature = signature; Manifest = manifest;
         Tokenizer = tokenizer; ChatTemplate = template; Provider = provider;
-        // Device providers would copy a CPU-side cache to the device at every bind, so binding is used on the CPU only.
-        _boundDecode = options.BoundDecode && provider == ExecutionProvider.Cpu;
+        // On CUDA/DirectML the bound cache lives in device memory from the provider's allocator (BoundDecoder).
+        _boundDecode = options.BoundDecode;
+        _cacheDevice = CacheDevice.For(provider, options.DeviceId, options.BoundCacheOnAllocator);
         _cacheHeadroom = options.BoundCacheHeadroom;
         ModelType = manifest?.ModelType ?? config.ModelType;
-        // A patched folder's own name says nothing (often "patched" or a temp name); the source folder it was patched
-        // from, recorded in steering.json, usually names the model.
-        ModelId = config.NameOrPath ?? (manifest?.Source.Path is { Length: > 0 } source ? Path.GetFileName(source.TrimEnd('/', '\\')) : null)
-            ?? Path.GetFileName(directory.TrimEnd('/', '\\'));
+        ModelId = config.ModelId(directory, manifest);
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
         _eos = [.. config.EosTokenIds];
@@ -64,6 +63,9 @@ public sealed class SteeredModel : IDisposable, IAsyncDisposable
     }
 
     internal ModelSignature Signature { get; }
+
+    /// <summary>"ort": OnnxSteer's decode loop on ONNX Runtime.</summary>
+    public string Engine => "ort";
     internal InferenceSession Session => _session;
 
     /// <summary>The model folder.</summary>
@@ -78,9 +80,7 @@ public sealed class SteeredModel : IDisposable, IAsyncDisposable
     public ChatTemplate ChatTemplate { get; }
     /// <summary>The execution provider the session runs on.</summary>
     public ExecutionProvider Provider { get; }
-    /// <summary>The model's name: <c>_name_or_path</c> of config.json or <c>name_or_path</c> of tokenizer_config.json (what
-    /// transformers records, e.g. "Qwen/Qwen2.5-0.5B-Instruct"), else the name of the folder it was patched from
-    /// (steering.json), else this folder's name. <see cref="Chat.SteeredChatClient"/> reports it as ModelId.</summary>
+    /// <inheritdoc/>
     public string ModelId { get; }
     /// <summary>Model family from steering.json, genai_config.json or config.json (llama, qwen2, ...), if known.</summary>
     public string? ModelType { get; }
@@ -316,7 +316,7 @@ public sealed class SteeredModel : IDisposable, IAsyncDisposable
         int hidden = HiddenSize ?? 0;
         var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
         var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
-        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom);
+        using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice);
         return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
     }
 

@@ -20,6 +20,7 @@ public class BuiltLayoutPatchTests
         { MbLayout.OptimumMerged, DecoderDType.Float32, AttentionKind.MultiHead, "optimum-merged" },
         { MbLayout.OptimumMerged, DecoderDType.Float16, AttentionKind.MultiHead, "optimum-merged" },
         { MbLayout.OrtFused, DecoderDType.Float32, AttentionKind.MultiHead, "ort-fused" },
+        { MbLayout.OrtFused, DecoderDType.Float16, AttentionKind.MultiHead, "ort-fused" },
         { MbLayout.Gemma2, DecoderDType.Float32, AttentionKind.MultiHead, "gemma2" },
         { MbLayout.Gemma2, DecoderDType.Float16, AttentionKind.MultiHead, "gemma2" },
     };
@@ -57,29 +58,27 @@ public class BuiltLayoutPatchTests
         var verification = PatchVerifier.Verify(report.OutputDirectory);
         Assert.True(verification.Passed, verification.ToJson());
         Assert.Equal(1 + 2 + 4 * 3 + 2, verification.Checks.Count); // fingerprint, 2 exact, 4 per steered layer, 2 tolerance
+        // The tolerance checks (default optimizations) report whether the outputs were bit-identical there too: they are.
+        Assert.All(verification.Checks.Where(c => c.Name.Contains("default optimizations", StringComparison.Ordinal)),
+            c => Assert.EndsWith("; bit-identical", c.Detail));
     }
 
+    /// <summary>int4 (MatMulNBits) exports in float32 and float16 pass every verify check, the bit-identity ones included.
+    /// Float16 used to differ by about one ulp: see <see cref="NoOpExactnessTests"/>.</summary>
     [Theory]
-    [InlineData(DecoderDType.Float32)]
-    [InlineData(DecoderDType.Float16)]
-    public void Int4MatMulNBitsGenAiPatchesAndVerifies(DecoderDType dtype)
+    [InlineData(MbLayout.GenAi, DecoderDType.Float32, "genai")]
+    [InlineData(MbLayout.GenAi, DecoderDType.Float16, "genai")]
+    [InlineData(MbLayout.OrtFused, DecoderDType.Float32, "ort-fused")]
+    [InlineData(MbLayout.OrtFused, DecoderDType.Float16, "ort-fused")]
+    public void Int4MatMulNBitsPatchesAndVerifies(MbLayout layout, DecoderDType dtype, string expectedLayout)
     {
         using var dir = TestPaths.NewTempDir();
-        var fixture = DecoderFixtures.Write(DecoderSpec.Tiny(MbLayout.GenAi, dtype) with { Quantization = WeightQuantization.Int4 }, dir.Combine("source"));
+        var fixture = DecoderFixtures.Write(DecoderSpec.Tiny(layout, dtype) with { Quantization = WeightQuantization.Int4 }, dir.Combine("source"));
         Assert.Contains(OnnxModelFile.Load(fixture.Directory).Proto.Graph.Node, n => n.OpType == "MatMulNBits");
         var report = ModelPatcher.Patch(fixture.Directory, dir.Combine("patched"), new PatchOptions());
-        Assert.Equal("genai", report.Manifest.Layout);
+        Assert.Equal(expectedLayout, report.Manifest.Layout);
         var verification = PatchVerifier.Verify(report.OutputDirectory);
-        if (dtype == DecoderDType.Float32)
-        {
-            Assert.True(verification.Passed, verification.ToJson());
-            return;
-        }
-        // Known ONNX Runtime 1.31 CPU behaviour, measured here: with float16 MatMulNBits, giving a MatMulNBits output a
-        // second consumer (the steering sum) changes its result by about one fp16 ulp. Exposing that MatMulNBits output
-        // as a graph output restores bit-identity, and the steering subgraph itself is exact (SteeringMathTests), so
-        // the difference comes from the kernel's buffer plan, not from the rewrite. Everything else must hold.
-        Assert.All(verification.Checks.Where(c => !c.Name.Contains("bit-identical")), c => Assert.True(c.Passed, c.Name + ": " + c.Detail));
+        Assert.True(verification.Passed, verification.ToJson());
     }
 
     [Fact]

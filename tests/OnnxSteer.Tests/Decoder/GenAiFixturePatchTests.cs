@@ -56,8 +56,9 @@ public class GenAiFixturePatchTests(PatchedRealFixture fixture) : IClassFixture<
         Assert.Equal(7 + 6, pg.Input.Count);
         Assert.Equal(5 + 2, pg.Output.Count);
         Assert.Equal(["hidden_states.0", "hidden_states.1"], pg.Output.Skip(5).Select(o => o.Name));
-        // 12 steering nodes per layer (Add for the sum, 3 Casts in, Mul, ReduceSum, Sub, Mul, Cast out, 3 Subs) + 1 Identity.
-        Assert.Equal(sg.Node.Count + 2 * 13, pg.Node.Count);
+        // 14 steering nodes per layer (5 Casts to float32: input, skip, add, direction, target; Add for the sum, Mul,
+        // ReduceSum, Sub, Mul, 3 Subs, Cast back) + 1 Identity.
+        Assert.Equal(sg.Node.Count + 2 * 15, pg.Node.Count);
         // 6 zero defaults, one float16 zero, one axes constant; no other initializer added or changed.
         Assert.Equal(sg.Initializer.Count + 8, pg.Initializer.Count);
         foreach (var t in sg.Initializer)

@@ -11,6 +11,7 @@ public sealed class FusedLayoutBuildTests
     public static TheoryData<DecoderLayout, DecoderDType> Variants => new()
     {
         { DecoderLayout.OrtFused, DecoderDType.Float32 },
+        { DecoderLayout.OrtFused, DecoderDType.Float16 },
         { DecoderLayout.Gemma2, DecoderDType.Float32 },
         { DecoderLayout.Gemma2, DecoderDType.Float16 },
     };
@@ -70,6 +71,7 @@ public sealed class FusedLayoutBuildTests
 
     [Theory]
     [InlineData(DecoderLayout.OrtFused, DecoderDType.Float32, 1e-4)]
+    [InlineData(DecoderLayout.OrtFused, DecoderDType.Float16, 0.15)]
     [InlineData(DecoderLayout.Gemma2, DecoderDType.Float32, 1e-4)]
     [InlineData(DecoderLayout.Gemma2, DecoderDType.Float16, 0.15)]
     public void MatchesReferenceForward(DecoderLayout layout, DecoderDType dtype, double tol)

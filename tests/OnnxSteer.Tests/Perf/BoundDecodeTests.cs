@@ -22,7 +22,7 @@ public sealed class BoundDecodeTests
 
     private static readonly int[][] Prompts = [[5, 17, 42, 9, 100, 3], [7, 8], [60, 61, 62, 63]];
 
-    private static string WritePatched(string layout, TempDir dir)
+    internal static string WritePatched(string layout, TempDir dir)
     {
         var source = dir.Combine("source");
         DecoderFixtures.Write(Spec(layout) with { EosTokenId = 127 }, source);
@@ -32,7 +32,7 @@ public sealed class BoundDecodeTests
         return patched;
     }
 
-    private static List<GenerationRequest> Requests(int hidden, bool steer)
+    internal static List<GenerationRequest> Requests(int hidden, bool steer)
     {
         var random = new Random(11);
         SteeringVector Vector() => SteeringVector.FromRaw(Enumerable.Range(0, hidden).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray(), zBar: 3f);

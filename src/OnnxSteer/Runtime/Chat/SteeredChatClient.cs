@@ -4,7 +4,7 @@ using Microsoft.Extensions.AI;
 
 namespace OnnxSteer.Runtime.Chat;
 
-/// <summary>An <see cref="IChatClient"/> (Microsoft.Extensions.AI) over a <see cref="SteeredModel"/>, so existing .NET
+/// <summary>An <see cref="IChatClient"/> (Microsoft.Extensions.AI) over a <see cref="ISteeredGenerator"/> (either engine), so existing .NET
 /// chat applications can use a steered model unchanged. Thread-safe like the model.</summary>
 /// <remarks>
 /// <para>Steering is chosen per request with <see cref="ChatOptionsSteeringExtensions.WithSteering"/>. ChatOptions'
@@ -17,24 +17,24 @@ namespace OnnxSteer.Runtime.Chat;
 /// <see cref="Steering"/> is an <see cref="ArgumentException"/>.</para>
 /// <para>Both calls report the finish reason (Stop for an end-of-sequence token or a stop sequence, Length for
 /// MaxOutputTokens) and token usage; a stream's last update carries them (its text is empty), so
-/// <c>ToChatResponse()</c> has both. ModelId is <see cref="SteeredModel.ModelId"/>.</para>
+/// <c>ToChatResponse()</c> has both. ModelId is <see cref="ISteeredGenerator.ModelId"/>.</para>
 /// </remarks>
 public sealed class SteeredChatClient : IChatClient
 {
-    private readonly SteeredModel _model;
+    private readonly ISteeredGenerator _model;
     private readonly GeneratorOptions _defaults;
     private readonly bool _ownsModel;
 
     /// <summary>Wraps <paramref name="model"/>. <paramref name="defaults"/> apply where a request's ChatOptions are silent;
     /// with <paramref name="ownsModel"/> disposing the client disposes the model.</summary>
-    public SteeredChatClient(SteeredModel model, GeneratorOptions? defaults = null, bool ownsModel = false)
+    public SteeredChatClient(ISteeredGenerator model, GeneratorOptions? defaults = null, bool ownsModel = false)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _defaults = defaults ?? new GeneratorOptions();
         _ownsModel = ownsModel;
     }
 
-    /// <summary>The model's id (<see cref="SteeredModel.ModelId"/>), reported in every response.</summary>
+    /// <summary>The model's id (<see cref="ISteeredGenerator.ModelId"/>), reported in every response.</summary>
     public string ModelId => _model.ModelId;
 
     /// <inheritdoc/>
@@ -194,6 +194,6 @@ public static class SteeredModelChatExtensions
 {
     /// <summary>An <see cref="IChatClient"/> over <paramref name="model"/>; disposing the client leaves the model alone
     /// unless <paramref name="ownsModel"/> is true.</summary>
-    public static IChatClient AsChatClient(this SteeredModel model, GeneratorOptions? defaults = null, bool ownsModel = false) =>
+    public static IChatClient AsChatClient(this ISteeredGenerator model, GeneratorOptions? defaults = null, bool ownsModel = false) =>
         new SteeredChatClient(model, defaults, ownsModel);
 }

@@ -15,8 +15,16 @@ namespace OnnxSteer.Runtime.Generation;
 /// length over the same buffer is the right tensor and nothing is copied between steps (the attention kernel copies the
 /// past into the present anyway, exactly as with plain <c>Run</c>). Buffers start at prompt + min(max new tokens, 256)
 /// positions and double when full (the live past is copied once), so memory follows the actual length.</para>
-/// <para>Used on the CPU execution provider for models whose present is past + 1 (checked on the prefill's presents);
-/// anything else keeps the plain <c>Run</c> loop.</para>
+/// <para>Where the cache lives (<see cref="CacheDevice"/>): on the CPU provider, native host memory; on CUDA and DirectML,
+/// memory from ONNX Runtime's allocator for the provider's <see cref="OrtMemoryInfo"/>, so past and present stay on the
+/// device and only the logits (what sampling reads) come back to the host each step. Nothing is ever copied between
+/// the buffers by this class: the first step reads the prefill's presents as its pasts directly, and growth binds the old
+/// buffer as the past and a larger one as the present (the attention kernel writes past + new position into the
+/// present, as it does every step). Host inputs (ids, positions, mask) are rebound every step on the allocator path,
+/// because ONNX Runtime copies a host input to the device when it is bound, not when the session runs.</para>
+/// <para>Used for models whose present is past + 1 (checked on the prefill's presents); anything else keeps the plain
+/// <c>Run</c> loop. The CUDA/DirectML form has not been run (no GPU where it was written); its CPU form
+/// (<see cref="CacheDeviceKind.CpuAllocator"/>, the same code over the CPU allocator) runs in the tests.</para>
 /// </remarks>
 internal sealed unsafe class BoundDecoder : IDisposable
 {
@@ -25,24 +33,54 @@ internal sealed unsafe class BoundDecoder : IDisposable
     private readonly int _batch;
     private readonly int _maxLength;
     private readonly OrtIoBinding _binding;
-    private readonly OrtMemoryInfo _memory = OrtMemoryInfo.DefaultInstance;
+    private readonly OrtMemoryInfo _memory; // of the cache buffers
+    private readonly OrtMemoryInfo? _ownedMemory;
+    private readonly OrtAllocator? _allocator; // null: host NativeBuffers
+    private readonly bool _rebindHostInputs;
+    private readonly IntPtr _idsPointer, _positionsPointer;
+    private readonly Utf8Name _idsName;
+    private readonly Utf8Name? _positionsName;
+    private readonly long[] _stepShape;
+    private IReadOnlyList<OrtValue>? _prefill; // the first step's pasts
     private readonly Utf8Name? _maskName;
     private readonly Utf8Name[] _pastNames, _presentNames;
     private readonly long[] _maskShape = new long[2];
     private readonly long[] _cacheShape;
     private readonly int[] _elementSize;
     private readonly long[] _tokenBytes; // bytes per cache position in each buffer (all of batch, heads, head size, K and V)
-    private NativeBuffer[] _front, _back; // _front holds the current past
+    private ICacheBuffer[] _front, _back; // _front holds the current past (after the first step)
     private int _capacity;
     private readonly List<OrtValue> _owned = [];
     private readonly Array _logits;
 
-    /// <summary>Creates the binding and copies the prefill's presents (each [.., prompt, ..]) into the first buffers.</summary>
+    /// <summary>Creates the binding; the first step reads the prefill's presents (each [.., prompt, ..]), which must stay
+    /// alive until that step has run.</summary>
     public BoundDecoder(InferenceSession session, ModelSignature sig, int batch, int promptLength, int maxLength, int vocab, bool logitsRank2,
         IReadOnlyList<OrtValue> prefillPresents, OrtValue ids, OrtValue? positions, IEnumerable<(string Name, OrtValue Value)> steering,
-        int headroom = 256)
+        int headroom = 256, CacheDevice device = default)
     {
         OrtNative.EnsureLoaded();
+        if (device.Kind == CacheDeviceKind.Host) _memory = OrtMemoryInfo.DefaultInstance;
+        else
+        {
+            _memory = _ownedMemory = device.Kind switch
+            {
+                CacheDeviceKind.Cuda => new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
+                CacheDeviceKind.DirectML => new OrtMemoryInfo("DML", OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
+                _ => new OrtMemoryInfo(OrtMemoryInfo.allocatorCPU, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default),
+            };
+            _allocator = new OrtAllocator(session, _memory);
+            _rebindHostInputs = true;
+        }
+        _prefill = prefillPresents;
+        _idsName = new Utf8Name(sig.InputIds);
+        _stepShape = [batch, 1];
+        _idsPointer = RawPointer(ids);
+        if (sig.PositionIds is not null && positions is not null)
+        {
+            _positionsName = new Utf8Name(sig.PositionIds);
+            _positionsPointer = RawPointer(positions);
+        }
         _session = session; _sig = sig; _batch = batch; _maxLength = maxLength;
         int n = sig.Cache.Count;
         _pastNames = new Utf8Name[n];
@@ -63,12 +101,6 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _capacity = Math.Min(maxLength, promptLength + Math.Max(headroom, 1));
         _front = Allocate(_capacity);
         _back = Allocate(_capacity);
-        for (int i = 0; i < n; i++)
-        {
-            // Supports() checked the shape: exactly the prompt's positions, the start of the buffer.
-            var src = prefillPresents[i].GetTensorMutableRawData();
-            src.CopyTo(new Span<byte>((void*)_front[i].Pointer, src.Length));
-        }
 
         _binding = session.CreateIoBinding();
         _binding.BindInput(sig.InputIds, ids);
@@ -121,21 +153,54 @@ internal sealed unsafe class BoundDecoder : IDisposable
     public void Step(long[] mask, int pastLength, RunOptions runOptions)
     {
         int length = pastLength + 1;
-        if (length > _capacity) Grow(pastLength, length);
+        // Full: this step writes its present into larger buffers, read as the past from the old ones (nothing copied).
+        ICacheBuffer[]? grown = null;
+        int grownCapacity = 0;
+        if (length > _capacity)
+        {
+            grownCapacity = Math.Max(length, Math.Min(_maxLength, _capacity * 2));
+            grown = Allocate(grownCapacity);
+        }
+        var present = grown ?? _back;
+        if (_rebindHostInputs)
+        {
+            OrtNative.Bind(_binding, _idsName, output: false, OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, _idsPointer, _batch * sizeof(long), _stepShape);
+            if (_positionsName is not null)
+                OrtNative.Bind(_binding, _positionsName, output: false, OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, _positionsPointer, _batch * sizeof(long), _stepShape);
+        }
         if (_maskName is not null)
         {
             _maskShape[0] = _batch; _maskShape[1] = length;
             var maskPointer = (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(mask)); // allocated pinned
-            OrtNative.Bind(_binding, _maskName, output: false, _memory, TensorElementType.Int64, maskPointer, (long)_batch * length * sizeof(long), _maskShape);
+            OrtNative.Bind(_binding, _maskName, output: false, OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, maskPointer, (long)_batch * length * sizeof(long), _maskShape);
         }
         for (int i = 0; i < _pastNames.Length; i++)
         {
             var c = _sig.Cache[i];
-            OrtNative.Bind(_binding, _pastNames[i], output: false, _memory, c.Type, _front[i].Pointer, _tokenBytes[i] * pastLength, CacheShape(c, pastLength));
-            OrtNative.Bind(_binding, _presentNames[i], output: true, _memory, c.Type, _back[i].Pointer, _tokenBytes[i] * length, CacheShape(c, length));
+            // The first step's past is the prefill's present where it lies (host memory; ONNX Runtime moves it to the
+            // device once, when it is bound).
+            if (_prefill is not null) _binding.BindInput(c.Input, _prefill[i]);
+            else OrtNative.Bind(_binding, _pastNames[i], output: false, _memory, c.Type, _front[i].Pointer, _tokenBytes[i] * pastLength, CacheShape(c, pastLength));
+            OrtNative.Bind(_binding, _presentNames[i], output: true, _memory, c.Type, present[i].Pointer, _tokenBytes[i] * length, CacheShape(c, length));
         }
-        _session.RunWithBinding(runOptions, _binding);
-        (_front, _back) = (_back, _front);
+        try
+        {
+            _session.RunWithBinding(runOptions, _binding);
+        }
+        catch
+        {
+            if (grown is not null) Free(grown);
+            throw;
+        }
+        _prefill = null;
+        if (grown is not null)
+        {
+            Free(_front); Free(_back);
+            _front = grown;
+            _back = Allocate(grownCapacity);
+            _capacity = grownCapacity;
+        }
+        else (_front, _back) = (_back, _front);
     }
 
     /// <summary>Row <paramref name="b"/> of the last step's logits as float32 (converted into <paramref name="scratch"/> when needed).</summary>
@@ -157,31 +222,30 @@ internal sealed unsafe class BoundDecoder : IDisposable
         return _cacheShape.AsSpan(0, 4);
     }
 
-    // Doubling keeps growth to a handful of native allocations per generation; only the live past is copied.
-    private void Grow(int pastLength, int needed)
+    // Doubling keeps growth to a handful of allocations per generation.
+    private ICacheBuffer[] Allocate(int positions)
     {
-        int capacity = Math.Min(_maxLength, Math.Max(needed, _capacity * 2));
-        capacity = Math.Max(capacity, needed);
-        var front = Allocate(capacity);
-        for (int i = 0; i < front.Length; i++)
-            Buffer.MemoryCopy((void*)_front[i].Pointer, (void*)front[i].Pointer, front[i].Size, _tokenBytes[i] * pastLength);
-        Free(_front); Free(_back);
-        _front = front;
-        _back = Allocate(capacity);
-        _capacity = capacity;
-    }
-
-    private NativeBuffer[] Allocate(int positions)
-    {
-        var buffers = new NativeBuffer[_sig.Cache.Count];
-        for (int i = 0; i < buffers.Length; i++) buffers[i] = new NativeBuffer(_tokenBytes[i] * positions);
+        var buffers = new ICacheBuffer[_sig.Cache.Count];
+        try
+        {
+            for (int i = 0; i < buffers.Length; i++)
+                buffers[i] = _allocator is null ? new NativeBuffer(_tokenBytes[i] * positions) : new AllocatorBuffer(_allocator, _tokenBytes[i] * positions);
+        }
+        catch
+        {
+            Free(buffers);
+            throw;
+        }
         return buffers;
     }
 
-    private static void Free(NativeBuffer[] buffers)
+    private static void Free(ICacheBuffer?[] buffers)
     {
-        foreach (var b in buffers) b.Dispose();
+        foreach (var b in buffers) b?.Dispose();
     }
+
+    private static IntPtr RawPointer(OrtValue value) =>
+        (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(value.GetTensorMutableRawData())); // over a pinned array
 
     /// <summary>Bytes per element of the cache and logits types the bound loop handles; 0 for any other.</summary>
     internal static int ElementSize(TensorElementType t) => t switch
@@ -196,5 +260,48 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _binding.Dispose();
         foreach (var v in _owned) v.Dispose();
         Free(_front); Free(_back);
+        _allocator?.Dispose();
+        _ownedMemory?.Dispose();
     }
+}
+
+/// <summary>Where a <see cref="BoundDecoder"/> keeps the KV cache.</summary>
+internal enum CacheDeviceKind
+{
+    /// <summary>Native host memory (the CPU provider's default).</summary>
+    Host,
+    /// <summary>The CPU allocator through ONNX Runtime's allocator API: the device code path on the CPU, for tests.</summary>
+    CpuAllocator,
+    /// <summary>CUDA device memory from ONNX Runtime's CUDA allocator.</summary>
+    Cuda,
+    /// <summary>DirectML device memory from ONNX Runtime's DML allocator.</summary>
+    DirectML,
+}
+
+/// <summary>The cache memory of a <see cref="BoundDecoder"/>: a kind and a device ordinal.</summary>
+internal readonly record struct CacheDevice(CacheDeviceKind Kind, int DeviceId = 0)
+{
+    /// <summary>Host memory for the CPU provider; the provider's device memory for CUDA and DirectML.</summary>
+    public static CacheDevice For(ExecutionProvider provider, int deviceId, bool cpuAllocator = false) => provider switch
+    {
+        ExecutionProvider.Cuda => new(CacheDeviceKind.Cuda, deviceId),
+        ExecutionProvider.DirectML => new(CacheDeviceKind.DirectML, deviceId),
+        _ => new(cpuAllocator ? CacheDeviceKind.CpuAllocator : CacheDeviceKind.Host),
+    };
+}
+
+/// <summary>One cache buffer: a pointer ONNX Runtime reads and writes through tensor views.</summary>
+internal interface ICacheBuffer : IDisposable
+{
+    IntPtr Pointer { get; }
+}
+
+/// <summary>A buffer from an ONNX Runtime allocator (device memory for CUDA/DirectML).</summary>
+internal sealed class AllocatorBuffer(OrtAllocator allocator, long bytes) : ICacheBuffer
+{
+    private readonly OrtMemoryAllocation _allocation = allocator.Allocate(checked((uint)Math.Max(bytes, 1)));
+
+    public IntPtr Pointer => _allocation.DangerousGetHandle(); // the allocation handle is the buffer address
+
+    public void Dispose() => _allocation.Dispose();
 }

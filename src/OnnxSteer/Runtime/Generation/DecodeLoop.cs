@@ -44,6 +44,7 @@ internal sealed class DecodeLoop : IDisposable
     private float[] _scratch = [];
     private readonly bool _allowBinding;
     private readonly int _cacheHeadroom;
+    private readonly CacheDevice _cacheDevice;
     private BoundDecoder? _bound;
     private bool _logitsRank2;
     private char[] _window = new char[256];
@@ -64,8 +65,10 @@ internal sealed class DecodeLoop : IDisposable
     }
 
     public DecodeLoop(InferenceSession session, ModelSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
-        GeneratorOptions options, IReadOnlySet<int> eos, int padId, bool allowBinding = false, int cacheHeadroom = 256)
+        GeneratorOptions options, IReadOnlySet<int> eos, int padId, bool allowBinding = false, int cacheHeadroom = 256,
+        CacheDevice cacheDevice = default)
     {
+        _cacheDevice = cacheDevice;
         _allowBinding = allowBinding;
         _cacheHeadroom = cacheHeadroom;
         _longestStop = options.StopStrings.Select(stop => stop.Length).DefaultIfEmpty(0).Max();
@@ -216,7 +219,7 @@ internal sealed class DecodeLoop : IDisposable
         try
         {
             var bound = new BoundDecoder(_session, _sig, _batch, _promptLength, _promptLength + Math.Max(_options.MaxNewTokens, 1), _vocab,
-                _logitsRank2, _past, ids, _sig.PositionIds is null ? null : positions, steering.Inputs, _cacheHeadroom);
+                _logitsRank2, _past, ids, _sig.PositionIds is null ? null : positions, steering.Inputs, _cacheHeadroom, _cacheDevice);
             _tokenizer.WarmDecodeCache(_vocab);
             return bound;
         }

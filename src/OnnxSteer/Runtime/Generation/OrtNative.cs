@@ -94,7 +94,7 @@ internal sealed class Utf8Name(string name)
 }
 
 /// <summary>Native memory (64-byte aligned) that ONNX Runtime reads and writes through tensor views; freed on dispose.</summary>
-internal sealed unsafe class NativeBuffer : IDisposable
+internal sealed unsafe class NativeBuffer : ICacheBuffer
 {
     public NativeBuffer(long bytes)
     {
