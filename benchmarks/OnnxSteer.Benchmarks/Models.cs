@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using OnnxSteer.Contract;
 using OnnxSteer.Decoder;
 using OnnxSteer.ModelBuilder;
 using DecoderLayout = OnnxSteer.ModelBuilder.DecoderLayout;
@@ -25,9 +26,21 @@ internal static class Models
         Layout = DecoderLayout.GenAi, DType = DecoderDType.Float32,
     };
 
+    /// <summary>The model's scratch folder, always inside <paramref name="scratch"/>: a --model given as a path (absolute,
+    /// or with folders) would make Path.Combine return that path itself, and the benchmark would write its copies and
+    /// patched models into the user's model folder. A path becomes its last folder name plus a short hash of the full
+    /// path, so two folders of the same name do not share scratch space.</summary>
+    internal static string ScratchFolder(string scratch, string name)
+    {
+        if (name.IndexOfAny(['/', '\\']) < 0 && !Path.IsPathRooted(name) && name is not ("." or "..")) return Path.Combine(scratch, name);
+        var full = Path.GetFullPath(name).TrimEnd('/', '\\');
+        var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(full)))[..8];
+        return Path.Combine(scratch, $"{Path.GetFileName(full)}-{hash}");
+    }
+
     public static BenchModel Prepare(string name, string scratch, TextWriter log)
     {
-        var root = Path.Combine(scratch, name);
+        var root = ScratchFolder(scratch, name);
         Directory.CreateDirectory(root);
         var original = Path.Combine(root, "original");
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -25,7 +25,7 @@ public static class CliApp
             // One line, like every other error. "Required command" is reported alongside the more useful
             // "Unrecognized command 'x'", so prefer the latter.
             var first = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
-            error.WriteLine($"onnxsteer: error: {first.Message} (see 'onnxsteer --help')");
+            error.WriteLine($"onnxsteer: error: {OneLine(first.Message)} (see '{HelpCommand(parse)} --help')");
             return (int)ErrorKind.Usage;
         }
         try
@@ -42,6 +42,35 @@ public static class CliApp
             error.WriteLine("onnxsteer: cancelled");
             return 130;
         }
+        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e)
+        {
+            // A run ONNX Runtime refuses (shapes, types, a node it cannot execute) is a model this build cannot run: exit 5
+            // in every verb, as extraction already reports it, never "internal error".
+            error.WriteLine($"onnxsteer: error: ONNX Runtime failed: {OneLine(e.Message)}");
+            return (int)ErrorKind.UnsupportedModel;
+        }
+    }
+
+    /// <summary>"onnxsteer generate" for an error in generate's options; "onnxsteer" for the root.</summary>
+    private static string HelpCommand(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (var r = parse.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            names.Add(r.Command is RootCommand ? "onnxsteer" : r.Command.Name);
+        names.Reverse();
+        return names.Count == 0 ? "onnxsteer" : string.Join(" ", names);
+    }
+
+    /// <summary>System.CommandLine lists the allowed values of an option on separate lines; errors are one line.</summary>
+    internal static string OneLine(string message)
+    {
+        var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (lines.Length > 1 && lines[0].EndsWith("Must be one of:", StringComparison.Ordinal))
+            return $"{lines[0][..^"Must be one of:".Length].TrimEnd()} Must be one of: {string.Join(", ", lines.Skip(1).Select(l => l.Trim('\'')))}.";
+        // "as expected type 'System.Int32'" is .NET's name for what the user should type.
+        var text = string.Join(" ", lines);
+        text = System.Text.RegularExpressions.Regex.Replace(text, @" as expected type '(System\.Nullable`1\[)?System\.Int32\]?'", " as an integer");
+        return System.Text.RegularExpressions.Regex.Replace(text, @" as expected type '(System\.Nullable`1\[)?System\.Single\]?'", " as a number");
     }
 
     /// <summary>The root command with every verb.</summary>

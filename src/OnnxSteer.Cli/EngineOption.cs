@@ -10,7 +10,7 @@ internal static class EngineOption
     {
         var option = new Option<string>("--engine")
         {
-            Description = "Generation engine: ort (default; OnnxSteer's loop on ONNX Runtime, every layout), genai (ONNX Runtime GenAI; " +
+            Description = "Generation engine: ort (OnnxSteer's loop on ONNX Runtime, every layout), genai (ONNX Runtime GenAI; " +
                           "onnxruntime-genai folders patched with --for genai) or auto (genai where it can run the folder, else ort).",
             DefaultValueFactory = _ => "ort",
         };

@@ -37,10 +37,10 @@ $ONNXSTEER sweep "$W/instruct" --data "$MODELS"/data/eval/validation.jsonl --vec
 # 4. Test split: the paper's four settings, instruct model; then the base model with the instruct vectors (transfer).
 $ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
   --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
-  --plot "$OUT/test-instruct.svg" --json-out "$W/test-instruct.json" > "$OUT/test-instruct.md"
+  --plot "$OUT/test-instruct.svg" --json-out "$W/test-instruct.json" --overwrite > "$OUT/test-instruct.md"
 $ONNXSTEER eval "$W/base" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
   --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
-  --plot "$OUT/test-base-transfer.svg" --json-out "$W/test-base-transfer.json" > "$OUT/test-base-transfer.md"
+  --plot "$OUT/test-base-transfer.svg" --json-out "$W/test-base-transfer.json" --overwrite > "$OUT/test-base-transfer.md"
 python3 tools/eval/summarize.py "$W/test-instruct.json" "tiny-instruct, test split" > "$OUT/summary-instruct.md"
 python3 tools/eval/summarize.py "$W/test-base-transfer.json" "tiny-base with tiny-instruct's vectors (transfer), test split" > "$OUT/summary-base-transfer.md"
 echo "done: $OUT (work folder $W)"

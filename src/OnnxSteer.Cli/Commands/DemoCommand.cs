@@ -11,9 +11,9 @@ internal static class DemoCommand
         var model = new Option<string?>("--model") { Description = "Model folder to use instead of the bundled models/tiny-instruct." };
         var dataDir = new Option<string?>("--data-dir") { Description = "Folder with pairs/ and eval/ (default: data/ beside the model folder)." };
         var perInstruction = new Option<int>("--eval-per-instruction") { Description = "Held-out test prompts per instruction in the table.", DefaultValueFactory = _ => 8 };
-        perInstruction.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--eval-per-instruction must be positive."); });
+        CliValidators.Positive(perInstruction);
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Maximum new tokens per response.", DefaultValueFactory = _ => 96 };
-        maxNewTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--max-new-tokens must be positive."); });
+        CliValidators.Positive(maxNewTokens);
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads." };
         var engine = EngineOption.Create();
         var keep = new Option<bool>("--keep") { Description = "Keep the temporary folder with the patched model and the vectors." };

@@ -1,7 +1,5 @@
 using System.CommandLine;
-using System.Text;
 using OnnxSteer.Evaluation;
-using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Cli;
 
@@ -14,13 +12,14 @@ internal sealed class EvalCliOptions
     public Option<bool> NoChatTemplate { get; } = new("--no-chat-template") { Description = "Send prompts as raw text instead of through the model's chat template." };
     public Option<int?> Threads { get; } = new("--threads") { Description = "ONNX Runtime intra-op threads (default: ONNX Runtime's choice)." };
     public Option<string> Engine { get; } = EngineOption.Create();
+    public Option<bool> Overwrite { get; } = new("--overwrite") { Description = "Replace output files (-o, --plot, --json-out) that exist." };
 
     public static EvalCliOptions Create()
     {
         var o = new EvalCliOptions();
-        o.MaxNewTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--max-new-tokens must be positive."); });
-        o.BatchSize.Validators.Add(r => { if (r.GetValueOrDefault<int>() <= 0) r.AddError("--batch-size must be positive."); });
-        o.Limit.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is <= 0) r.AddError("--limit must be positive."); });
+        CliValidators.Positive(o.MaxNewTokens);
+        CliValidators.Positive(o.BatchSize);
+        CliValidators.Positive(o.Limit);
         return o;
     }
 
@@ -32,6 +31,7 @@ internal sealed class EvalCliOptions
         command.Options.Add(NoChatTemplate);
         command.Options.Add(Threads);
         command.Options.Add(Engine);
+        command.Options.Add(Overwrite);
     }
 
     public EvalGenerationOptions Generation(ParseResult parse) => new()
@@ -43,13 +43,16 @@ internal sealed class EvalCliOptions
         Engine = EngineOption.Parse(parse.GetValue(Engine)),
     };
 
-    public static void CheckSvgPath(string? path)
+    /// <summary>Checks <c>--plot</c> and <c>--json-out</c> (and <paramref name="output"/>, sweep's <c>-o</c>) before any generation runs.</summary>
+    public void CheckOutputs(ParseResult parse, string? plot, string? jsonOut, string? output = null)
     {
-        if (path is not null && !path.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
-            throw new OnnxSteerException(ErrorKind.Usage, $"--plot '{path}' must end in .svg (charts are written as SVG).");
+        if (plot is not null && !plot.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
+            throw new OnnxSteerException(ErrorKind.Usage, $"--plot '{plot}' must end in .svg (charts are written as SVG).");
+        var overwrite = parse.GetValue(Overwrite);
+        OutputPolicy.CheckFile(output, overwrite, "-o");
+        OutputPolicy.CheckFile(plot, overwrite, "--plot");
+        OutputPolicy.CheckFile(jsonOut, overwrite, "--json-out");
     }
-
-    public static void WriteText(string path, string text) => AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(text)));
 
     /// <summary>A one-line progress counter on an interactive terminal; nothing when stderr is redirected or captured.</summary>
     public static IProgress<EvalProgress>? Progress(TextWriter stderr) =>

@@ -10,7 +10,13 @@ internal static class EvalCommand
     {
         var model = new Argument<string>("patched-dir") { Description = "A patched model folder (onnxsteer patch)." };
         var data = new Option<string>("--data") { Description = "Evaluation prompts (.jsonl: key, prompt, instruction, instruction_id_list, kwargs).", Required = true };
-        var vectors = new Option<string>("--vectors") { Description = "A vector file or a folder of .safetensors vector files.", Required = true };
+        var vectors = new Option<string>("--vectors")
+        {
+            Description = "A vector file or a folder of .safetensors/.gguf vector files. Without --selection, a vector is used for an instruction when its name is "
+                + "the instruction id with ':' replaced by '.' (change_case.english_lowercase), keywords.existence.WORD for keyword instructions and "
+                + "length_constraints.number_sentences.at_most for number_sentences; other vectors are reported and not used.",
+            Required = true,
+        };
         var selection = new Option<string?>("--selection") { Description = "Per-instruction layer/mode/weight (from onnxsteer sweep). Default: each vector's most separable layer." };
         var settings = new Option<string?>("--settings")
         {
@@ -27,7 +33,8 @@ internal static class EvalCommand
         command.SetAction(async (parse, ct) =>
         {
             var plotPath = parse.GetValue(plot);
-            EvalCliOptions.CheckSvgPath(plotPath);
+            var jsonPath = parse.GetValue(jsonOut);
+            shared.CheckOutputs(parse, plotPath, jsonPath);
             var job = new EvalJob
             {
                 ModelDirectory = parse.GetValue(model)!,
@@ -40,17 +47,10 @@ internal static class EvalCommand
             };
             var report = await EvalWorkflow.EvaluateAsync(job, EvalCliOptions.Progress(stderr), w => stderr.WriteLine($"onnxsteer: warning: {w}"), ct);
             EvalCliOptions.EndProgress(stderr);
-            stdout.Write(parse.GetValue(json) ? report.ToJson() + Environment.NewLine : report.ToMarkdown());
-            if (parse.GetValue(jsonOut) is { } jsonPath)
-            {
-                EvalCliOptions.WriteText(jsonPath, report.ToJson() + Environment.NewLine);
-                stderr.WriteLine($"wrote {jsonPath}");
-            }
+            stdout.Write(parse.GetValue(json) ? CliJson.Format(report.ToJson()) + Environment.NewLine : report.ToMarkdown());
+            if (jsonPath is not null) OutputPolicy.WriteText(jsonPath, CliJson.Format(report.ToJson()) + Environment.NewLine, stderr);
             if (plotPath is not null)
-            {
-                EvalCliOptions.WriteText(plotPath, report.ToSvg($"{Path.GetFileName(Path.GetFullPath(job.ModelDirectory))}: {Path.GetFileName(job.DataPath)}"));
-                stderr.WriteLine($"wrote {plotPath}");
-            }
+                OutputPolicy.WriteText(plotPath, report.ToSvg($"{Path.GetFileName(Path.GetFullPath(job.ModelDirectory))}: {Path.GetFileName(job.DataPath)}"), stderr);
             return 0;
         });
         return command;

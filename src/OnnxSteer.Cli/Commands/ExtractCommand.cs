@@ -1,5 +1,5 @@
 using System.CommandLine;
-using System.Text.Json;
+using OnnxSteer.Contract;
 using OnnxSteer.Vectors;
 using Spectre.Console;
 
@@ -14,10 +14,11 @@ internal static class ExtractCommand
         var pairs = new Option<string>("--pairs") { Description = "pairs.jsonl: {\"with\",\"without\"} or {\"prompt\",\"instruction\"} per line.", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "Output .safetensors file.", Required = true };
         var name = new Option<string?>("--name") { Description = "Vector name (default: the output file's name, e.g. lowercase)." };
-        var layers = new Option<string?>("--layers") { Description = "Layers: all exposed layers (default) or a list such as 8,10,12-16." };
+        var layers = new Option<string>("--layers") { Description = "Layers: all (the exposed layers) or a list such as 8,10,12-16.", DefaultValueFactory = _ => "all" };
         var batch = new Option<int>("--batch-size") { Description = "Prompts per ONNX Runtime run (a pair is two prompts).", DefaultValueFactory = _ => 8 };
+        CliValidators.Positive(batch);
         var noPrune = new Option<bool>("--no-prune") { Description = "Run the whole patched graph instead of one pruned to the requested hidden states (same vectors; slower: the LM head and the blocks above the highest layer run too)." };
-        var sortWindow = new Option<int>("--sort-window") { Description = "Prompts read ahead and sorted by length before batching, to cut padding (default 64; 0: input order).", DefaultValueFactory = _ => 64 };
+        var sortWindow = new Option<int>("--sort-window") { Description = "Prompts read ahead and sorted by length before batching, to cut padding (0: input order).", DefaultValueFactory = _ => 64 };
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
@@ -29,11 +30,12 @@ internal static class ExtractCommand
             var outPath = parse.GetValue(output)!;
             if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
                 throw new OnnxSteerException(ErrorKind.Usage, $"--output '{outPath}' must end in .safetensors (convert it to GGUF afterwards with vectors convert).");
-            VectorsCommand.CheckOutput(outPath, parse.GetValue(overwrite));
+            OutputPolicy.CheckFile(outPath, parse.GetValue(overwrite), "-o");
+            var layerSelection = CliLayers.ParseSome(parse.GetValue(layers)!, "--layers");
             var options = new ExtractionOptions
             {
                 Name = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(outPath),
-                Layers = VectorTools.ParseLayers(parse.GetValue(layers)),
+                Layers = layerSelection.Layers,
                 BatchSize = parse.GetValue(batch),
                 ChatTemplate = !parse.GetValue(noTemplate),
                 PruneGraph = !parse.GetValue(noPrune),
@@ -45,13 +47,13 @@ internal static class ExtractCommand
             foreach (var w in result.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
             if (parse.GetValue(json))
             {
-                stdout.WriteLine(VectorTools.Describe(result.File, outPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                stdout.WriteLine(CliJson.Format(VectorPrinting.Describe(result.File, outPath)));
             }
             else
             {
                 var v = result.File.Vectors[0];
                 var best = v.Layers.Values.OrderByDescending(l => l.Separability).ThenByDescending(l => l.Norm).First();
-                stdout.WriteLine($"wrote {outPath}: vector '{v.Name}' from {v.PairCount} pairs at layers {string.Join(",", v.Layers.Keys)}; " +
+                stdout.WriteLine($"wrote {outPath}: vector '{v.Name}' from {v.PairCount} pairs at layers {LayerSelection.Format(v.Layers.Keys)}; " +
                     $"best separability {best.Separability:F2} at layer {best.Layer}. Details: onnxsteer vectors show {outPath}");
             }
             return Task.FromResult(0);

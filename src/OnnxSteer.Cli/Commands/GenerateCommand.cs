@@ -12,19 +12,22 @@ internal static class GenerateCommand
         var prompt = new Option<string>("--prompt") { Description = "The user message.", Required = true };
         var steer = new Option<string[]>("--steer")
         {
-            Description = "Steer with a vector: FILE[:NAME]@LAYER[=add:W|=project|=project:TARGET|=ablate] (default: project to the stored z_bar). Repeatable.",
+            Description = "Steer with a vector: FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate]. LAYERS: 12, 3,5, 1-5 or all "
+                + "(every layer the vector has that the model steers). Without =mode the vector is projected to its stored z_bar; add:4x adds 4 x |u_L| "
+                + "(the layer's mean-difference norm). Repeatable.",
             AllowMultipleArgumentsPerToken = false,
         };
-        var positions = new Option<string>("--positions") { Description = "Positions steered: all (default), prompt or generated.", DefaultValueFactory = _ => "all" };
+        var positions = new Option<string>("--positions") { Description = "Positions steered: all, prompt or generated.", DefaultValueFactory = _ => "all" };
         positions.AcceptOnlyFromAmong("all", "prompt", "generated");
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate (default 128).", DefaultValueFactory = _ => 128 };
-        var temperature = new Option<float>("--temperature") { Description = "0 (default) is greedy; above 0 samples." };
-        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: all)." };
-        var topP = new Option<float>("--top-p") { Description = "Sample within top-p probability mass (default 1).", DefaultValueFactory = _ => 1f };
-        var seed = new Option<int>("--seed") { Description = "Sampling seed (default 0)." };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 128 };
+        CliValidators.Positive(maxNew);
+        var temperature = new Option<float>("--temperature") { Description = "0 is greedy; above 0 samples.", DefaultValueFactory = _ => 0f };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: all).", DefaultValueFactory = _ => 0 };
+        var topP = new Option<float>("--top-p") { Description = "Sample within top-p probability mass.", DefaultValueFactory = _ => 1f };
+        var seed = new Option<int?>("--seed") { Description = "Sampling seed (when sampling without one, a random seed is used and reported: on stderr, or as seed in --json)." };
         var system = new Option<string?>("--system") { Description = "A system message." };
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Send the prompt as raw text (with the tokenizer's usual BOS) instead of through the chat template." };
-        var ep = new Option<string>("--ep") { Description = "Execution provider: cpu (default), cuda or dml (need -p:OnnxSteerProvider=Cuda|DirectML builds).", DefaultValueFactory = _ => "cpu" };
+        var ep = new Option<string>("--ep") { Description = "Execution provider: cpu, cuda or dml (need -p:OnnxSteerProvider=Cuda|DirectML builds).", DefaultValueFactory = _ => "cpu" };
         ep.AcceptOnlyFromAmong("cpu", "cuda", "dml");
         var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this string (repeatable)." };
         var json = new Option<bool>("--json") { Description = "Print prompt, token ids, text, engine and timing (prefill ms, tokens/s) as JSON." };
@@ -35,6 +38,8 @@ internal static class GenerateCommand
         foreach (var o in new Option[] { prompt, steer, positions, maxNew, temperature, topK, topP, seed, system, noTemplate, ep, stop, json, engine }) command.Options.Add(o);
         command.SetAction(async (parse, ct) =>
         {
+            var chosenSeed = parse.GetValue(seed);
+            var randomSeed = chosenSeed is null && parse.GetValue(temperature) > 0;
             var job = new GenerateJob
             {
                 ModelDirectory = parse.GetValue(model)!,
@@ -48,7 +53,7 @@ internal static class GenerateCommand
                     Temperature = parse.GetValue(temperature),
                     TopK = parse.GetValue(topK),
                     TopP = parse.GetValue(topP),
-                    Seed = parse.GetValue(seed),
+                    Seed = chosenSeed ?? (randomSeed ? Random.Shared.Next() : 0),
                     StopStrings = parse.GetValue(stop) ?? [],
                     UseChatTemplate = !parse.GetValue(noTemplate),
                 },
@@ -58,6 +63,7 @@ internal static class GenerateCommand
                     Engine = EngineOption.Parse(parse.GetValue(engine)),
                 },
                 Json = parse.GetValue(json),
+                RandomSeed = randomSeed,
             };
             return await GenerateRunner.RunAsync(job, stdout, stderr, ct);
         });

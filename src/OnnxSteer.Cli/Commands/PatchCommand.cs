@@ -13,7 +13,7 @@ internal static class PatchCommand
     private static readonly Option<string> ExposeOption = new("--expose") { Description = "Layers that get hidden_states.{L} outputs: all, none, or a list.", DefaultValueFactory = _ => "all" };
     private static readonly Option<string> SteerInputOption = new("--steer-input")
     {
-        Description = "optional: steering inputs default to zeros (callers unaware of steering run unchanged); required: plain inputs (what onnxruntime-genai's SetModelInput needs).",
+        Description = "optional: steering inputs are zeros unless fed (callers unaware of steering run unchanged); required: plain inputs (what onnxruntime-genai's SetModelInput needs).",
         DefaultValueFactory = _ => "optional",
     };
     private static readonly Option<string?> ForOption = new("--for")
@@ -35,8 +35,8 @@ internal static class PatchCommand
         {
             var options = new PatchOptions
             {
-                Layers = LayerSelection.Parse(parse.GetValue(LayersOption)!, "--layers"),
-                Expose = LayerSelection.Parse(parse.GetValue(ExposeOption)!, "--expose"),
+                Layers = CliLayers.Parse(parse.GetValue(LayersOption), "--layers"),
+                Expose = CliLayers.Parse(parse.GetValue(ExposeOption), "--expose"),
                 SteerInput = parse.GetValue(SteerInputOption) switch
                 {
                     "optional" => SteerInputMode.Optional,
@@ -56,13 +56,16 @@ internal static class PatchCommand
                         $"--for genai: {folder} has no genai_config.json; ONNX Runtime GenAI runs onnxruntime-genai exports only (use the ort engine for this model).");
                 options = options with { SteerInput = SteerInputMode.Required };
             }
+            if (options.Layers.IsNone && options.Expose.IsNone)
+                throw new OnnxSteerException(ErrorKind.Usage, "nothing to do: --layers none and --expose none.");
+            OutputPolicy.CheckFolder(parse.GetValue(OutputOption)!, parse.GetValue(OverwriteOption), "-o");
             var json = parse.GetValue(JsonOption);
             var report = ModelPatcher.Patch(parse.GetValue(ModelArgument)!, parse.GetValue(OutputOption)!, options,
                 parse.GetValue(OverwriteOption), json ? null : TerminalProgress.For(stderr));
             VerificationReport? verification = parse.GetValue(VerifyOption) ? PatchVerifier.Verify(report.OutputDirectory) : null;
             if (json)
             {
-                stdout.WriteLine(System.Text.Json.JsonSerializer.Serialize(new
+                stdout.WriteLine(CliJson.Serialize(new
                 {
                     output = report.OutputDirectory,
                     manifest = report.Manifest,
@@ -71,37 +74,22 @@ internal static class PatchCommand
                     copied = report.CopiedFiles,
                     carried = report.CarriedFiles,
                     verification,
-                }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                }));
             }
             else
             {
                 var m = report.Manifest;
                 stdout.WriteLine($"patched {m.Layout} decoder ({m.NumLayers} layers, hidden {m.HiddenSize}, {m.ResidualDtype}) -> {report.OutputDirectory}");
-                stdout.WriteLine($"  steered layers: {Ranges(m.SteeredLayers)} ({m.SteerInput.ToString().ToLowerInvariant()} inputs); exposed: {Ranges(m.ExposedLayers)}");
+                stdout.WriteLine($"  steered layers: {LayerSelection.Format(m.SteeredLayers)} ({m.SteerInput.ToString().ToLowerInvariant()} inputs); exposed: {LayerSelection.Format(m.ExposedLayers)}");
                 foreach (var pass in report.Passes) stdout.WriteLine($"  {pass}");
                 if (report.LinkedFiles.Count > 0) stdout.WriteLine($"  weights hard-linked: {string.Join(", ", report.LinkedFiles)}");
                 if (report.CopiedFiles.Count > 0) stdout.WriteLine($"  weights copied: {string.Join(", ", report.CopiedFiles)}");
                 if (report.CarriedFiles.Count > 0) stdout.WriteLine($"  carried over: {string.Join(", ", report.CarriedFiles)}");
                 if (verification is not null) VerifyCommand.WriteText(verification, stdout);
             }
-            return verification is { Passed: false } ? (int)ErrorKind.VerificationFailed : 0;
+            return verification is null ? 0 : VerifyCommand.Outcome(verification, stderr);
         });
         return command;
-    }
-
-    /// <summary>"0-3,7" for [0,1,2,3,7]; "none" when empty.</summary>
-    internal static string Ranges(IReadOnlyList<int> layers)
-    {
-        if (layers.Count == 0) return "none";
-        var parts = new List<string>();
-        for (var i = 0; i < layers.Count;)
-        {
-            var j = i;
-            while (j + 1 < layers.Count && layers[j + 1] == layers[j] + 1) j++;
-            parts.Add(i == j ? $"{layers[i]}" : $"{layers[i]}-{layers[j]}");
-            i = j + 1;
-        }
-        return string.Join(",", parts);
     }
 }
 

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using System.Text.Json;
+using OnnxSteer.Contract;
 using OnnxSteer.Vectors;
 
 namespace OnnxSteer.Cli;
@@ -7,8 +7,6 @@ namespace OnnxSteer.Cli;
 /// <summary><c>onnxsteer vectors show|convert|combine</c>: inspect, convert (safetensors ↔ GGUF) and combine vector files.</summary>
 internal static class VectorsCommand
 {
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
-
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var command = new Command("vectors", "Show, convert (safetensors <-> GGUF control vector) and combine instruction-vector files.");
@@ -30,9 +28,9 @@ internal static class VectorsCommand
             var path = parse.GetValue(file)!;
             var loaded = InstructionVectorFile.Load(path);
             if (parse.GetValue(json))
-                stdout.WriteLine(VectorTools.Describe(loaded, path).ToJsonString(Indented));
+                stdout.WriteLine(CliJson.Format(VectorPrinting.Describe(loaded, path)));
             else
-                VectorTools.Print(loaded, path, stdout);
+                VectorPrinting.Print(loaded, path, stdout);
             return 0;
         });
         return command;
@@ -42,10 +40,14 @@ internal static class VectorsCommand
     {
         var input = new Argument<string>("file") { Description = "Input vector file: FILE or FILE:NAME (.safetensors or .gguf)." };
         var output = new Argument<string>("output") { Description = "Output file; the extension (.gguf or .safetensors) picks the format." };
-        var layers = new Option<string?>("--layers") { Description = "Layers to keep: all (default) or a list such as 3,5,10-12." };
+        var layers = new Option<string>("--layers")
+        {
+            Description = "Layers to keep: all, or a list such as 3,5,10-12, clamped to the layers the vector has (GGUF drops layer 0, which llama.cpp never steers).",
+            DefaultValueFactory = _ => "all",
+        };
         var scale = new Option<string>("--gguf-scale")
         {
-            Description = "What GGUF direction.N holds: unit (u_hat, default; llama.cpp --control-vector-scaled FILE c adds c*u_hat) or mean-diff (u = |u|*u_hat, repeng-like).",
+            Description = "What GGUF direction.N holds: unit (u_hat; llama.cpp --control-vector-scaled FILE c adds c*u_hat) or mean-diff (u = |u|*u_hat, repeng-like).",
             DefaultValueFactory = _ => "unit",
         };
         scale.AcceptOnlyFromAmong("unit", "mean-diff");
@@ -60,11 +62,14 @@ internal static class VectorsCommand
         {
             var term = VectorTerm.Parse(parse.GetValue(input)!);
             var outPath = parse.GetValue(output)!;
-            CheckOutput(outPath, parse.GetValue(overwrite));
+            OutputPolicy.CheckFile(outPath, parse.GetValue(overwrite), "output");
+            var selection = CliLayers.ParseSome(parse.GetValue(layers)!, "--layers");
             var file = InstructionVectorFile.Load(term.Path);
             foreach (var w in file.Warnings) stderr.WriteLine($"onnxsteer: warning: {w}");
-            VectorTools.Convert(file, outPath, term.Name, parse.GetValue(scale) == "mean-diff" ? GgufScale.MeanDiff : GgufScale.Unit,
-                VectorTools.ParseLayers(parse.GetValue(layers)));
+            var notes = VectorTools.Convert(file, outPath, term.Name, parse.GetValue(scale) == "mean-diff" ? GgufScale.MeanDiff : GgufScale.Unit, selection);
+            foreach (var n in notes) stderr.WriteLine($"onnxsteer: note: {n}");
+            var written = InstructionVectorFile.Load(outPath);
+            stderr.WriteLine($"wrote {outPath}: {string.Join("; ", written.Vectors.Select(v => $"'{v.Name}' at layers {LayerSelection.Format(v.Layers.Keys)}"))}");
             return 0;
         });
         return command;
@@ -91,19 +96,13 @@ internal static class VectorsCommand
             var outPath = parse.GetValue(output)!;
             if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
                 throw new OnnxSteerException(ErrorKind.Usage, $"--output '{outPath}' must end in .safetensors (convert it to GGUF afterwards).");
-            CheckOutput(outPath, parse.GetValue(overwrite));
+            OutputPolicy.CheckFile(outPath, parse.GetValue(overwrite), "-o");
             var combined = VectorTools.Combine(parse.GetValue(terms)!.Select(VectorTerm.Parse).ToList(), parse.GetValue(name)!);
             combined.Save(outPath);
             var v = combined.Vectors[0];
-            stdout.WriteLine($"wrote {outPath}: '{v.Name}' = {v.Method}, layers {string.Join(",", v.Layers.Keys)}");
+            stdout.WriteLine($"wrote {outPath}: '{v.Name}' = {v.Method}, layers {LayerSelection.Format(v.Layers.Keys)}");
             return 0;
         });
         return command;
-    }
-
-    internal static void CheckOutput(string path, bool overwrite)
-    {
-        if (Directory.Exists(path)) throw new OnnxSteerException(ErrorKind.Output, $"output '{path}' is a folder.");
-        if (File.Exists(path) && !overwrite) throw new OnnxSteerException(ErrorKind.Output, $"output '{path}' already exists; pass --overwrite to replace it.");
     }
 }

@@ -19,17 +19,20 @@ internal static class VerifyCommand
         command.SetAction(parse =>
         {
             var report = PatchVerifier.Verify(parse.GetValue(PatchedArgument)!, new VerifyOptions { SourceDirectory = parse.GetValue(SourceOption) });
-            if (parse.GetValue(JsonOption)) stdout.WriteLine(report.ToJson());
+            if (parse.GetValue(JsonOption)) stdout.WriteLine(CliJson.Format(report.ToJson()));
             else WriteText(report, stdout);
-            if (!report.Passed)
-            {
-                var failed = report.Checks.First(c => !c.Passed);
-                stderr.WriteLine($"onnxsteer: error: verification failed: {failed.Name}: {failed.Detail}");
-                return (int)ErrorKind.VerificationFailed;
-            }
-            return 0;
+            return Outcome(report, stderr);
         });
         return command;
+    }
+
+    /// <summary>The exit code of a verification, with its one error line on stderr when it failed (verify and patch --verify).</summary>
+    internal static int Outcome(VerificationReport report, TextWriter stderr)
+    {
+        if (report.Passed) return 0;
+        var failed = report.Checks.First(c => !c.Passed);
+        stderr.WriteLine($"onnxsteer: error: verification failed: {failed.Name}: {failed.Detail}");
+        return (int)ErrorKind.VerificationFailed;
     }
 
     internal static void WriteText(VerificationReport report, TextWriter w)

@@ -33,4 +33,10 @@ public static class SteeringContract
     /// symbol because ONNX Runtime requires equal symbols to have equal sizes, which would forbid feeding a per-row
     /// batch at one layer while another layer keeps its batch-1 default.</summary>
     public static string SteerBatchSymbol(int layer) => $"steer_batch_{layer}";
+
+    /// <summary>Whether <paramref name="name"/> is one of the steering inputs (<c>steering.{L}.*</c>).</summary>
+    public static bool IsSteeringInput(string name) => name.StartsWith("steering.", StringComparison.Ordinal);
+
+    /// <summary>Whether <paramref name="name"/> is one of the hidden-state outputs (<c>hidden_states.{L}</c>).</summary>
+    public static bool IsHiddenStateOutput(string name) => name.StartsWith("hidden_states.", StringComparison.Ordinal);
 }

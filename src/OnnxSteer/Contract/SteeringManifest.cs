@@ -21,6 +21,12 @@ public sealed record ManifestSource
     [JsonPropertyName("model_file")] public required string ModelFile { get; init; }
     /// <summary>SHA-256 of the source .onnx file (the graph protobuf, not the external weights).</summary>
     [JsonPropertyName("graph_sha256")] public required string GraphSha256 { get; init; }
+    /// <summary>The source's external weights, sampled (<c>OnnxSteer.Onnx.WeightsFingerprint</c>: sizes and 16 chunks per
+    /// file): tells apart models that share a graph. Null when the weights are inside the .onnx, or for folders patched
+    /// before it was recorded.</summary>
+    [JsonPropertyName("weights_fingerprint")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? WeightsFingerprint { get; init; }
 }
 
 /// <summary>The names of the three steering inputs of one layer.</summary>

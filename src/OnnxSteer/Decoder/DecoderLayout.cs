@@ -212,6 +212,6 @@ public static class LayoutMatchers
         if (closest is null) return new OnnxSteerException(ErrorKind.UnsupportedModel, "not a decoder: no layout matchers are registered.");
         var at = closest.StoppedAt is null ? "" : $" at {closest.StoppedAt}";
         return new OnnxSteerException(ErrorKind.UnsupportedModel,
-            $"not a recognised decoder: the closest layout is '{closest.LayoutName}', which stopped{at}: {closest.Reason} (run 'onnxsteer inspect --explain' for every layout).");
+            $"not a recognised decoder: the closest layout is '{closest.LayoutName}', which stopped{at}: {closest.Reason} (inspecting with explanations lists every layout).");
     }
 }

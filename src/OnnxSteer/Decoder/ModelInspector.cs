@@ -102,30 +102,4 @@ public static class ModelInspector
             ?? [];
         return new TensorInfo(v.Name, tensor is null ? "?" : DecoderLayout.DtypeName(tensor.ElemType), shape, v.IsGraphInput && v.Initializer is not null);
     }
-
-    /// <summary>Human-readable report.</summary>
-    public static void WriteText(InspectionReport r, TextWriter w)
-    {
-        w.WriteLine($"model:       {r.ModelFile}");
-        w.WriteLine($"layout:      {r.Layout ?? "(none)"}{(r.Patched ? "  [patched by onnxsteer]" : "")}");
-        if (r.NotADecoder is not null) w.WriteLine($"             {r.NotADecoder}");
-        if (r.NumLayers is not null) w.WriteLine($"layers:      {r.NumLayers}   hidden size: {r.HiddenSize}   residual dtype: {r.Dtype}");
-        w.WriteLine($"ir_version:  {r.IrVersion}   opsets: {string.Join(", ", r.Opsets.Select(o => $"{o.Key} {o.Value}"))}");
-        if (r.ExternalData.Count > 0) w.WriteLine($"weights:     {string.Join(", ", r.ExternalData)} (external)");
-        w.WriteLine("inputs:");
-        foreach (var i in r.Inputs) w.WriteLine($"  {i.Name}  {i.Dtype}[{string.Join(", ", i.Shape)}]{(i.HasDefault ? "  (default: zeros)" : "")}");
-        w.WriteLine("outputs:");
-        foreach (var o in r.Outputs) w.WriteLine($"  {o.Name}  {o.Dtype}[{string.Join(", ", o.Shape)}]");
-        if (r.Residuals.Count > 0)
-        {
-            w.WriteLine("residual stream after each block:");
-            foreach (var res in r.Residuals) w.WriteLine($"  {res.Layer,3}: {res.Value}");
-        }
-        if (r.Explain is not null)
-        {
-            w.WriteLine("layouts:");
-            foreach (var e in r.Explain)
-                w.WriteLine(e.Matched ? $"  {e.Layout}: matched: {e.Reason}" : $"  {e.Layout}: no: {e.Reason}{(e.StoppedAt is null ? "" : $" (stopped at {e.StoppedAt})")}");
-        }
-    }
 }

@@ -60,7 +60,7 @@ public static class ModelPatcher
         if (string.Equals(outFull, Path.GetFullPath(model.Directory), StringComparison.Ordinal))
             throw new OnnxSteerException(ErrorKind.Output, $"output folder '{outputDirectory}' is the source folder; choose another.");
         if (Directory.Exists(outFull) && !overwrite)
-            throw new OnnxSteerException(ErrorKind.Output, $"output folder '{outputDirectory}' already exists; pass --overwrite to replace it.");
+            throw new OnnxSteerException(ErrorKind.Output, $"output folder '{outputDirectory}' already exists and replacing it was not asked for.");
         var sha = Sha256Hex(model.FilePath);
         var result = (pipeline ?? PatchPipeline.Default).Run(model.Proto, options);
         var modelFileName = Path.GetFileName(model.FilePath);
@@ -69,6 +69,7 @@ public static class ModelPatcher
         var copied = new List<string>();
         var carried = new List<string>();
         var manifest = BuildManifest(model, sha, result, options);
+        manifest = manifest with { Source = manifest.Source with { WeightsFingerprint = WeightsFingerprint.Compute(model.Directory, dataFiles) } };
 
         AtomicFile.WriteDirectory(outFull, overwrite, tmp =>
         {

@@ -3,6 +3,7 @@ using System.Text.Json.Serialization;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
+using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Decoder;
 
@@ -66,28 +67,66 @@ public static class PatchVerifier
         if (File.Exists(patchedFull)) patchedFull = Path.GetDirectoryName(patchedFull)!;
         if (!Directory.Exists(patchedFull)) throw new OnnxSteerException(ErrorKind.NotFound, $"'{patchedDirectory}' does not exist.");
         var manifest = SteeringManifest.TryLoad(patchedFull)
-            ?? throw new OnnxSteerException(ErrorKind.InvalidModel, $"'{patchedDirectory}' has no {SteeringContract.ManifestFileName}: it is not a folder written by 'onnxsteer patch'.");
+            ?? throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{patchedDirectory}' is not a patched model (no {SteeringContract.ManifestFileName}).");
         var sourceDir = Path.GetFullPath(options.SourceDirectory ?? manifest.Source.Path);
         var sourceFile = Path.Combine(sourceDir, manifest.Source.ModelFile);
         if (!File.Exists(sourceFile))
-            throw new OnnxSteerException(ErrorKind.NotFound, $"source model '{sourceFile}' not found; pass --source with the original model folder.");
+            throw new OnnxSteerException(ErrorKind.NotFound, $"source model '{sourceFile}' not found; name the original model folder as the source.");
         var patchedFile = Path.Combine(patchedFull, manifest.ModelFile);
         if (!File.Exists(patchedFile)) throw new OnnxSteerException(ErrorKind.NotFound, $"'{patchedFile}' is missing.");
 
         var checks = new List<VerificationCheck>();
-        var sha = ModelPatcher.Sha256Hex(sourceFile);
-        checks.Add(new VerificationCheck("source fingerprint", sha == manifest.Source.GraphSha256,
-            sha == manifest.Source.GraphSha256 ? $"sha256 {sha[..16]}… matches steering.json" : $"sha256 {sha[..16]}… differs from steering.json's {manifest.Source.GraphSha256[..Math.Min(16, manifest.Source.GraphSha256.Length)]}…"));
+        checks.Add(SourceFingerprint(sourceDir, sourceFile, manifest.Source));
 
         foreach (var optimize in new[] { false, true })
         {
             using var source = VerificationSession.Open(sourceFile, optimize);
             using var patched = VerificationSession.Open(patchedFile, optimize);
+            if (!optimize) CheckSameSignature(source, patched, sourceDir, patchedDirectory);
             foreach (var batch in new[] { 1, 2 })
                 checks.Add(CompareZeroSteer(source, patched, manifest, batch, optimize, options));
             if (!optimize) checks.AddRange(SteeringChecks(patched, manifest, options));
         }
         return new VerificationReport { PatchedDirectory = patchedFull, SourceDirectory = sourceDir, Checks = checks };
+    }
+
+    /// <summary>The source is the model that was patched: its graph's SHA-256 and, when steering.json has one, its
+    /// sampled weights fingerprint (which tells apart two fine-tunes with the same graph).</summary>
+    private static VerificationCheck SourceFingerprint(string sourceDir, string sourceFile, ManifestSource recorded)
+    {
+        static string Short(string h) => h[..Math.Min(16, h.Length)] + "…";
+        var sha = ModelPatcher.Sha256Hex(sourceFile);
+        if (sha != recorded.GraphSha256)
+            return new VerificationCheck("source fingerprint", false, $"graph sha256 {Short(sha)} differs from steering.json's {Short(recorded.GraphSha256)}");
+        if (recorded.WeightsFingerprint is not { } weightsRecorded)
+            return new VerificationCheck("source fingerprint", true, $"graph sha256 {Short(sha)} matches steering.json (no weights fingerprint recorded)");
+        var weights = WeightsFingerprint.Compute(sourceDir, OnnxModelFile.Load(sourceFile).ExternalDataFiles);
+        return weights == weightsRecorded
+            ? new VerificationCheck("source fingerprint", true, $"graph sha256 {Short(sha)} and sampled weights match steering.json")
+            : new VerificationCheck("source fingerprint", false,
+                $"graph sha256 matches but the weights differ ({(weights is null ? "none external" : Short(weights))} vs {Short(weightsRecorded)}): another model with the same graph");
+    }
+
+    /// <summary>A source whose inputs or outputs are not the patched model's (minus the steering names) is another model:
+    /// every numeric check would fail or crash on it, so this is said once, naming the first difference.</summary>
+    /// <exception cref="OnnxSteerException">(VerificationFailed) the signatures differ.</exception>
+    private static void CheckSameSignature(VerificationSession source, VerificationSession patched, string sourceDir, string patchedDirectory)
+    {
+        static string Describe(NodeMetadata m) => $"{m.ElementDataType} [{string.Join(",", m.Dimensions)}]";
+        foreach (var (kind, mine, theirs) in new[]
+        {
+            ("input", source.Inputs, patched.Inputs.Where(kv => !SteeringContract.IsSteeringInput(kv.Key)).ToDictionary()),
+            ("output", source.Outputs, patched.Outputs.Where(kv => !SteeringContract.IsHiddenStateOutput(kv.Key)).ToDictionary()),
+        })
+        {
+            var missing = theirs.Keys.Except(mine.Keys).Concat(mine.Keys.Except(theirs.Keys)).Order(StringComparer.Ordinal).FirstOrDefault();
+            var reason = missing is not null
+                ? $"{kind} '{missing}' is in {(mine.ContainsKey(missing) ? "the source" : "the patched model")} only"
+                : mine.Where(kv => Describe(kv.Value) != Describe(theirs[kv.Key])).Select(kv => $"{kind} '{kv.Key}' is {Describe(kv.Value)} in the source and {Describe(theirs[kv.Key])} in the patched model").FirstOrDefault();
+            if (reason is not null)
+                throw new OnnxSteerException(ErrorKind.VerificationFailed,
+                    $"the source '{sourceDir}' is not the model '{patchedDirectory}' was patched from: {reason}.");
+        }
     }
 
     private static VerificationCheck CompareZeroSteer(VerificationSession source, VerificationSession patched, SteeringManifest manifest,
@@ -338,7 +377,7 @@ internal sealed class InputGenerator
         var result = new Dictionary<string, HostTensor>();
         foreach (var (name, meta) in _session.Inputs)
         {
-            if (name.StartsWith("steering.", StringComparison.Ordinal)) continue;
+            if (SteeringContract.IsSteeringInput(name)) continue;
             var type = meta.ElementDataType;
             switch (name)
             {

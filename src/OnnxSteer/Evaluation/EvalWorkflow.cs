@@ -72,6 +72,7 @@ public static class EvalWorkflow
         var selection = job.SelectionPath is null ? null : SteeringSelection.Load(job.SelectionPath);
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
         foreach (var w in backend.Warnings) warn?.Invoke(w);
+        WarnUnmatched(backend, selection, warn);
         selection ??= DefaultSelection(items, backend.Vectors);
         var report = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
             new EvalOptions { Settings = job.Settings, Progress = progress }, cancellationToken).ConfigureAwait(false);
@@ -89,15 +90,22 @@ public static class EvalWorkflow
         var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
         foreach (var w in backend.Warnings) warn?.Invoke(w);
+        WarnUnmatched(backend, null, warn);
         var result = await Sweeper.RunAsync(items, backend.Vectors, backend.Generator, job.Options with { Progress = progress }, cancellationToken).ConfigureAwait(false);
         return result with { Selection = result.Selection with { Data = Path.GetFileName(job.DataPath) }, Engine = backend.Model.Engine };
+    }
+
+    private static void WarnUnmatched(ModelBackend backend, SteeringSelection? selection, Action<string>? warn)
+    {
+        foreach (var name in VectorNaming.Unmatched(backend.VectorFiles.Names, selection))
+            warn?.Invoke($"{Path.GetFileName(backend.VectorFiles.FileOf(name))}: vector '{name}' matches no instruction id and is not used; {VectorNaming.Rule}.");
     }
 
     /// <summary>The first <paramref name="limit"/> items of each instruction combination, in file order.</summary>
     public static IReadOnlyList<EvalItem> Limit(IReadOnlyList<EvalItem> items, int? limit)
     {
         if (limit is not { } n) return items;
-        if (n <= 0) throw new OnnxSteerException(ErrorKind.Usage, $"--limit must be positive, not {n}.");
+        if (n <= 0) throw new OnnxSteerException(ErrorKind.Usage, $"the per-instruction limit must be positive, not {n}.");
         var taken = new Dictionary<string, int>();
         return [.. items.Where(i => (taken[i.IdSignature] = taken.GetValueOrDefault(i.IdSignature) + 1) <= n)];
     }

@@ -24,6 +24,9 @@ public sealed class ModelBackend : IDisposable
     /// <summary>The vectors found in the vector file or folder.</summary>
     public IVectorCatalog Vectors { get; }
 
+    /// <summary>The vector files behind <see cref="Vectors"/>.</summary>
+    public VectorFileSource VectorFiles => ((VectorStore)Vectors).Source;
+
     /// <summary>Warnings about the vectors (e.g. computed on another model type: expected for the transfer experiment).</summary>
     public IReadOnlyList<string> Warnings { get; }
 
@@ -40,7 +43,7 @@ public sealed class ModelBackend : IDisposable
         try
         {
             if (model.Manifest is null)
-                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{modelDirectory}' is not a patched model (no steering.json); run onnxsteer patch first.");
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{modelDirectory}' is not a patched model (no steering.json); patch it first.");
             var warnings = store.CheckAgainst(InstructionVectorFile.FingerprintOf(model.Manifest));
             return new ModelBackend(model, store, options, warnings);
         }
@@ -55,61 +58,24 @@ public sealed class ModelBackend : IDisposable
     public void Dispose() => model.Dispose();
 }
 
-/// <summary>Every vector of a vector file or a folder of vector files, by name: what the evaluation looks names up in.</summary>
-internal sealed class VectorStore : IVectorCatalog, ISteeringVectorSource
+/// <summary>The evaluation's view (<see cref="IVectorCatalog"/>) of the vectors loaded by <see cref="VectorFileSource"/>.</summary>
+internal sealed class VectorStore(VectorFileSource source) : IVectorCatalog, ISteeringVectorSource
 {
-    private readonly Dictionary<string, InstructionVector> vectors = new(StringComparer.Ordinal);
-    private readonly List<(InstructionVectorFile File, string Path)> files = [];
+    public static VectorStore Load(string path) => new(VectorFileSource.Load(path));
 
-    public static VectorStore Load(string path)
-    {
-        var store = new VectorStore();
-        if (Directory.Exists(path))
-        {
-            var found = Directory.GetFiles(path, "*.safetensors").Concat(Directory.GetFiles(path, "*.gguf")).Order(StringComparer.Ordinal).ToList();
-            if (found.Count == 0) throw new OnnxSteerException(ErrorKind.NotFound, $"vector folder '{path}' holds no .safetensors or .gguf file.");
-            foreach (var f in found) store.Add(f);
-        }
-        else if (File.Exists(path)) store.Add(path);
-        else throw new OnnxSteerException(ErrorKind.NotFound, $"vectors '{path}' do not exist.");
-        return store;
-    }
+    public VectorFileSource Source => source;
 
-    private void Add(string path)
-    {
-        var file = InstructionVectorFile.Load(path);
-        files.Add((file, path));
-        foreach (var v in file.Vectors)
-            if (!vectors.TryAdd(v.Name, v))
-                throw new OnnxSteerException(ErrorKind.InvalidVector, $"two vectors are named '{v.Name}' (the second in '{path}'); names must be unique.");
-    }
+    public IReadOnlyList<string> CheckAgainst(ModelFingerprint model) => source.CheckAgainst(model);
 
-    public IReadOnlyList<string> CheckAgainst(ModelFingerprint model)
-    {
-        var warnings = new List<string>();
-        foreach (var (file, path) in files)
-            warnings.AddRange(file.Warnings.Concat(file.CheckAgainst(model)).Select(w => $"{Path.GetFileName(path)}: {w}"));
-        return [.. warnings.Distinct()];
-    }
+    public bool Contains(string name) => source.Names.Contains(name);
 
-    public bool Contains(string name) => vectors.ContainsKey(name);
+    public IReadOnlyList<int> Layers(string name) => [.. source.Get(name).Layers.Keys.Order()];
 
-    public IReadOnlyList<int> Layers(string name) => [.. Get(name).Layers.Keys.Order()];
+    public float Norm(string name, int layer) => (float)source.Get(name).Layer(layer).Norm;
 
-    public float Norm(string name, int layer) => (float)Get(name).Layer(layer).Norm;
+    public double? Separability(string name, int layer) => source.Get(name).Layers.TryGetValue(layer, out var l) ? l.Separability : null;
 
-    public double? Separability(string name, int layer) => Get(name).Layers.TryGetValue(layer, out var l) ? l.Separability : null;
-
-    public bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector)
-    {
-        vector = null;
-        if (!vectors.TryGetValue(name, out var v) || !v.Layers.TryGetValue(layer, out var l)) return false;
-        vector = new SteeringVector(l.Direction, l.ZBar is { } z ? (float)z : null, (float)l.Norm);
-        return true;
-    }
-
-    private InstructionVector Get(string name) => vectors.TryGetValue(name, out var v) ? v
-        : throw new OnnxSteerException(ErrorKind.InvalidVector, $"no vector named '{name}'; the vectors are {string.Join(", ", vectors.Keys.Order(StringComparer.Ordinal))}.");
+    public bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector) => source.TryGet(name, layer, out vector);
 }
 
 /// <summary>Greedy generation on an <see cref="ISteeredGenerator"/>, one batch per call, each row with its own steering.</summary>

@@ -172,6 +172,31 @@ public static class VectorNaming
         _ => throw new OnnxSteerException(ErrorKind.InvalidData, $"unknown instruction id '{id}'."),
     };
 
+    /// <summary>The naming rule in words, for warnings and help.</summary>
+    public const string Rule =
+        "a vector steers an instruction when its name is the instruction id with ':' replaced by '.' (change_case:english_lowercase -> " +
+        "change_case.english_lowercase; number_sentences uses length_constraints.number_sentences.at_most; both keyword instructions use " +
+        "keywords.existence.WORD), or when a selection file names it";
+
+    /// <summary>Whether <paramref name="name"/> is what <paramref name="template"/> expands to (a <c>{word}</c> template
+    /// matches any non-empty word).</summary>
+    public static bool Matches(string template, string name)
+    {
+        var at = template.IndexOf(WordPlaceholder, StringComparison.Ordinal);
+        if (at < 0) return template == name;
+        var (prefix, suffix) = (template[..at], template[(at + WordPlaceholder.Length)..]);
+        return name.Length > prefix.Length + suffix.Length && name.StartsWith(prefix, StringComparison.Ordinal) && name.EndsWith(suffix, StringComparison.Ordinal);
+    }
+
+    /// <summary>Names among <paramref name="vectorNames"/> that no instruction's default name (<see cref="DefaultFor"/>)
+    /// and no vector of <paramref name="selection"/> matches: vectors the evaluation will never use, usually a misnamed file.</summary>
+    public static IReadOnlyList<string> Unmatched(IEnumerable<string> vectorNames, SteeringSelection? selection)
+    {
+        var templates = InstructionIds.All.Select(DefaultFor)
+            .Concat(selection?.Instructions.Values.Select(e => e.Vector).OfType<string>() ?? []).Distinct().ToList();
+        return [.. vectorNames.Where(n => !templates.Any(t => Matches(t, n))).Order(StringComparer.Ordinal)];
+    }
+
     /// <summary>Expands <c>{word}</c> in <paramref name="template"/> with each keyword or forbidden word of the instruction.</summary>
     public static IReadOnlyList<string> Expand(string template, InstructionCheck check)
     {

@@ -21,7 +21,7 @@ public enum SweepObjective
 public sealed record SweepOptions
 {
     /// <summary>Candidate layers; null for <see cref="Sweeper.CandidateLayers"/> of the model.</summary>
-    public IReadOnlyList<int>? Layers { get; init; }
+    public OnnxSteer.Contract.LayerSelection? Layers { get; init; }
 
     /// <summary>Additive weights tried for length and word inclusion, as multiples of |u_L| (default 1, 2, 4, 8).</summary>
     public IReadOnlyList<float> AddScales { get; init; } = [1, 2, 4, 8];
@@ -109,7 +109,9 @@ public sealed record SweepResult
             }
             sb.AppendLine($" {entry.Describe()} |");
         }
-        foreach (var (id, why) in Skipped) sb.AppendLine($"| {id} | skipped: {why} |");
+        // A skipped row keeps every column, so the table stays one table; a '|' in the reason would start a new cell.
+        foreach (var (id, why) in Skipped)
+            sb.AppendLine($"| {id} | – |{string.Concat(Layers.Select(_ => " – |"))} skipped: {why.Replace("|", "\\|", StringComparison.Ordinal)} |");
         return sb.ToString();
     }
 
@@ -154,10 +156,7 @@ public static class Sweeper
         SweepOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new SweepOptions();
-        var layers = options.Layers ?? CandidateLayers(generator.NumLayers);
-        foreach (var l in layers)
-            if (l < 0 || l >= generator.NumLayers)
-                throw new OnnxSteerException(ErrorKind.Usage, $"layer {l} requested; the model has {generator.NumLayers} layers (0-{generator.NumLayers - 1}).");
+        var layers = options.Layers?.Resolve(generator.NumLayers) ?? CandidateLayers(generator.NumLayers);
         var single = items.Where(i => i.Checks.Count == 1).ToList();
         var ids = (options.Instructions ?? InstructionIds.All.Where(id => single.Any(i => i.Checks[0].Id == id)).ToList()).ToList();
         var skipped = new Dictionary<string, string>();

@@ -4,11 +4,16 @@ namespace OnnxSteer.Onnx;
 /// content goes to a temporary sibling and is renamed into place at the end.</summary>
 public static class AtomicFile
 {
-    /// <summary>Writes a file atomically; on any failure the temporary file is removed and the target is untouched.</summary>
+    /// <summary>Writes a file atomically, creating its folder if needed; on any failure the temporary file is removed and
+    /// the target is untouched. Error messages name <paramref name="path"/>, never the temporary file.</summary>
     public static void Write(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
+        if (Directory.Exists(full)) throw new OnnxSteerException(ErrorKind.Output, $"output '{path}' is a folder.");
+        try { Directory.CreateDirectory(dir); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new OnnxSteerException(ErrorKind.Output, $"cannot create the folder of '{path}': {e.Message}", e); }
         var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         RemoveStaleSiblings(dir, Path.GetFileName(full));
         try
@@ -24,7 +29,7 @@ public static class AtomicFile
         {
             TryDelete(tmp);
             if (e is IOException or UnauthorizedAccessException)
-                throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{path}': {e.Message}", e);
+                throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{path}': {e.Message.Replace(tmp, full, StringComparison.Ordinal)}", e);
             throw;
         }
     }
@@ -38,7 +43,7 @@ public static class AtomicFile
         if (File.Exists(full))
             throw new OnnxSteerException(ErrorKind.Output, $"output '{finalDirectory}' exists and is a file.");
         if (Directory.Exists(full) && !overwrite)
-            throw new OnnxSteerException(ErrorKind.Output, $"output folder '{finalDirectory}' already exists; pass --overwrite to replace it.");
+            throw new OnnxSteerException(ErrorKind.Output, $"output folder '{finalDirectory}' already exists and replacing it was not asked for.");
         var parent = Path.GetDirectoryName(full)!;
         try { Directory.CreateDirectory(parent); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -65,7 +70,7 @@ public static class AtomicFile
         {
             TryDeleteDirectory(tmp);
             if (e is IOException or UnauthorizedAccessException)
-                throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{finalDirectory}': {e.Message}", e);
+                throw new OnnxSteerException(ErrorKind.Output, $"cannot write '{finalDirectory}': {e.Message.Replace(tmp, full, StringComparison.Ordinal)}", e);
             throw;
         }
     }

@@ -5,7 +5,6 @@ using OnnxSteer.Contract;
 using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Runtime.Generation;
 using OnnxSteer.Runtime.Tokenization;
-using OnnxSteer.Vectors;
 
 namespace OnnxSteer.Runtime;
 
@@ -183,41 +182,16 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         finally { Exit(); }
     }
 
-    /// <summary>Extracts an instruction vector from contrast pairs on this loaded model's own session (nothing is loaded a
-    /// second time): for every layer, the mean difference of the last prompt token's residual with and without the
-    /// instruction (the paper's diff-mean), each prompt wrapped in this model's chat template with the assistant turn
-    /// opened, as generation sees it. The result is an <see cref="ISteeringVectorSource"/>: pass it to
-    /// <see cref="Steering.From"/> directly, or <see cref="InstructionVectorFile.Save"/> it.</summary>
-    /// <param name="pairs">The contrast pairs (e.g. <see cref="PairsFile.Read"/> or built in code), enumerated once.</param>
-    /// <param name="name">The vector's name (what <see cref="Steering.Add(string, int, float)"/> and friends look up).</param>
-    /// <param name="options">Layers (default: every exposed layer), batch size, chat template on or off; its Name is
-    /// replaced by <paramref name="name"/>. Graph pruning does not apply here: the loaded session runs the whole graph
-    /// (same vectors, some more work per prompt than <see cref="VectorExtraction"/> on a folder).</param>
-    /// <param name="progress">Pairs done, after each batch.</param>
-    /// <param name="cancellationToken">Stops between batches.</param>
-    /// <exception cref="OnnxSteerException">An unpatched model or one that exposes no hidden states (UnsupportedModel),
-    /// layers not exposed, bad pairs (InvalidData).</exception>
-    /// <exception cref="ObjectDisposedException">The model is disposed.</exception>
-    public InstructionVectorFile ExtractVector(IEnumerable<PromptPair> pairs, string name, ExtractionOptions? options = null,
-        IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    /// <summary>Runs <paramref name="work"/> on this model's session as a counted call, like a generation: disposal
+    /// cancels the token it gets and waits for it to return, and a call cut short that way throws
+    /// <see cref="ObjectDisposedException"/>. For work built on the loaded session in higher layers (vector extraction).</summary>
+    internal T UseSession<T>(Func<InferenceSession, CancellationToken, T> work, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(pairs);
-        ArgumentNullException.ThrowIfNull(name);
-        options = (options ?? new ExtractionOptions()) with { Name = name };
         Enter();
         try
         {
-            if (Manifest is null)
-                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{Directory} is not patched (no {SteeringContract.ManifestFileName}); patch it before extracting vectors");
-            if (Manifest.ExposedLayers.Count == 0)
-                throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"{Directory} exposes no hidden states; patch it with the layers to read exposed");
-            using var extractor = new VectorExtractor(Manifest, ModelPath, _padId, _session);
-            var useTemplate = options.ChatTemplate;
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
-            try
-            {
-                return extractor.Extract(pairs, prompt => Prepare([new ChatTurn("user", prompt)], useTemplate).Ids, options, progress, linked.Token);
-            }
+            try { return work(_session, linked.Token); }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
             {
                 throw DisposedDuringCall();
@@ -225,6 +199,9 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         }
         finally { Exit(); }
     }
+
+    /// <summary>The id padded positions get (masked, so any valid id).</summary>
+    internal int PadTokenId => _padId;
 
     /// <summary>Streams the reply to one user message, piece by piece.</summary>
     public IAsyncEnumerable<GeneratedPiece> GenerateAsync(string prompt, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>

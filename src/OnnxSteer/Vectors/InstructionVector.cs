@@ -1,4 +1,6 @@
 using System.Text.Json.Serialization;
+using OnnxSteer.Contract;
+using OnnxSteer.Runtime;
 
 namespace OnnxSteer.Vectors;
 
@@ -13,6 +15,8 @@ public sealed record ModelFingerprint
     [JsonPropertyName("model_type")] public string? ModelType { get; init; }
     /// <summary>SHA-256 of the source (unpatched) .onnx graph, when known.</summary>
     [JsonPropertyName("source_graph_sha256")] public string? SourceGraphSha256 { get; init; }
+    /// <summary>The source model's sampled weights fingerprint (steering.json <c>source.weights_fingerprint</c>), when known.</summary>
+    [JsonPropertyName("source_weights_fingerprint")] public string? SourceWeightsFingerprint { get; init; }
 }
 
 /// <summary>One layer of an instruction vector: the unit direction, the raw mean difference and its statistics.
@@ -33,6 +37,10 @@ public sealed record VectorLayer
     public double? MeanProjectionWithout { get; init; }
     /// <summary>Share of pairs whose with-prompt projects further along u_hat than its without-prompt; null when unknown.</summary>
     public double? Separability { get; init; }
+
+    /// <summary>This layer as the runtime steers with it: unit direction, z̄ (the projection target) and |u|. The one
+    /// conversion from vector files to <see cref="SteeringVector"/>.</summary>
+    public SteeringVector ToSteeringVector() => new(Direction, ZBar is { } z ? (float)z : null, (float)Norm);
 }
 
 /// <summary>A named instruction vector: one direction per layer, computed by one method from one set of pairs.</summary>
@@ -56,10 +64,10 @@ public sealed record InstructionVector
     public int HiddenSize => Layers.Count == 0 ? 0 : Layers.Values.First().Direction.Length;
 
     /// <summary>The layer <paramref name="layer"/>, or an error naming the layers the vector has.</summary>
-    /// <exception cref="OnnxSteerException">The vector has no such layer (UnsupportedModel).</exception>
+    /// <exception cref="OnnxSteerException">The vector has no such layer (InvalidVector, as everywhere a vector lacks a layer).</exception>
     public VectorLayer Layer(int layer) => Layers.TryGetValue(layer, out var l) ? l
-        : throw new OnnxSteerException(ErrorKind.UnsupportedModel,
-            $"vector '{Name}' has no layer {layer}; it has layers {VectorFormat.LayerList(Layers.Keys)}.");
+        : throw new OnnxSteerException(ErrorKind.InvalidVector,
+            $"vector '{Name}' has no layer {layer}; it has layers {LayerSelection.Format(Layers.Keys)}.");
 
     /// <summary>Builds a vector from mean differences, normalising each into its direction.</summary>
     /// <exception cref="OnnxSteerException">A mean difference is zero, non-finite, or the widths differ (InvalidVector).</exception>

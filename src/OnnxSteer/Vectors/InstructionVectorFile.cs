@@ -77,15 +77,16 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
             $"no vector named '{name}'; the file holds {string.Join(", ", Vectors.Select(v => v.Name))}.");
     }
 
+    /// <inheritdoc/>
+    public IReadOnlyCollection<int>? LayersOf(string name) => Vectors.FirstOrDefault(x => x.Name == name)?.Layers.Keys.ToList();
+
     /// <summary>Steering-vector lookup for the runtime (<c>Steering.From(file)</c>): the vector <paramref name="name"/> at
     /// <paramref name="layer"/>, as its unit direction, z_bar and norm. An empty name means the file's only vector.</summary>
     public bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector)
     {
-        vector = null;
         var v = string.IsNullOrEmpty(name) ? (Vectors.Count == 1 ? Vectors[0] : null) : Vectors.FirstOrDefault(x => x.Name == name);
-        if (v is null || !v.Layers.TryGetValue(layer, out var l)) return false;
-        vector = new SteeringVector(l.Direction, l.ZBar is { } z ? (float)z : null, (float)l.Norm);
-        return true;
+        vector = v is not null && v.Layers.TryGetValue(layer, out var l) ? l.ToSteeringVector() : null;
+        return vector is not null;
     }
 
     /// <summary>Loads a safetensors vector file or a GGUF control vector (recognised by its magic bytes).</summary>
@@ -126,6 +127,9 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
                 warnings.Add($"the vectors were computed on a model with {Model.NumLayers} layers; this one has {model.NumLayers}.");
             if (Model.ModelType is { } a && model.ModelType is { } b && !string.Equals(a, b, StringComparison.OrdinalIgnoreCase))
                 warnings.Add($"the vectors were computed on a '{a}' model; this one is '{b}' (fine for an instruct model's base model).");
+            else if (Model.SourceGraphSha256 == model.SourceGraphSha256 && Model.SourceWeightsFingerprint is { } w1
+                     && model.SourceWeightsFingerprint is { } w2 && w1 != w2)
+                warnings.Add("the vectors were computed on a model with the same graph but other weights (another fine-tune, or its base model).");
         }
         return warnings;
     }
@@ -137,6 +141,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
         NumLayers = manifest.NumLayers,
         ModelType = manifest.ModelType,
         SourceGraphSha256 = manifest.Source.GraphSha256,
+        SourceWeightsFingerprint = manifest.Source.WeightsFingerprint,
     };
 
     /// <summary>Saves as safetensors, atomically.</summary>
@@ -171,7 +176,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
         if (chosen.Any(l => l.Layer == 0))
             throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                 $"vector '{v.Name}' has layer 0, which GGUF control vectors cannot express: llama.cpp adds direction.N to the output of block N " +
-                $"and never steers block 0. Export layers {VectorFormat.LayerList(v.Layers.Keys.Where(k => k > 0))} only (--layers).");
+                $"and never steers block 0. Export layers {LayerSelection.Format(v.Layers.Keys.Where(k => k > 0))} only.");
         var directions = chosen.ToDictionary(l => l.Layer, l => scale == GgufScale.Unit ? l.Direction : l.MeanDiff);
         var kept = new InstructionVector
         {

@@ -112,7 +112,7 @@ public sealed class VectorExtractor : IDisposable
             ?? throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                 $"'{path}' has no {SteeringContract.ManifestFileName}; extract needs a patched model (run onnxsteer patch first).");
         if (manifest.ExposedLayers.Count == 0)
-            throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{path}' exposes no hidden states; patch it with --expose all (or the layers you want).");
+            throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"'{path}' exposes no hidden states; patch it again exposing the layers to extract.");
         var owns = sessionOptions is null;
         // Optional steering inputs are initializers that double as graph inputs; ONNX Runtime warns about each one on
         // stderr, which would bury the progress bar. Errors still surface as exceptions.
@@ -192,7 +192,7 @@ public sealed class VectorExtractor : IDisposable
         IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         VectorFormat.CheckName(options.Name);
-        if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"--batch-size must be at least 1 (got {options.BatchSize}).");
+        if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"the batch size must be at least 1 (got {options.BatchSize}).");
         if (options.SortWindow < 0) throw new OnnxSteerException(ErrorKind.Usage, $"the sort window must be 0 or more (got {options.SortWindow}).");
         var layers = ResolveLayers(options.Layers);
         UseSession(layers, options.PruneGraph);
@@ -266,7 +266,7 @@ public sealed class VectorExtractor : IDisposable
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"layer {l} requested; the model has {Manifest.NumLayers} layers (0-{Manifest.NumLayers - 1}).");
             if (!exposed.Contains(l))
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel,
-                    $"layer {l} requested but the patched model exposes hidden states only for layers {VectorFormat.LayerList(exposed)}; patch with --expose including it.");
+                    $"layer {l} requested but the patched model exposes hidden states only for layers {LayerSelection.Format(exposed)}.");
         }
         return requested.Distinct().Order().ToList();
     }
@@ -377,7 +377,7 @@ public sealed class VectorExtractor : IDisposable
                 // Optimum's merged decoder: the no-cache branch is the prefill.
                 return OrtValue.CreateTensorValueFromMemory(new[] { false }, [1]);
         }
-        if (name.StartsWith("steering.", StringComparison.Ordinal))
+        if (SteeringContract.IsSteeringInput(name))
         {
             // Required steering inputs (--steer-input required) are fed zeros: extraction reads the unsteered model.
             var shape = name.EndsWith(".target", StringComparison.Ordinal) ? new long[] { 1, 1, 1 } : [1, 1, Manifest.HiddenSize];

@@ -64,38 +64,4 @@ internal static partial class VectorFormat
 
     public static string DirectionTensor(string prefix, int layer) => $"{prefix}direction.{layer}";
     public static string MeanDiffTensor(string prefix, int layer) => $"{prefix}mean_diff.{layer}";
-
-    /// <summary>"0-3, 5, 7" for a set of layers.</summary>
-    public static string LayerList(IEnumerable<int> layers)
-    {
-        var sorted = layers.Distinct().Order().ToList();
-        var parts = new List<string>();
-        for (var i = 0; i < sorted.Count;)
-        {
-            var j = i;
-            while (j + 1 < sorted.Count && sorted[j + 1] == sorted[j] + 1) j++;
-            parts.Add(j == i ? $"{sorted[i]}" : $"{sorted[i]}-{sorted[j]}");
-            i = j + 1;
-        }
-        return parts.Count == 0 ? "(none)" : string.Join(", ", parts);
-    }
-
-    /// <summary>Parses "all" or "3,5,10-12" into layers; "all" returns null.</summary>
-    public static IReadOnlyList<int>? ParseLayers(string? text)
-    {
-        if (string.IsNullOrWhiteSpace(text) || text.Trim().Equals("all", StringComparison.OrdinalIgnoreCase)) return null;
-        var result = new SortedSet<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            var dash = part.IndexOf('-', 1);
-            if (dash > 0 && int.TryParse(part[..dash], out var a) && int.TryParse(part[(dash + 1)..], out var b) && a >= 0 && b >= a && b - a < 100_000)
-                for (var l = a; l <= b; l++) result.Add(l);
-            else if (int.TryParse(part, out var single) && single >= 0)
-                result.Add(single);
-            else
-                throw new OnnxSteerException(ErrorKind.Usage, $"--layers: '{part}' is not a layer number or range (use all, or e.g. 3,5,10-12).");
-        }
-        if (result.Count == 0) throw new OnnxSteerException(ErrorKind.Usage, $"--layers: '{text}' names no layers.");
-        return result.ToList();
-    }
 }

@@ -1,5 +1,5 @@
 using System.Globalization;
-using System.Text.Json.Nodes;
+using OnnxSteer.Contract;
 
 namespace OnnxSteer.Vectors;
 
@@ -38,10 +38,6 @@ public sealed record VectorTerm(string Path, string? Name, double Weight)
 /// <summary>Workers behind <c>onnxsteer vectors show|convert|combine</c>.</summary>
 public static class VectorTools
 {
-    /// <summary>Parses a <c>--layers</c> value: "all" (or nothing) gives null, "3,5,10-12" gives those layers in order.</summary>
-    /// <exception cref="OnnxSteerException">Text that is not a layer list (Usage).</exception>
-    public static IReadOnlyList<int>? ParseLayers(string? text) => VectorFormat.ParseLayers(text);
-
     /// <summary>Combines vectors into one: at every layer that all terms have, u = Σ wᵢ·uᵢ over the terms' mean differences,
     /// renormalised into the direction. z_bar, separability and the pair count are not defined for a combination and are
     /// left empty (projection steering with a combined vector then needs an explicit target).</summary>
@@ -62,7 +58,7 @@ public static class VectorTools
         var layers = loaded.Select(l => l.Vector.Layers.Keys).Aggregate((IEnumerable<int>)loaded[0].Vector.Layers.Keys, (a, b) => a.Intersect(b)).Order().ToList();
         if (layers.Count == 0)
             throw new OnnxSteerException(ErrorKind.InvalidVector,
-                $"the vectors share no layer ({string.Join("; ", loaded.Select(l => $"{l.Vector.Name}: {VectorFormat.LayerList(l.Vector.Layers.Keys)}"))}).");
+                $"the vectors share no layer ({string.Join("; ", loaded.Select(l => $"{l.Vector.Name}: {LayerSelection.Format(l.Vector.Layers.Keys)}"))}).");
         var sums = new Dictionary<int, float[]>();
         foreach (var layer in layers)
         {
@@ -79,81 +75,35 @@ public static class VectorTools
         return InstructionVectorFile.Create([vector], loaded[0].File.Model);
     }
 
-    /// <summary>Writes a vector file in the format its extension names (.gguf or .safetensors).</summary>
-    /// <exception cref="OnnxSteerException">Unknown extension (Usage), layer 0 in a GGUF export (UnsupportedModel), write failure (Output).</exception>
-    public static void Convert(InstructionVectorFile file, string output, string? name, GgufScale scale, IReadOnlyList<int>? layers)
+    /// <summary>Writes a vector file in the format its extension names (.gguf or .safetensors), keeping the layers of
+    /// <paramref name="layers"/> (default all) that each vector has: a selection is clamped to the layers present, and a
+    /// GGUF export drops layer 0, which llama.cpp never steers (GGUF <c>direction.N</c> is added after block N, N ≥ 1).</summary>
+    /// <returns>Notes on layers left out (possibly none).</returns>
+    /// <exception cref="OnnxSteerException">Unknown extension (Usage), a vector left with no layer (InvalidVector), write failure (Output).</exception>
+    public static IReadOnlyList<string> Convert(InstructionVectorFile file, string output, string? name, GgufScale scale, LayerSelection? layers = null)
     {
+        layers ??= LayerSelection.All;
+        var notes = new List<string>();
         var ext = Path.GetExtension(output).ToLowerInvariant();
-        switch (ext)
+        if (ext is not (".gguf" or ".safetensors"))
+            throw new OnnxSteerException(ErrorKind.Usage, $"output '{output}' must end in .gguf or .safetensors.");
+        var gguf = ext == ".gguf";
+        var vectors = name is not null || gguf ? [file.Get(name)] : file.Vectors;
+        var kept = new List<InstructionVector>();
+        foreach (var v in vectors)
         {
-            case ".gguf":
-                file.SaveGguf(output, name, scale, layers);
-                break;
-            case ".safetensors":
-            {
-                var chosen = name is null && layers is null ? file : Select(file, name, layers);
-                chosen.Save(output);
-                break;
-            }
-            default:
-                throw new OnnxSteerException(ErrorKind.Usage, $"output '{output}' must end in .gguf or .safetensors.");
+            var chosen = layers.Within(v.Layers.Keys).ToList();
+            if (!layers.IsAll && layers.Layers!.Except(chosen).ToList() is { Count: > 0 } absent)
+                notes.Add($"vector '{v.Name}' has no layer {LayerSelection.Format(absent)} (it has {LayerSelection.Format(v.Layers.Keys)}); left out.");
+            if (gguf && chosen.Remove(0))
+                notes.Add($"vector '{v.Name}': layer 0 left out: llama.cpp adds GGUF direction.N after block N and never steers block 0.");
+            if (chosen.Count == 0)
+                throw new OnnxSteerException(ErrorKind.InvalidVector,
+                    $"vector '{v.Name}' has none of the layers asked for{(gguf ? " that GGUF can hold (1 and up)" : "")}; it has {LayerSelection.Format(v.Layers.Keys)}.");
+            kept.Add(chosen.Count == v.Layers.Count ? v : v with { Layers = chosen.ToDictionary(l => l, v.Layer) });
         }
-    }
-
-    private static InstructionVectorFile Select(InstructionVectorFile file, string? name, IReadOnlyList<int>? layers)
-    {
-        var vectors = name is null ? file.Vectors : [file.Get(name)];
-        if (layers is not null)
-            vectors = vectors.Select(v => v with { Layers = layers.Select(v.Layer).ToDictionary(l => l.Layer) }).ToList();
-        return InstructionVectorFile.Create(vectors, file.Model);
-    }
-
-    /// <summary>A JSON description of a vector file for <c>vectors show --json</c>.</summary>
-    public static JsonObject Describe(InstructionVectorFile file, string path)
-    {
-        var vectors = new JsonArray();
-        foreach (var v in file.Vectors)
-        {
-            var layers = new JsonArray();
-            foreach (var l in v.Layers.Values.OrderBy(l => l.Layer))
-                layers.Add(new JsonObject
-                {
-                    ["layer"] = l.Layer, ["norm"] = l.Norm, ["z_bar"] = l.ZBar, ["mean_projection_without"] = l.MeanProjectionWithout,
-                    ["separability"] = l.Separability,
-                });
-            vectors.Add(new JsonObject
-            {
-                ["name"] = v.Name, ["method"] = v.Method, ["pair_count"] = v.PairCount, ["chat_template"] = v.ChatTemplate,
-                ["hidden_size"] = v.HiddenSize, ["layers"] = layers,
-            });
-        }
-        return new JsonObject
-        {
-            ["path"] = path,
-            ["model"] = file.Model is { } m ? new JsonObject
-            {
-                ["hidden_size"] = m.HiddenSize, ["num_layers"] = m.NumLayers, ["model_type"] = m.ModelType, ["source_graph_sha256"] = m.SourceGraphSha256,
-            } : null,
-            ["vectors"] = vectors,
-            ["warnings"] = new JsonArray(file.Warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray()),
-        };
-    }
-
-    /// <summary>Human-readable description for <c>vectors show</c>.</summary>
-    public static void Print(InstructionVectorFile file, string path, TextWriter output)
-    {
-        string F(double? x, string format = "F3") => x is { } v ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
-        output.WriteLine(path);
-        output.WriteLine(file.Model is { } m
-            ? $"  model: {m.ModelType ?? "unknown type"}, hidden size {m.HiddenSize}, {m.NumLayers} layers, source graph {(m.SourceGraphSha256 is { Length: >= 12 } h ? h[..12] : m.SourceGraphSha256 ?? "unknown")}"
-            : "  model: unknown (no fingerprint)");
-        foreach (var v in file.Vectors)
-        {
-            output.WriteLine($"  vector '{v.Name}': {v.Method}, {(v.PairCount is { } n ? $"{n} pairs" : "pair count unknown")}, hidden {v.HiddenSize}, layers {VectorFormat.LayerList(v.Layers.Keys)}");
-            output.WriteLine($"    {"layer",5} {"norm",12} {"z_bar",12} {"mean_proj_without",18} {"separability",12}");
-            foreach (var l in v.Layers.Values.OrderBy(l => l.Layer))
-                output.WriteLine($"    {l.Layer,5} {F(l.Norm, "G6"),12} {F(l.ZBar, "G6"),12} {F(l.MeanProjectionWithout, "G6"),18} {F(l.Separability),12}");
-        }
-        foreach (var w in file.Warnings) output.WriteLine($"  warning: {w}");
+        if (gguf) file.SaveGguf(output, kept[0].Name, scale, [.. kept[0].Layers.Keys.Order()]);
+        else (kept.SequenceEqual(file.Vectors) ? file : InstructionVectorFile.Create(kept, file.Model)).Save(output);
+        return notes;
     }
 }

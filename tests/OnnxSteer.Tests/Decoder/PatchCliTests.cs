@@ -88,10 +88,16 @@ public class PatchCliTests
         }
         // verify: not a patched folder; missing source.
         var (c1, _, e1) = Run("verify", TestPaths.GenAiTinyLlamaFp16);
-        Assert.Equal((int)ErrorKind.InvalidModel, c1);
+        Assert.Equal((int)ErrorKind.UnsupportedModel, c1); // "not patched" is exit 5 in verify as in extract and eval
         Assert.Contains("steering.json", e1);
         var (c2, _, e2) = Run("verify", output, "--source", dir.Combine("nowhere"));
         Assert.Equal((int)ErrorKind.NotFound, c2);
-        Assert.Contains("--source", e2);
+        Assert.Contains("source model", e2);
+        // A source of another signature (the bundled 6-layer model) is said once, not as a cascade of failed checks.
+        var (c3, o3, e3) = Run("verify", output, "--source", Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"));
+        Assert.Equal((int)ErrorKind.VerificationFailed, c3);
+        Assert.Equal("", o3);
+        Assert.Single(e3.TrimEnd().Split('\n'));
+        Assert.Contains("is not the model", e3);
     }
 }

@@ -72,12 +72,12 @@ public class EvalCliTests
     [InlineData("1,3,5", new[] { 1, 3, 5 })]
     [InlineData("2-4,0", new[] { 0, 2, 3, 4 })]
     [InlineData(" 5 , 5 ", new[] { 5 })]
-    public void ParsesLayerLists(string text, int[] expected) => Assert.Equal(expected, SweepCommand.ParseLayers(text));
+    public void ParsesLayerLists(string text, int[] expected) => Assert.Equal(expected, OnnxSteer.Contract.LayerSelection.Parse(text).Layers);
 
     [Theory]
     [InlineData("a")]
     [InlineData("4-2")]
     [InlineData(",")]
     public void RejectsBadLayerLists(string text) =>
-        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => SweepCommand.ParseLayers(text)).Kind);
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => OnnxSteer.Contract.LayerSelection.Parse(text)).Kind);
 }

@@ -1,4 +1,5 @@
 using System.Xml.Linq;
+using OnnxSteer.Contract;
 using OnnxSteer.Evaluation;
 
 namespace OnnxSteer.Tests.Evaluation;
@@ -66,7 +67,7 @@ public class SweepTests
     {
         var model = new FakeModel();
         var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model,
-            new SweepOptions { Instructions = [InstructionIds.Capital], Objective = SweepObjective.Both, Layers = [2, 3] });
+            new SweepOptions { Instructions = [InstructionIds.Capital], Objective = SweepObjective.Both, Layers = LayerSelection.Of(2, 3) });
         var chosen = result.Candidates.Single(c => c.Layer == 3);
         Assert.Equal(1, chosen.Accuracy);
         Assert.Equal(1, chosen.AccuracyWithInstruction);
@@ -96,8 +97,8 @@ public class SweepTests
     {
         var model = new FakeModel();
         var e = await Assert.ThrowsAsync<OnnxSteerException>(() =>
-            Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model, new SweepOptions { Layers = [7] }));
-        Assert.Equal(ErrorKind.Usage, e.Kind);
+            Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model, new SweepOptions { Layers = LayerSelection.Of(7) }));
+        Assert.Equal(ErrorKind.UnsupportedModel, e.Kind); // a layer the model lacks is exit 5 in every verb
         Assert.Contains("layer 7", e.Message);
     }
 

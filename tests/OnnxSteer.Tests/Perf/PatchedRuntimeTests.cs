@@ -1,3 +1,4 @@
+using OnnxSteer.Contract;
 using OnnxSteer.Decoder;
 using OnnxSteer.ModelBuilder;
 using OnnxSteer.Runtime;

@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Decoder;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Cli;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -243,6 +244,40 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
         Assert.Contains("no layer 7", stderr2.ToString());
     }
 
+    [Fact]
+    public void Cli_generate_steers_every_layer_in_norm_units_and_reports_random_seeds()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var diffs = new Dictionary<int, float[]> { [0] = Vector(3).Direction.Select(x => x * 5).ToArray(), [1] = Vector(4).Direction.Select(x => x * 2).ToArray() };
+        var path = dir.Combine("v.safetensors");
+        OnnxSteer.Vectors.InstructionVectorFile.Create([OnnxSteer.Vectors.InstructionVector.FromMeanDiffs("c", "test", diffs)], null).Save(path);
+        System.Text.Json.JsonElement Json(params string[] extra)
+        {
+            var (o, e) = (new StringWriter(), new StringWriter());
+            var code = OnnxSteer.Cli.CliApp.Run(["generate", fixture.Directory, "--prompt", "Hello", "--no-chat-template", "--max-new-tokens", "6", "--json", .. extra], o, e);
+            Assert.True(code == 0, e.ToString());
+            return System.Text.Json.JsonDocument.Parse(o.ToString()).RootElement;
+        }
+        int[] Ids(System.Text.Json.JsonElement r) => r.GetProperty("token_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+
+        // @all=add:3x is an add at every layer of 3 x that layer's |u_L| (5 at layer 0, 2 at layer 1).
+        var layers = OnnxSteer.Vectors.InstructionVectorFile.Load(path).Get().Layers;
+        var (l0, l1) = (layers[0].ToSteeringVector(), layers[1].ToSteeringVector());
+        Assert.Equal(5f, l0.Norm, 4);
+        var expected = Model.Generate("Hello", Steering.None.Add(l0, 0, 3 * l0.Norm).Add(l1, 1, 3 * l1.Norm), Raw with { MaxNewTokens = 6 });
+        Assert.NotEqual(Model.Generate("Hello", null, Raw with { MaxNewTokens = 6 }).TokenIds, expected.TokenIds);
+        Assert.Equal(expected.TokenIds, Ids(Json("--steer", $"{path}@all=add:3x")));
+        Assert.Equal(expected.TokenIds, Ids(Json("--steer", $"{path}@0,1=add:3x")));
+        Assert.Equal(expected.TokenIds, Ids(Json("--steer", $"{path}@0-1=add:3x")));
+
+        // Greedy: no seed. Sampling without --seed: a random one, reported, and it repeats the run.
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, Json().GetProperty("seed").ValueKind);
+        var sampled = Json("--temperature", "1.5");
+        var seed = sampled.GetProperty("seed").GetInt32();
+        Assert.Equal(Ids(sampled), Ids(Json("--temperature", "1.5", "--seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+        Assert.Equal(7, Json("--temperature", "1.5", "--seed", "7").GetProperty("seed").GetInt32());
+    }
+
     [Theory]
     [InlineData("v.safetensors@12", "v.safetensors", null, 12, SteeringMode.Project, 0f, null)]
     [InlineData("v.safetensors:format.lowercase@18=project", "v.safetensors", "format.lowercase", 18, SteeringMode.Project, 0f, null)]
@@ -250,7 +285,20 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     [InlineData("v:x@3=project:-1.5", "v", "x", 3, SteeringMode.Project, 0f, -1.5f)]
     [InlineData("C:\\vec\\v.safetensors@2=ablate", "C:\\vec\\v.safetensors", null, 2, SteeringMode.Ablate, 0f, null)]
     public void Steer_specs_parse(string text, string file, string? name, int layer, SteeringMode mode, float weight, float? target) =>
-        Assert.Equal(new SteerSpec(file, name, layer, mode, weight, target), SteerSpec.Parse(text));
+        Assert.Equal(new SteerSpec(file, name, OnnxSteer.Contract.LayerSelection.Of(layer), mode, weight, target), SteerSpec.Parse(text));
+
+    [Theory]
+    [InlineData("v@all=add:4x", "all", SteeringMode.Add, 4f, true)]
+    [InlineData("v@1-5", "1-5", SteeringMode.Project, 0f, false)]
+    [InlineData("v@3,5=add:-2", "3,5", SteeringMode.Add, -2f, false)]
+    [InlineData("v@3, 5=ablate", "3,5", SteeringMode.Ablate, 0f, false)]
+    [InlineData("v@0-2,4=add:1.5x", "0-2,4", SteeringMode.Add, 1.5f, true)]
+    public void Steer_specs_take_layer_lists_and_relative_weights(string text, string layers, SteeringMode mode, float weight, bool relative)
+    {
+        var spec = SteerSpec.Parse(text);
+        Assert.Equal(layers, spec.Layers.ToString());
+        Assert.Equal((mode, weight, relative), (spec.Mode, spec.Weight, spec.RelativeWeight));
+    }
 
     [Theory]
     [InlineData("v.safetensors")]
@@ -260,6 +308,10 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     [InlineData("v@1=scale:2")]
     [InlineData("v:@1")]
     [InlineData("v@1=ablate:3")]
+    [InlineData("v@none")]
+    [InlineData("v@-3")]
+    [InlineData("v@5-3")]
+    [InlineData("v@1=add:x")]
     public void Bad_steer_specs_are_usage_errors(string text) =>
         Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => SteerSpec.Parse(text)).Kind);
 

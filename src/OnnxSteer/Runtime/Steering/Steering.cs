@@ -51,6 +51,10 @@ public interface ISteeringVectorSource
 {
     /// <summary>Finds the vector called <paramref name="name"/> for <paramref name="layer"/>.</summary>
     bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector);
+
+    /// <summary>The layers the vector <paramref name="name"/> has, or null when the source cannot tell or has no such
+    /// vector (used in error messages only).</summary>
+    IReadOnlyCollection<int>? LayersOf(string name) => null;
 }
 
 /// <summary>An <see cref="ISteeringVectorSource"/> held in memory.</summary>
@@ -174,15 +178,10 @@ public sealed class Steering
         if (_source.TryGet(name, layer, out var v)) return v;
         // Name the layers the vector does have when the source can tell (a vector extracted from a model has all of them),
         // so "layer 40" on a 6-layer model reads as such.
-        var known = _source switch
-        {
-            OnnxSteer.Vectors.InstructionVectorFile f => f.Vectors.FirstOrDefault(x => x.Name == name)?.Layers.Keys,
-            VectorFileSource s => s.LayersOf(name),
-            _ => null,
-        };
+        var known = _source.LayersOf(name);
         throw new OnnxSteerException(ErrorKind.InvalidVector, known is null
             ? $"no vector '{name}' for layer {layer} in the vector source"
-            : $"vector '{name}' has no layer {layer}; it has layers {SteeringFeed.LayerList(known)}");
+            : $"vector '{name}' has no layer {layer}; it has layers {OnnxSteer.Contract.LayerSelection.Format(known)}");
     }
 
     private static SteeringVector Checked(SteeringVector vector, string? name, int layer)

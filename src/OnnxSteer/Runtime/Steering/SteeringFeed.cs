@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxSteer.Contract;
 
 namespace OnnxSteer.Runtime;
 
@@ -33,10 +34,10 @@ internal sealed class SteeringFeed : IDisposable
         {
             if (numLayers is int n && term.Layer >= n)
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel,
-                    $"'{term.Name}' asks for layer {term.Layer}; the model has {n} layers (0-{n - 1}), steered: {LayerList(signature.SteeringInputs.Keys)}");
+                    $"'{term.Name}' asks for layer {term.Layer}; the model has {n} layers (0-{n - 1}), steered: {LayerSelection.Format(signature.SteeringInputs.Keys)}");
             if (!signature.SteeringInputs.ContainsKey(term.Layer))
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel,
-                    $"'{term.Name}' asks for layer {term.Layer}, which this model does not steer; steered layers: {LayerList(signature.SteeringInputs.Keys)}");
+                    $"'{term.Name}' asks for layer {term.Layer}, which this model does not steer; steered layers: {LayerSelection.Format(signature.SteeringInputs.Keys)}");
             if (hiddenSize is int h && term.Vector.Direction.Length != h)
                 throw new OnnxSteerException(ErrorKind.InvalidVector,
                     $"'{term.Name}' at layer {term.Layer} has {term.Vector.Direction.Length} values; the model's hidden size is {h}");
@@ -123,21 +124,6 @@ internal sealed class SteeringFeed : IDisposable
         foreach (var v in _owned) v.Dispose();
         _owned.Clear();
         Inputs.Clear();
-    }
-
-    internal static string LayerList(IEnumerable<int> layers)
-    {
-        var sorted = layers.Order().ToList();
-        if (sorted.Count == 0) return "none";
-        var parts = new List<string>();
-        int start = sorted[0], prev = sorted[0];
-        foreach (var l in sorted.Skip(1).Append(int.MinValue))
-        {
-            if (l == prev + 1) { prev = l; continue; }
-            parts.Add(start == prev ? $"{start}" : $"{start}-{prev}");
-            start = prev = l;
-        }
-        return string.Join(",", parts);
     }
 }
 

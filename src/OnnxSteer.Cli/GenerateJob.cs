@@ -1,10 +1,12 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxSteer.Contract;
+using OnnxSteer.Runtime;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Cli;
 
 /// <summary>What <c>onnxsteer generate</c> was asked to do.</summary>
-public sealed record GenerateJob
+internal sealed record GenerateJob
 {
     /// <summary>The model folder (patched, or unpatched when nothing is steered).</summary>
     public required string ModelDirectory { get; init; }
@@ -22,16 +24,22 @@ public sealed record GenerateJob
     public RuntimeOptions Runtime { get; init; } = new();
     /// <summary>Print JSON instead of streaming text.</summary>
     public bool Json { get; init; }
+    /// <summary>The sampling seed was drawn at random (sampling without <c>--seed</c>); it is reported so the run can be repeated.</summary>
+    public bool RandomSeed { get; init; }
 }
 
 /// <summary>The worker behind <c>onnxsteer generate</c>: loads the model and vectors, streams the reply (or prints JSON).</summary>
-public static class GenerateRunner
+internal static class GenerateRunner
 {
     /// <summary>Runs the job; returns the exit code (0).</summary>
     /// <exception cref="OnnxSteerException">Anything loading or steering refuses.</exception>
     public static async Task<int> RunAsync(GenerateJob job, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
     {
-        var steering = job.Steer.Count == 0 ? Steering.None.At(job.Positions) : SteerSpec.ToSteering(job.Steer, job.Positions);
+        // @all means the layers the model steers; steering.json says which, before the weights are loaded.
+        var steered = Directory.Exists(job.ModelDirectory) ? SteeringManifest.TryLoad(job.ModelDirectory)?.SteeredLayers : null;
+        var steering = job.Steer.Count == 0 ? Steering.None.At(job.Positions) : SteerSpec.ToSteering(job.Steer, job.Positions, steered);
+        if (job.RandomSeed && !job.Json)
+            stderr.WriteLine($"onnxsteer: note: sampling with random seed {job.Generator.Seed} (pass --seed {job.Generator.Seed} to repeat this run)");
         using var model = SteeredGenerator.Load(job.ModelDirectory, job.Runtime);
         if (job.Generator.UseChatTemplate && model.ChatTemplate.Warning is string warning) stderr.WriteLine($"onnxsteer: warning: {warning}");
         model.Validate(steering);
@@ -43,10 +51,10 @@ public static class GenerateRunner
             var report = new GenerateReport(
                 result.PromptText ?? job.Prompt, result.PromptTokenIds, result.TokenIds, result.Text,
                 result.FinishReason.ToString() switch { "EndOfSequence" => "eos", "StopString" => "stop", _ => "length" },
-                steering.ToString(), model.Engine, model.Provider.ToString().ToLowerInvariant(),
+                steering.ToString(), model.Engine, model.Provider.ToString().ToLowerInvariant(), job.Generator.Temperature > 0 ? job.Generator.Seed : null,
                 new GenerateTiming(result.PrefillTime.TotalMilliseconds, result.DecodeTime.TotalMilliseconds, result.TokenIds.Length, result.TokensPerSecond,
                     result.BoundDecode));
-            stdout.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
+            stdout.WriteLine(CliJson.Serialize(report, JsonOptions));
             return 0;
         }
         await foreach (var piece in model.GenerateAsync([request], job.Generator, cancellationToken).ConfigureAwait(false))
@@ -62,12 +70,10 @@ public static class GenerateRunner
     {
         WriteIndented = true,
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        // Prompts are full of <, > and non-ASCII text; keep them readable.
-        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     private sealed record GenerateReport(
-        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Engine, string Provider, GenerateTiming Timing);
+        string Prompt, int[] PromptTokenIds, int[] TokenIds, string Text, string FinishReason, string Steering, string Engine, string Provider, int? Seed, GenerateTiming Timing);
 
     private sealed record GenerateTiming(
         double PrefillMs, double DecodeMs, int GeneratedTokens, [property: JsonPropertyName("tokens_per_second")] double TokensPerSecond,

@@ -1,13 +1,14 @@
 using System.Diagnostics;
 using OnnxSteer.Contract;
 using OnnxSteer.Decoder;
+using OnnxSteer.Evaluation;
 using OnnxSteer.Runtime;
 using OnnxSteer.Vectors;
 
-namespace OnnxSteer.Evaluation;
+namespace OnnxSteer.Cli;
 
 /// <summary>Options of <c>onnxsteer demo</c>.</summary>
-public sealed record DemoOptions
+internal sealed record DemoOptions
 {
     /// <summary>The (unpatched) model folder; null for the bundled <c>models/tiny-instruct</c>.</summary>
     public string? ModelDirectory { get; init; }
@@ -34,7 +35,7 @@ public sealed record DemoOptions
 
 /// <summary>The end-to-end demo: patch the bundled model into a temporary folder, extract a few instruction vectors,
 /// show responses without and with steering side by side, and print the evaluation table. Needs no network.</summary>
-public static class DemoRunner
+internal static class DemoRunner
 {
     /// <summary>The instructions the demo steers, with a fallback layer and mode used when the repository's
     /// <c>docs/evaluation/selection.json</c> (chosen by <c>onnxsteer sweep</c> on the validation split) is not there;
