@@ -36,6 +36,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         Provider = provider;
         var config = ModelConfig.Load(directory);
         ModelType = manifest?.ModelType ?? config.ModelType;
+        ModelId = config.ModelId(directory, manifest);
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
         _eos = [.. config.EosTokenIds];
@@ -61,6 +62,8 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
     public ChatTemplate ChatTemplate { get; }
     /// <inheritdoc/>
     public ExecutionProvider Provider { get; }
+    /// <inheritdoc/>
+    public string ModelId { get; }
     /// <inheritdoc/>
     public string? ModelType { get; }
     /// <inheritdoc/>

@@ -24,7 +24,8 @@ public enum ErrorKind
     VerificationFailed = 9,
     /// <summary>Input data (pairs, prompts, evaluation files) that cannot be used (exit 10).</summary>
     InvalidData = 10,
-    /// <summary>The ONNX Runtime execution provider asked for is not available in this build (exit 11).</summary>
+    /// <summary>The ONNX Runtime execution provider asked for is not in the native ONNX Runtime package the application
+    /// references, or cannot start (exit 11).</summary>
     ProviderUnavailable = 11,
 }
 

@@ -28,6 +28,16 @@ public sealed record PatchReport
     public required IReadOnlyList<string> CopiedFiles { get; init; }
     /// <summary>Other files carried over unchanged (configs, tokenizer files).</summary>
     public required IReadOnlyList<string> CarriedFiles { get; init; }
+
+    /// <summary>A readable summary: the output, layout and layers, what each pass changed, and how the weights came over
+    /// (a record's generated ToString would print the lists' type names).</summary>
+    public override string ToString()
+    {
+        static string Names(IReadOnlyList<string> files) => files.Count == 0 ? "none" : string.Join(", ", files);
+        return $"patched {Manifest.Layout} model into {OutputDirectory}: {Manifest.NumLayers} layers, hidden {Manifest.HiddenSize}, " +
+            $"steered layers [{string.Join(",", Manifest.SteeredLayers)}], exposed [{string.Join(",", Manifest.ExposedLayers)}]; " +
+            $"{string.Join("; ", Passes)}; linked {Names(LinkedFiles)}; copied {Names(CopiedFiles)}; carried {Names(CarriedFiles)}";
+    }
 }
 
 /// <summary>Patches a model folder into a new folder: the graph is rewritten by <see cref="PatchPipeline"/>, the external
@@ -38,12 +48,14 @@ public static class ModelPatcher
     /// <summary>Largest non-model file carried over into the output (configs and tokenizers are far smaller).</summary>
     public const long CarryLimitBytes = 256L << 20;
 
-    /// <summary>Patches <paramref name="source"/> (a folder or .onnx file) into <paramref name="outputDirectory"/>.</summary>
+    /// <summary>Patches <paramref name="source"/> (a folder or .onnx file) into <paramref name="outputDirectory"/>:
+    /// with no <paramref name="options"/>, every layer steered and exposed, steering inputs optional (zero defaults).</summary>
     /// <exception cref="OnnxSteerException">Anything <see cref="OnnxModelFile.Load"/> refuses, an already patched model,
     /// not a decoder, layers the model lacks, an existing output without <paramref name="overwrite"/>.</exception>
-    public static PatchReport Patch(string source, string outputDirectory, PatchOptions options, bool overwrite = false,
+    public static PatchReport Patch(string source, string outputDirectory, PatchOptions? options = null, bool overwrite = false,
         IProgress<CopyProgress>? progress = null, PatchPipeline? pipeline = null)
     {
+        options ??= new PatchOptions();
         var model = OnnxModelFile.Load(source);
         var outFull = Path.GetFullPath(outputDirectory.TrimEnd('/', '\\'));
         if (string.Equals(outFull, Path.GetFullPath(model.Directory), StringComparison.Ordinal))
@@ -138,7 +150,8 @@ public static class ModelPatcher
     public static string Sha256Hex(string file)
     {
         using var stream = File.OpenRead(file);
-        return Convert.ToHexStringLower(SHA256.HashData(stream));
+        // Convert.ToHexStringLower is .NET 9+; the library also targets .NET 8.
+        return Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant();
     }
 
     private static void CopyWithProgress(string from, string to, string name, IProgress<CopyProgress>? progress)

@@ -52,6 +52,7 @@ public static class WeightsFingerprint
                 }
             }
         }
-        return "sampled-sha256:" + Convert.ToHexStringLower(hash.GetHashAndReset());
+        // Convert.ToHexStringLower is .NET 9+; the library also targets .NET 8.
+        return "sampled-sha256:" + Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant();
     }
 }

@@ -4,7 +4,7 @@ namespace OnnxSteer.Runtime;
 /// <summary>Decoding settings for one generation call.</summary>
 public sealed record GeneratorOptions
 {
-    /// <summary>At most this many new tokens per sequence (default 128).</summary>
+    /// <summary>At most this many new tokens per sequence (default 128; at least 1).</summary>
     public int MaxNewTokens { get; init; } = 128;
 
     /// <summary>0 (default) is greedy decoding; above 0 samples from softmax(logits / temperature).</summary>
@@ -34,7 +34,8 @@ public sealed record GeneratorOptions
 
     internal void Validate()
     {
-        if (MaxNewTokens < 0) throw new OnnxSteerException(ErrorKind.Usage, $"max new tokens must be >= 0, got {MaxNewTokens}");
+        // 0 would run nothing and return empty text with finish reason Length: a mistake, not a request.
+        if (MaxNewTokens < 1) throw new OnnxSteerException(ErrorKind.Usage, $"max new tokens must be at least 1, got {MaxNewTokens}");
         if (Temperature < 0 || float.IsNaN(Temperature)) throw new OnnxSteerException(ErrorKind.Usage, $"temperature must be >= 0, got {Temperature}");
         if (TopK < 0) throw new OnnxSteerException(ErrorKind.Usage, $"top-k must be >= 0, got {TopK}");
         if (!(TopP > 0 && TopP <= 1)) throw new OnnxSteerException(ErrorKind.Usage, $"top-p must be in (0, 1], got {TopP}");

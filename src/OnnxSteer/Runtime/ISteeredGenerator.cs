@@ -33,6 +33,10 @@ public interface ISteeredGenerator : IDisposable
     ChatTemplate ChatTemplate { get; }
     /// <summary>The execution provider.</summary>
     ExecutionProvider Provider { get; }
+    /// <summary>The model's name: <c>_name_or_path</c> of config.json or <c>name_or_path</c> of tokenizer_config.json (what
+    /// transformers records, e.g. "Qwen/Qwen2.5-0.5B-Instruct"), else the name of the folder it was patched from
+    /// (steering.json), else the folder's name. <see cref="Chat.SteeredChatClient"/> reports it as ModelId.</summary>
+    string ModelId { get; }
     /// <summary>Model family, if known.</summary>
     string? ModelType { get; }
     /// <summary>Hidden size (the length steering vectors must have), if known.</summary>

@@ -18,6 +18,9 @@ internal sealed record ModelConfig
     private const long MaxConfigBytes = 16L << 20;
 
     public string? ModelType { get; init; }
+    /// <summary>The Hugging Face name the files were saved from (config.json <c>_name_or_path</c>, tokenizer_config.json
+    /// <c>name_or_path</c>), when it is a name rather than a local path.</summary>
+    public string? NameOrPath { get; init; }
     /// <summary>genai_config.json's decoder filename, as written (resolved through <see cref="ModelFolder"/> by the loader).</summary>
     public string? DecoderFile { get; init; }
     public int? HiddenSize { get; init; }
@@ -41,6 +44,7 @@ internal sealed record ModelConfig
         var genai = Obj(genaiRoot, "model", GenAiFile, "model");
         var decoder = Obj(genai, "decoder", GenAiFile, "model.decoder");
 
+        var tokenizerConfig = folder.ReadJsonObject("tokenizer_config.json", MaxConfigBytes);
         var eos = new List<int>();
         AddIds(generation, "eos_token_id", GenerationFile, eos);
         AddIds(genai, "eos_token_id", GenAiFile, eos);
@@ -81,6 +85,7 @@ internal sealed record ModelConfig
                               Positive(config, "n_layer", HfConfigFile, "n_layer", maxLayers)),
             PadTokenId = pads.FirstOrDefault(p => p.Id is not null).Id,
             PadTokenSource = pads.FirstOrDefault(p => p.Id is not null).File,
+            NameOrPath = HubName(config?["_name_or_path"]) ?? HubName(tokenizerConfig?["name_or_path"]),
             EosTokenIds = eos.Distinct().ToList(),
             ContextLength = context,
         };
@@ -106,6 +111,19 @@ internal sealed record ModelConfig
             _ => throw Bad(file, label, node, "an object"),
         };
     }
+
+    /// <summary>The model's name (<see cref="ISteeredGenerator.ModelId"/>): <see cref="NameOrPath"/>, else the name of the
+    /// folder it was patched from (a patched folder's own name, often "patched" or a temp name, says nothing), else the
+    /// folder's own name.</summary>
+    public string ModelId(string directory, OnnxSteer.Contract.SteeringManifest? manifest) =>
+        NameOrPath ?? (manifest?.Source.Path is { Length: > 0 } source ? Path.GetFileName(source.TrimEnd('/', '\\')) : null)
+            ?? Path.GetFileName(directory.TrimEnd('/', '\\'));
+
+    // transformers writes whatever path the model was loaded from; a local path ("/tmp/x", "./out") names nothing.
+    // Any other JSON type there is ignored: the name only labels the model (ModelId), nothing depends on it.
+    private static string? HubName(JsonNode? node) =>
+        node is JsonValue v && v.TryGetValue<string>(out var s) && !string.IsNullOrWhiteSpace(s) && !s.StartsWith('/') && !s.StartsWith('.')
+            && !s.Contains('\\') && !s.Contains(':') ? s.Trim() : null;
 
     private static string? Str(JsonObject? parent, string key, string file, string label)
     {

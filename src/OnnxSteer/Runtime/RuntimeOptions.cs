@@ -1,13 +1,19 @@
 namespace OnnxSteer.Runtime;
 
-/// <summary>The ONNX Runtime execution provider a <see cref="SteeredModel"/> runs on.</summary>
+/// <summary>The ONNX Runtime execution provider a <see cref="SteeredModel"/> runs on. The OnnxSteer package references
+/// ONNX Runtime's managed API only (Microsoft.ML.OnnxRuntime.Managed); the application chooses the native library with
+/// one package reference of the same version: <c>Microsoft.ML.OnnxRuntime</c> (CPU), <c>Microsoft.ML.OnnxRuntime.Gpu</c>
+/// (CUDA and CPU) or <c>Microsoft.ML.OnnxRuntime.DirectML</c> (DirectML and CPU, Windows). Asking for a provider the
+/// referenced package lacks fails at load with <see cref="ErrorKind.ProviderUnavailable"/> naming the package to add.</summary>
 public enum ExecutionProvider
 {
-    /// <summary>CPU (always available; the default).</summary>
+    /// <summary>CPU (in every native package; the default).</summary>
     Cpu,
-    /// <summary>NVIDIA CUDA; needs a build with <c>-p:OnnxSteerProvider=Cuda</c> (Microsoft.ML.OnnxRuntime.Gpu).</summary>
+    /// <summary>NVIDIA CUDA: the application references <c>Microsoft.ML.OnnxRuntime.Gpu</c> (instead of
+    /// <c>Microsoft.ML.OnnxRuntime</c>) and the machine has the CUDA and cuDNN libraries ONNX Runtime's CUDA build needs.</summary>
     Cuda,
-    /// <summary>DirectML (Windows GPUs); needs a build with <c>-p:OnnxSteerProvider=DirectML</c> (Microsoft.ML.OnnxRuntime.DirectML).</summary>
+    /// <summary>DirectML (Windows GPUs): the application references <c>Microsoft.ML.OnnxRuntime.DirectML</c> (instead of
+    /// <c>Microsoft.ML.OnnxRuntime</c>).</summary>
     DirectML,
 }
 

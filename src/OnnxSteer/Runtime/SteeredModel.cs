@@ -12,13 +12,19 @@ namespace OnnxSteer.Runtime;
 /// <summary>A decoder model folder loaded for generation, patched (with steering.json) or not. Owns one ONNX Runtime
 /// session, the tokenizer and the chat template. Generation methods are thread-safe: concurrent calls, each with
 /// its own steering, get the same results they would get alone (all per-call state lives in the call).</summary>
+/// <remarks>Lifetime: generations and extractions in flight are counted. <see cref="Dispose"/> and
+/// <see cref="DisposeAsync"/> cancel them, wait until each has left ONNX Runtime, then release the session, so disposing a
+/// model that is still serving (a DI singleton at shutdown) is safe. A call interrupted that way throws
+/// <see cref="ObjectDisposedException"/> (a stream throws it from its enumeration), and so does every call made after
+/// disposal. Disposing from inside a generation's own <c>onPiece</c> callback does not wait (that generation is the one
+/// to finish first); the session is then released when it returns.</remarks>
 /// <example><code>
 /// using var model = SteeredModel.Load(dir);
 /// var steering = Steering.From(vectors).Project("format.lowercase", layer: 18).Add("conciseness", layer: 12, weight: 20);
 /// await foreach (var piece in model.GenerateAsync("Write about rivers.", steering, new GeneratorOptions { MaxNewTokens = 200 }))
 ///     Console.Write(piece);
 /// </code></example>
-public sealed class SteeredModel : ISteeredGenerator
+public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
 {
     private readonly InferenceSession _session;
     private readonly int _padId;
@@ -27,6 +33,15 @@ public sealed class SteeredModel : ISteeredGenerator
     private readonly int _cacheHeadroom;
     private readonly CacheDevice _cacheDevice;
 
+    // Lifetime: _inFlight counts the calls inside the session; the last of them to leave after disposal, or the disposer
+    // when none is in flight, releases the session and completes _released.
+    private readonly object _gate = new();
+    private readonly CancellationTokenSource _disposing = new();
+    private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _inFlight;
+    private bool _disposed;
+    // The models whose calls the current thread is inside (a callback that disposes its own model must not wait for itself).
+    [ThreadStatic] private static List<SteeredModel>? t_inside;
     private readonly int? _contextLength;
 
     private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
@@ -41,6 +56,7 @@ public sealed class SteeredModel : ISteeredGenerator
         _cacheDevice = CacheDevice.For(provider, options.DeviceId, options.BoundCacheOnAllocator);
         _cacheHeadroom = options.BoundCacheHeadroom;
         ModelType = manifest?.ModelType ?? config.ModelType;
+        ModelId = config.ModelId(directory, manifest);
         HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
         NumLayers = manifest?.NumLayers ?? config.NumLayers;
         _eos = [.. config.EosTokenIds];
@@ -67,6 +83,8 @@ public sealed class SteeredModel : ISteeredGenerator
     public ChatTemplate ChatTemplate { get; }
     /// <summary>The execution provider the session runs on.</summary>
     public ExecutionProvider Provider { get; }
+    /// <inheritdoc/>
+    public string ModelId { get; }
     /// <summary>Model family from steering.json, genai_config.json or config.json (llama, qwen2, ...), if known.</summary>
     public string? ModelType { get; }
     /// <summary>Hidden size (the length steering vectors must have), if known.</summary>
@@ -89,7 +107,7 @@ public sealed class SteeredModel : ISteeredGenerator
     /// <summary>Loads a model folder: steering.json (optional), genai_config.json / config.json / generation_config.json,
     /// the tokenizer files and the .onnx model, on the execution provider of <paramref name="options"/>.</summary>
     /// <exception cref="OnnxSteerException">Missing folder or files (NotFound), a model that cannot be loaded or run
-    /// (InvalidModel, UnsupportedModel), or a provider this build lacks (ProviderUnavailable).</exception>
+    /// (InvalidModel, UnsupportedModel), or a provider the application's ONNX Runtime native package lacks (ProviderUnavailable, naming the package to reference).</exception>
     public static SteeredModel Load(string directory, RuntimeOptions? options = null)
     {
         options ??= new RuntimeOptions();
@@ -142,17 +160,27 @@ public sealed class SteeredModel : ISteeredGenerator
     }
 
     /// <summary>Renders a conversation with the chat template, ending with the assistant's turn opened.</summary>
-    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true, CancellationToken cancellationToken = default) =>
-        ChatTemplate.Apply(messages, addGenerationPrompt, cancellationToken);
+    public string ApplyChatTemplate(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt = true, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        return ChatTemplate.Apply(messages, addGenerationPrompt, cancellationToken);
+    }
 
     /// <summary>The token ids a conversation becomes (through the chat template, or raw when <paramref name="useChatTemplate"/>
     /// is false: the messages' contents joined by newlines, with the tokenizer's usual special tokens).</summary>
-    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default) =>
-        Prepare(messages, useChatTemplate, cancellationToken).Ids;
+    public int[] EncodePrompt(IReadOnlyList<ChatTurn> messages, bool useChatTemplate = true, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        return Prepare(messages, useChatTemplate, cancellationToken).Ids;
+    }
 
     /// <summary>Checks a steering against this model (patched, layers steered, vector sizes) without running anything.</summary>
     /// <exception cref="OnnxSteerException">The steering cannot be applied to this model.</exception>
-    public void Validate(Steering steering) => SteeringFeed.Validate(steering, Signature, HiddenSize, ModelPath);
+    public void Validate(Steering steering)
+    {
+        ThrowIfDisposed();
+        SteeringFeed.Validate(steering, Signature, HiddenSize, ModelPath, NumLayers);
+    }
 
     /// <summary>Generates a reply to one user message and returns it whole.</summary>
     public GenerationResult Generate(string prompt, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
@@ -169,9 +197,40 @@ public sealed class SteeredModel : ISteeredGenerator
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options, cancellationToken);
-        return RunLoop(rows, options, onPiece, cancellationToken, start);
+        Enter();
+        try
+        {
+            var rows = PrepareBatch(batch, options, cancellationToken);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
+            try { return RunLoop(rows, options, onPiece, linked.Token, start); }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
+            {
+                throw DisposedDuringCall();
+            }
+        }
+        finally { Exit(); }
     }
+
+    /// <summary>Runs <paramref name="work"/> on this model's session as a counted call, like a generation: disposal
+    /// cancels the token it gets and waits for it to return, and a call cut short that way throws
+    /// <see cref="ObjectDisposedException"/>. For work built on the loaded session in higher layers (vector extraction).</summary>
+    internal T UseSession<T>(Func<InferenceSession, CancellationToken, T> work, CancellationToken cancellationToken)
+    {
+        Enter();
+        try
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
+            try { return work(_session, linked.Token); }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
+            {
+                throw DisposedDuringCall();
+            }
+        }
+        finally { Exit(); }
+    }
+
+    /// <summary>The id padded positions get (masked, so any valid id).</summary>
+    internal int PadTokenId => _padId;
 
     /// <summary>Streams the reply to one user message, piece by piece.</summary>
     public IAsyncEnumerable<GeneratedPiece> GenerateAsync(string prompt, Steering? steering = null, GeneratorOptions? options = null, CancellationToken cancellationToken = default) =>
@@ -182,15 +241,28 @@ public sealed class SteeredModel : ISteeredGenerator
         GenerateAsync([new GenerationRequest { Messages = messages, Steering = steering }], options, cancellationToken);
 
     /// <summary>Streams a batch: pieces of all rows interleaved (see <see cref="GeneratedPiece.Row"/>). The decode loop
-    /// runs on a worker thread; stopping the enumeration or cancelling stops it.</summary>
-    public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    /// runs on a worker thread; stopping the enumeration or cancelling stops it, and so does disposing the model (the
+    /// enumeration then throws <see cref="ObjectDisposedException"/>).</summary>
+    /// <exception cref="ObjectDisposedException">The model is disposed (thrown here, before anything is enumerated).</exception>
+    public IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        return Stream(batch, options ?? new GeneratorOptions(), cancellationToken);
+    }
+
+    private async IAsyncEnumerable<GeneratedPiece> Stream(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        options ??= new GeneratorOptions();
-        var rows = PrepareBatch(batch, options, cancellationToken);
+        // The worker holds the in-flight count: it is what uses the session, and it ends (cancelled by a disposal) even when
+        // the consumer abandons the enumeration without disposing it.
+        Enter();
+        List<PreparedRow> rows;
+        try { rows = PrepareBatch(batch, options, cancellationToken); }
+        catch { Exit(); throw; }
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
         var worker = Task.Run(() =>
         {
             try
@@ -198,9 +270,17 @@ public sealed class SteeredModel : ISteeredGenerator
                 RunLoop(rows, options, p => channel.Writer.TryWrite(p), stop.Token, start);
                 channel.Writer.TryComplete();
             }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && _disposing.IsCancellationRequested)
+            {
+                channel.Writer.TryComplete(DisposedDuringCall());
+            }
             catch (Exception e)
             {
                 channel.Writer.TryComplete(e);
+            }
+            finally
+            {
+                Exit();
             }
         }, CancellationToken.None);
         try
@@ -223,6 +303,14 @@ public sealed class SteeredModel : ISteeredGenerator
     private IReadOnlyList<GenerationResult> RunLoop(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
         long callStart)
     {
+        (t_inside ??= []).Add(this);
+        try { return RunRows(rows, options, onPiece, ct, callStart); }
+        finally { t_inside.Remove(this); }
+    }
+
+    private IReadOnlyList<GenerationResult> RunRows(IReadOnlyList<PreparedRow> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
+        long callStart)
+    {
         if (Signature.RightPaddingOnly && rows.Select(r => r.PromptIds.Length).Distinct().Count() > 1)
         {
             // GroupQueryAttention cannot take left padding: run the rows one by one (same results, less throughput).
@@ -230,7 +318,7 @@ public sealed class SteeredModel : ISteeredGenerator
             for (int i = 0; i < rows.Count; i++)
             {
                 int row = i;
-                results.Add(RunLoop([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct, callStart)[0]);
+                results.Add(RunRows([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct, callStart)[0]);
             }
             return results;
         }
@@ -326,11 +414,11 @@ public sealed class SteeredModel : ISteeredGenerator
                 case ExecutionProvider.Cpu:
                     break;
                 case ExecutionProvider.Cuda:
-                    RequireProvider("CUDAExecutionProvider", "Cuda", "Microsoft.ML.OnnxRuntime.Gpu");
+                    RequireProvider("CUDAExecutionProvider", ExecutionProvider.Cuda, "Microsoft.ML.OnnxRuntime.Gpu");
                     so.AppendExecutionProvider_CUDA(options.DeviceId);
                     break;
                 case ExecutionProvider.DirectML:
-                    RequireProvider("DmlExecutionProvider", "DirectML", "Microsoft.ML.OnnxRuntime.DirectML");
+                    RequireProvider("DmlExecutionProvider", ExecutionProvider.DirectML, "Microsoft.ML.OnnxRuntime.DirectML");
                     // DirectML does not support memory patterns or parallel execution (ONNX Runtime's DirectML docs).
                     so.EnableMemoryPattern = false;
                     so.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
@@ -352,17 +440,89 @@ public sealed class SteeredModel : ISteeredGenerator
         }
     }
 
-    private static void RequireProvider(string name, string buildSwitch, string package)
+    /// <summary>The library builds on ONNX Runtime's managed API only; which providers exist depends on the native package
+    /// the application references, so the error names that package.</summary>
+    private static void RequireProvider(string name, ExecutionProvider provider, string package)
     {
         var available = OrtEnv.Instance().GetAvailableProviders();
         if (!available.Contains(name))
-            throw new OnnxSteerException(ErrorKind.ProviderUnavailable,
-                $"{name} is not in this ONNX Runtime build (available: {string.Join(", ", available)}); " +
-                $"rebuild with -p:OnnxSteerProvider={buildSwitch} to use the {package} package");
+            throw new OnnxSteerException(ErrorKind.ProviderUnavailable, ProviderMissingMessage(name, provider, package, available, OrtEnv.Instance().GetVersionString()));
     }
+
+    internal static string ProviderMissingMessage(string name, ExecutionProvider provider, string package, IEnumerable<string> available, string ortVersion) =>
+        $"execution provider {provider} ({name}) is not in the ONNX Runtime native library this application loaded " +
+        $"(available: {string.Join(", ", available)}); add a PackageReference to {package} {ortVersion} to the application, " +
+        "in place of Microsoft.ML.OnnxRuntime (with both, the CPU package's native library wins)";
 
     private static string FirstLine(string message) => message.Split('\n')[0].Trim();
 
-    /// <summary>Releases the ONNX Runtime session.</summary>
-    public void Dispose() => _session.Dispose();
+    /// <summary>Cancels the generations and extractions in flight, waits until they have left ONNX Runtime, then releases
+    /// the session. Safe to call more than once and from several threads.</summary>
+    public void Dispose()
+    {
+        if (BeginDispose()) _released.Task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>As <see cref="Dispose"/>, waiting asynchronously for the calls in flight.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (BeginDispose()) await _released.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>Marks the model disposed and cancels the calls in flight; releases the session now when none is. Returns
+    /// whether the caller should wait for the release (false when it is inside one of this model's own calls, which
+    /// could never finish while it waits).</summary>
+    private bool BeginDispose()
+    {
+        bool releaseNow;
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _disposed = true;
+                releaseNow = _inFlight == 0;
+            }
+            else releaseNow = false;
+        }
+        _disposing.Cancel();
+        if (releaseNow) Release();
+        return t_inside?.Contains(this) != true;
+    }
+
+    private void Enter()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _inFlight++;
+        }
+    }
+
+    private void Exit()
+    {
+        bool release;
+        lock (_gate) release = --_inFlight == 0 && _disposed;
+        if (release) Release();
+    }
+
+    private void Release()
+    {
+        try
+        {
+            // _disposing is left undisposed: a concurrent Dispose may still be cancelling it, and it holds no native handle.
+            _session.Dispose();
+        }
+        finally
+        {
+            _released.TrySetResult();
+        }
+    }
+
+    private void ThrowIfDisposed()
+    {
+        lock (_gate) ObjectDisposedException.ThrowIf(_disposed, this);
+    }
+
+    private ObjectDisposedException DisposedDuringCall() =>
+        new(nameof(SteeredModel), $"the model {Directory} was disposed while this call was running");
 }

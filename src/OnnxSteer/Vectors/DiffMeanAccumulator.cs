@@ -71,7 +71,7 @@ internal sealed class DiffMeanAccumulator : IDisposable
             directions[k] = direction;
             partial[k] = new VectorLayer
             {
-                Layer = _layers[k], Direction = direction, MeanDiff = u, Norm = norm, ZBar = zw / Count, MeanProjectionWithout = zo / Count,
+                Layer = _layers[k], Direction = direction, MeanDiff = u, Norm = (float)norm, ZBar = zw / Count, MeanProjectionWithout = zo / Count,
             };
         }
 

@@ -29,8 +29,8 @@ public sealed record VectorLayer
     public required float[] Direction { get; init; }
     /// <summary>u = mean over pairs of (h+ − h−) at the last prompt token, float32 [hidden].</summary>
     public required float[] MeanDiff { get; init; }
-    /// <summary>|u|.</summary>
-    public required double Norm { get; init; }
+    /// <summary>|u| (float, like the weights <c>Steering.Add</c> takes, so <c>weight: -4 * layer.Norm</c> needs no cast).</summary>
+    public required float Norm { get; init; }
     /// <summary>z̄ = mean(h+ · u_hat): the target of projection steering; null when unknown.</summary>
     public double? ZBar { get; init; }
     /// <summary>mean(h− · u_hat): where prompts without the instruction sit along the direction; null when unknown.</summary>
@@ -77,7 +77,7 @@ public sealed record InstructionVector
         foreach (var (layer, diff) in meanDiffs)
         {
             var (direction, norm) = VectorMath.Normalize(diff, $"vector '{name}' layer {layer}");
-            layers[layer] = new VectorLayer { Layer = layer, Direction = direction, MeanDiff = (float[])diff.Clone(), Norm = norm };
+            layers[layer] = new VectorLayer { Layer = layer, Direction = direction, MeanDiff = (float[])diff.Clone(), Norm = (float)norm };
         }
         var vector = new InstructionVector { Name = name, Method = method, PairCount = pairCount, Layers = layers };
         vector.Validate();

@@ -77,6 +77,9 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
             $"no vector named '{name}'; the file holds {string.Join(", ", Vectors.Select(v => v.Name))}.");
     }
 
+    /// <inheritdoc/>
+    public IReadOnlyCollection<int>? LayersOf(string name) => Vectors.FirstOrDefault(x => x.Name == name)?.Layers.Keys.ToList();
+
     /// <summary>Steering-vector lookup for the runtime (<c>Steering.From(file)</c>): the vector <paramref name="name"/> at
     /// <paramref name="layer"/>, as its unit direction, z_bar and norm. An empty name means the file's only vector.</summary>
     public bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector)
@@ -278,7 +281,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
                 if (stats is null) throw new OnnxSteerException(ErrorKind.InvalidVector, $"'{path}': vector '{d.Name}' layer {layer} has no statistics.");
                 layers[layer] = new VectorLayer
                 {
-                    Layer = layer, Direction = dir.Data, MeanDiff = diff.Data, Norm = stats.Norm, ZBar = stats.ZBar,
+                    Layer = layer, Direction = dir.Data, MeanDiff = diff.Data, Norm = (float)stats.Norm, ZBar = stats.ZBar,
                     MeanProjectionWithout = stats.MeanProjectionWithout, Separability = stats.Separability,
                 };
             }
@@ -334,7 +337,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
                 for (var i = 0; i < diff.Length; i++) diff[i] = (float)(values[i] * stats.Norm);
                 layers[layer] = new VectorLayer
                 {
-                    Layer = layer, Direction = values, MeanDiff = diff, Norm = stats.Norm, ZBar = stats.ZBar,
+                    Layer = layer, Direction = values, MeanDiff = diff, Norm = (float)stats.Norm, ZBar = stats.ZBar,
                     MeanProjectionWithout = stats.MeanProjectionWithout, Separability = stats.Separability,
                 };
                 continue;
@@ -344,7 +347,7 @@ public sealed class InstructionVectorFile : ISteeringVectorSource
             var direction = Math.Abs(norm - 1) < 1e-6 ? values : VectorMath.Normalize(values, $"'{path}': direction.{layer}").Direction;
             layers[layer] = new VectorLayer
             {
-                Layer = layer, Direction = direction, MeanDiff = values, Norm = norm, ZBar = stats?.ZBar,
+                Layer = layer, Direction = direction, MeanDiff = values, Norm = (float)norm, ZBar = stats?.ZBar,
                 MeanProjectionWithout = stats?.MeanProjectionWithout, Separability = stats?.Separability,
             };
         }

@@ -47,9 +47,12 @@ public sealed class VectorExtractor : IDisposable
 {
     private InferenceSession _session;
     private string _sessionKey;
-    private readonly SessionOptions _options;
+    private readonly SessionOptions? _options;
     private readonly bool _ownsOptions;
     private readonly int _padId;
+    // A session lent by a loaded model (SteeredModel.ExtractVector): used as it is, for every layer it exposes, never
+    // replaced by a pruned one (that would load the weights a second time) and never disposed here.
+    private readonly bool _borrowed;
 
     private VectorExtractor(SteeringManifest manifest, string modelFile, int padId, SessionOptions options, bool ownsOptions, ExtractionOptions firstUse)
     {
@@ -76,6 +79,18 @@ public sealed class VectorExtractor : IDisposable
     /// <summary>The most tokens a prompt may have (the model's context length: genai_config.json, config.json or the rotary
     /// cache in the graph, the smallest present), or null when nothing states it. Longer prompts are refused.</summary>
     public int? ContextLength { get; }
+
+    /// <summary>Wraps the session of a loaded patched model, which the caller keeps owning: extraction runs the full graph
+    /// (same results as the pruned one) and opens nothing.</summary>
+    internal VectorExtractor(SteeringManifest manifest, string modelFile, int padId, InferenceSession session)
+    {
+        Manifest = manifest;
+        ModelFile = modelFile;
+        _padId = padId;
+        _session = session;
+        _sessionKey = "borrowed";
+        _borrowed = true;
+    }
 
     /// <summary>What pruning removed from the graph of the session in use; null when it runs the full graph.</summary>
     internal PruneResult? Pruning { get; private set; }
@@ -160,6 +175,7 @@ public sealed class VectorExtractor : IDisposable
     {
         try
         {
+            ArgumentNullException.ThrowIfNull(_options);
             if (!prune) return (new InferenceSession(ModelFile, _options), null);
             var model = OnnxModelFile.Load(ModelFile).Proto;
             var result = GraphPruner.KeepOutputs(model, layers.Select(SteeringContract.HiddenStateOutput).ToList());
@@ -194,7 +210,7 @@ public sealed class VectorExtractor : IDisposable
     private void UseSession(IReadOnlyList<int> layers, bool prune)
     {
         var key = SessionKey(layers, prune);
-        if (key == _sessionKey) return;
+        if (_borrowed || key == _sessionKey) return;
         // One session at a time: a second copy of the weights would double the memory of a large model.
         _session.Dispose();
         (_session, Pruning) = OpenSession(layers, prune);
@@ -449,7 +465,7 @@ public sealed class VectorExtractor : IDisposable
     /// <summary>Releases the ONNX Runtime session (and the session options when the extractor made them).</summary>
     public void Dispose()
     {
-        _session.Dispose();
-        if (_ownsOptions) _options.Dispose();
+        if (!_borrowed) _session.Dispose();
+        if (_ownsOptions) _options?.Dispose();
     }
 }

@@ -84,6 +84,9 @@ public sealed class VectorFileSource : ISteeringVectorSource
         return vector is not null;
     }
 
+    /// <inheritdoc/>
+    public IReadOnlyCollection<int>? LayersOf(string name) => _vectors.TryGetValue(name, out var e) ? [.. e.Vector.Layers.Keys] : null;
+
     private OnnxSteerException NoSuchVector(string name) => new(ErrorKind.InvalidVector,
         $"no vector named '{name}'; the vectors are {string.Join(", ", _vectors.Keys.Order(StringComparer.Ordinal))}.");
 }

@@ -55,7 +55,7 @@ public sealed class GgufTests
         var v = file.Get();
         Assert.Equal("happy", v.Name);
         Assert.Equal(Dir1, v.Layers[1].MeanDiff);
-        Assert.Equal(VectorMath.Norm(Dir1), v.Layers[1].Norm);
+        Assert.Equal((float)VectorMath.Norm(Dir1), v.Layers[1].Norm);
         Assert.InRange(VectorMath.Norm(v.Layers[1].Direction), 1 - 1e-6, 1 + 1e-6);
         Assert.Null(v.Layers[1].ZBar);
     }

@@ -1,12 +1,24 @@
 using System.Runtime.CompilerServices;
+using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 
 namespace OnnxSteer.Runtime.Chat;
 
 /// <summary>An <see cref="IChatClient"/> (Microsoft.Extensions.AI) over a <see cref="ISteeredGenerator"/> (either engine), so existing .NET
-/// chat applications can use a steered model unchanged. Steering is chosen per request with
-/// <see cref="ChatOptionsSteeringExtensions.WithSteering"/>; ChatOptions' MaxOutputTokens, Temperature, TopP, TopK,
-/// Seed and StopSequences map to <see cref="GeneratorOptions"/>. Thread-safe like the model.</summary>
+/// chat applications can use a steered model unchanged. Thread-safe like the model.</summary>
+/// <remarks>
+/// <para>Steering is chosen per request with <see cref="ChatOptionsSteeringExtensions.WithSteering"/>. ChatOptions'
+/// MaxOutputTokens, Temperature, TopP, TopK, Seed and StopSequences map to <see cref="GeneratorOptions"/>;
+/// Instructions become a system message before the conversation. FrequencyPenalty, PresencePenalty, ModelId,
+/// ConversationId, ToolMode without tools and Reasoning have no counterpart and are ignored.</para>
+/// <para>Refused with <see cref="NotSupportedException"/>, because the model would silently not do them: tools
+/// (ChatOptions.Tools), a JSON response format, message content other than text (images, data, function calls and
+/// results), and roles other than system, user and assistant. A value under the steering key that is not a
+/// <see cref="Steering"/> is an <see cref="ArgumentException"/>.</para>
+/// <para>Both calls report the finish reason (Stop for an end-of-sequence token or a stop sequence, Length for
+/// MaxOutputTokens) and token usage; a stream's last update carries them (its text is empty), so
+/// <c>ToChatResponse()</c> has both. ModelId is <see cref="ISteeredGenerator.ModelId"/>.</para>
+/// </remarks>
 public sealed class SteeredChatClient : IChatClient
 {
     private readonly ISteeredGenerator _model;
@@ -22,21 +34,20 @@ public sealed class SteeredChatClient : IChatClient
         _ownsModel = ownsModel;
     }
 
+    /// <summary>The model's id (<see cref="ISteeredGenerator.ModelId"/>), reported in every response.</summary>
+    public string ModelId => _model.ModelId;
+
     /// <inheritdoc/>
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var (turns, steering, generator) = Map(messages, options);
-        var result = await Task.Run(() => _model.Generate(turns, steering, generator, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var request = Map(messages, options, out var generator);
+        var result = await Task.Run(() => _model.Generate([request], generator, null, cancellationToken)[0], cancellationToken).ConfigureAwait(false);
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, result.Text))
         {
-            FinishReason = result.FinishReason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop,
+            FinishReason = Finish(result),
             ModelId = ModelId,
-            Usage = new UsageDetails
-            {
-                InputTokenCount = result.PromptTokenIds.Length,
-                OutputTokenCount = result.TokenIds.Length,
-                TotalTokenCount = result.PromptTokenIds.Length + result.TokenIds.Length,
-            },
+            ResponseId = Guid.NewGuid().ToString("N"),
+            Usage = Usage(result),
         };
     }
 
@@ -44,13 +55,47 @@ public sealed class SteeredChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var (turns, steering, generator) = Map(messages, options);
+        var request = Map(messages, options, out var generator);
         var responseId = Guid.NewGuid().ToString("N");
-        await foreach (var piece in _model.GenerateAsync(turns, steering, generator, cancellationToken).ConfigureAwait(false))
+        // The batch Generate with a piece callback gives both the pieces and, at the end, the result whose finish reason
+        // and token counts the last update carries. It runs on a worker; the channel hands pieces to this enumeration.
+        var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var worker = Task.Run(() =>
         {
-            if (piece.Text.Length == 0) continue;
-            yield return new ChatResponseUpdate(ChatRole.Assistant, piece.Text) { ModelId = ModelId, ResponseId = responseId, MessageId = responseId };
+            try
+            {
+                var result = _model.Generate([request], generator, p => { if (p.Text.Length > 0) pieces.Writer.TryWrite(p.Text); }, stop.Token)[0];
+                pieces.Writer.TryComplete();
+                return result;
+            }
+            catch (Exception e)
+            {
+                pieces.Writer.TryComplete(e);
+                throw;
+            }
+        }, CancellationToken.None);
+        GenerationResult final;
+        try
+        {
+            await foreach (var text in pieces.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                // ReadAllAsync drains buffered pieces without looking at the token (see SteeredModel.GenerateAsync).
+                cancellationToken.ThrowIfCancellationRequested();
+                yield return Update(responseId, [new TextContent(text)]);
+            }
+            final = await worker.ConfigureAwait(false);
         }
+        finally
+        {
+            // Leaving early (break, cancellation, an error) stops the worker and waits for it, so nothing runs on after.
+            await stop.CancelAsync().ConfigureAwait(false);
+            try { await worker.ConfigureAwait(false); }
+            catch (Exception) when (!worker.IsCompletedSuccessfully) { /* already surfaced through the channel, or cancelled */ }
+        }
+        var last = Update(responseId, [new UsageContent(Usage(final))]);
+        last.FinishReason = Finish(final);
+        yield return last;
     }
 
     /// <inheritdoc/>
@@ -63,19 +108,45 @@ public sealed class SteeredChatClient : IChatClient
         return serviceType.IsInstanceOfType(this) ? this : null;
     }
 
-    /// <inheritdoc/>
+    /// <summary>Disposes the model when the client owns it (see the constructor); otherwise does nothing.</summary>
     public void Dispose()
     {
         if (_ownsModel) _model.Dispose();
     }
 
-    private string ModelId => Path.GetFileName(_model.Directory);
+    private ChatResponseUpdate Update(string responseId, IList<AIContent> contents) =>
+        new(ChatRole.Assistant, contents) { ModelId = ModelId, ResponseId = responseId, MessageId = responseId };
 
-    private (List<ChatTurn> Turns, Steering? Steering, GeneratorOptions Options) Map(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    private static ChatFinishReason Finish(GenerationResult result) =>
+        result.FinishReason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+
+    private static UsageDetails Usage(GenerationResult result) => new()
+    {
+        InputTokenCount = result.PromptTokenIds.Length,
+        OutputTokenCount = result.TokenIds.Length,
+        TotalTokenCount = result.PromptTokenIds.Length + result.TokenIds.Length,
+    };
+
+    private GenerationRequest Map(IEnumerable<ChatMessage> messages, ChatOptions? options, out GeneratorOptions generator)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var turns = messages.Select(m => new ChatTurn(m.Role.Value, m.Text)).ToList();
-        var generator = _defaults;
+        if (options?.Tools is { Count: > 0 } tools)
+            throw new NotSupportedException($"{nameof(SteeredChatClient)} does not call tools ({tools.Count} given): the model runs no function-calling protocol");
+        if (options?.ResponseFormat is ChatResponseFormatJson)
+            throw new NotSupportedException($"{nameof(SteeredChatClient)} cannot constrain output to JSON; ask for it in the prompt, or steer towards it");
+        var turns = new List<ChatTurn>();
+        if (!string.IsNullOrEmpty(options?.Instructions)) turns.Add(new ChatTurn("system", options.Instructions));
+        foreach (var message in messages)
+        {
+            var role = message.Role.Value;
+            if (role != ChatRole.System.Value && role != ChatRole.User.Value && role != ChatRole.Assistant.Value)
+                throw new NotSupportedException($"{nameof(SteeredChatClient)} takes system, user and assistant messages; got a '{role}' message");
+            foreach (var content in message.Contents)
+                if (content is not TextContent)
+                    throw new NotSupportedException($"{nameof(SteeredChatClient)} takes text only; a '{role}' message holds {content.GetType().Name}");
+            turns.Add(new ChatTurn(role, message.Text));
+        }
+        generator = _defaults;
         if (options is not null)
         {
             generator = generator with
@@ -88,7 +159,7 @@ public sealed class SteeredChatClient : IChatClient
                 StopStrings = options.StopSequences is { Count: > 0 } stops ? [.. stops] : generator.StopStrings,
             };
         }
-        return (turns, options.GetSteering(), generator);
+        return new GenerationRequest { Messages = turns, Steering = options.GetSteering() };
     }
 }
 
@@ -106,7 +177,23 @@ public static class ChatOptionsSteeringExtensions
         return options;
     }
 
-    /// <summary>The steering set by <see cref="WithSteering"/>, or null.</summary>
-    public static Steering? GetSteering(this ChatOptions? options) =>
-        options?.AdditionalProperties is { } p && p.TryGetValue(PropertyKey, out var value) ? value as Steering : null;
+    /// <summary>The steering set by <see cref="WithSteering"/>, or null when there is none.</summary>
+    /// <exception cref="ArgumentException">Something other than a <see cref="Steering"/> is stored under
+    /// <see cref="PropertyKey"/> (generating unsteered instead would hide the mistake).</exception>
+    public static Steering? GetSteering(this ChatOptions? options)
+    {
+        if (options?.AdditionalProperties is not { } p || !p.TryGetValue(PropertyKey, out var value) || value is null) return null;
+        return value as Steering ?? throw new ArgumentException(
+            $"ChatOptions.AdditionalProperties[\"{PropertyKey}\"] holds a {value.GetType().FullName}; it takes an OnnxSteer.Runtime.Steering (use WithSteering)",
+            nameof(options));
+    }
+}
+
+/// <summary>Making a chat client of a loaded model.</summary>
+public static class SteeredModelChatExtensions
+{
+    /// <summary>An <see cref="IChatClient"/> over <paramref name="model"/>; disposing the client leaves the model alone
+    /// unless <paramref name="ownsModel"/> is true.</summary>
+    public static IChatClient AsChatClient(this ISteeredGenerator model, GeneratorOptions? defaults = null, bool ownsModel = false) =>
+        new SteeredChatClient(model, defaults, ownsModel);
 }

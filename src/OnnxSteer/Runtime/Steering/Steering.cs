@@ -1,4 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace OnnxSteer.Runtime;
 
@@ -49,6 +51,10 @@ public interface ISteeringVectorSource
 {
     /// <summary>Finds the vector called <paramref name="name"/> for <paramref name="layer"/>.</summary>
     bool TryGet(string name, int layer, [NotNullWhen(true)] out SteeringVector? vector);
+
+    /// <summary>The layers the vector <paramref name="name"/> has, or null when the source cannot tell or has no such
+    /// vector (used in error messages only).</summary>
+    IReadOnlyCollection<int>? LayersOf(string name) => null;
 }
 
 /// <summary>An <see cref="ISteeringVectorSource"/> held in memory.</summary>
@@ -82,6 +88,9 @@ public sealed record SteeringTerm(string Name, int Layer, SteeringMode Mode, flo
 /// Several terms may share a layer: adds there sum; at most one projection or ablation per layer, because the
 /// patched graph has one direction and one target per layer (two projections onto different directions do not
 /// compose into one).</summary>
+/// <remarks>Serialized to JSON (Microsoft.Extensions.AI's logging of ChatOptions, for one) as its terms' names, layers,
+/// modes, weights and targets and its positions, never the vectors' floats.</remarks>
+[JsonConverter(typeof(SteeringJsonConverter))]
 public sealed class Steering
 {
     private readonly ISteeringVectorSource? _source;
@@ -166,8 +175,13 @@ public sealed class Steering
     private SteeringVector Lookup(string name, int layer)
     {
         if (_source is null) throw new InvalidOperationException("named vectors need a source: start with Steering.From(vectors)");
-        return _source.TryGet(name, layer, out var v) ? v
-            : throw new OnnxSteerException(ErrorKind.InvalidVector, $"no vector '{name}' for layer {layer} in the vector source");
+        if (_source.TryGet(name, layer, out var v)) return v;
+        // Name the layers the vector does have when the source can tell (a vector extracted from a model has all of them),
+        // so "layer 40" on a 6-layer model reads as such.
+        var known = _source.LayersOf(name);
+        throw new OnnxSteerException(ErrorKind.InvalidVector, known is null
+            ? $"no vector '{name}' for layer {layer} in the vector source"
+            : $"vector '{name}' has no layer {layer}; it has layers {OnnxSteer.Contract.LayerSelection.Format(known)}");
     }
 
     private static SteeringVector Checked(SteeringVector vector, string? name, int layer)
@@ -179,5 +193,33 @@ public sealed class Steering
             if (!float.IsFinite(d[i]))
                 throw new OnnxSteerException(ErrorKind.InvalidVector, $"'{name ?? "vector"}' at layer {layer} holds {d[i]} at index {i}");
         return vector;
+    }
+}
+
+/// <summary>Writes a <see cref="Steering"/> as a compact description. A steering holds whole vectors (hidden-size floats per
+/// term); a log line of every float on every request is noise, so only what identifies the steering is written. Reading
+/// one back is refused: the vectors are not in the JSON.</summary>
+internal sealed class SteeringJsonConverter : JsonConverter<Steering>
+{
+    public override Steering Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        throw new JsonException("a Steering is written to JSON as a description without its vectors and cannot be read back; build it with Steering.From");
+
+    public override void Write(Utf8JsonWriter writer, Steering value, JsonSerializerOptions options)
+    {
+        writer.WriteStartObject();
+        writer.WriteString("positions", value.Positions.ToString().ToLowerInvariant());
+        writer.WriteStartArray("terms");
+        foreach (var t in value.Terms)
+        {
+            writer.WriteStartObject();
+            writer.WriteString("name", t.Name);
+            writer.WriteNumber("layer", t.Layer);
+            writer.WriteString("mode", t.Mode.ToString().ToLowerInvariant());
+            if (t.Mode == SteeringMode.Add) writer.WriteNumber("weight", t.Weight);
+            if (t.Mode == SteeringMode.Project) writer.WriteNumber("target", t.Target);
+            writer.WriteEndObject();
+        }
+        writer.WriteEndArray();
+        writer.WriteEndObject();
     }
 }

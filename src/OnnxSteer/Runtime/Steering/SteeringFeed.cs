@@ -24,7 +24,7 @@ internal sealed class SteeringFeed : IDisposable
     public List<(string Name, OrtValue Value)> Inputs { get; } = [];
 
     /// <summary>Checks every term against the model: patched, layer steered, vector length = hidden size.</summary>
-    public static void Validate(Steering steering, ModelSignature signature, int? hiddenSize, string modelPath)
+    public static void Validate(Steering steering, ModelSignature signature, int? hiddenSize, string modelPath, int? numLayers = null)
     {
         if (steering.IsEmpty) return;
         if (signature.SteeringInputs.Count == 0)
@@ -32,6 +32,9 @@ internal sealed class SteeringFeed : IDisposable
                 $"{modelPath} takes no steering inputs (no steering.json with steered layers); patch it first: onnxsteer patch <model> -o <out>");
         foreach (var term in steering.Terms)
         {
+            if (numLayers is int n && term.Layer >= n)
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                    $"'{term.Name}' asks for layer {term.Layer}; the model has {n} layers (0-{n - 1}), steered: {LayerSelection.Format(signature.SteeringInputs.Keys)}");
             if (!signature.SteeringInputs.ContainsKey(term.Layer))
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                     $"'{term.Name}' asks for layer {term.Layer}, which this model does not steer; steered layers: {LayerSelection.Format(signature.SteeringInputs.Keys)}");

@@ -15,7 +15,7 @@ namespace OnnxSteer.Runtime.Tokenization;
 internal sealed class BpeModel
 {
     private readonly Dictionary<string, int> _vocab;
-    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private readonly VocabLookup _lookup;
     private readonly string[] _idToToken;
     private readonly Dictionary<long, BpeMerge> _merges;
     private readonly int? _unkId;
@@ -29,7 +29,7 @@ internal sealed class BpeModel
         bool byteFallback, bool fuseUnk, bool ignoreMerges, bool byteLevel)
     {
         _vocab = vocab;
-        _lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        _lookup = new VocabLookup(vocab);
         _idToToken = idToToken;
         _merges = merges;
         _fuseUnk = fuseUnk;

@@ -223,7 +223,7 @@ internal static class TokenizerFile
     {
         if (reader.TokenType != JsonTokenType.StartArray) throw Invalid(path, $"{where} must be an array");
         var merges = new Dictionary<long, BpeMerge>(capacity);
-        var lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        var lookup = new VocabLookup(vocab);
         var buffer = ArrayPool<char>.Shared.Rent(256);
         try
         {
@@ -272,7 +272,7 @@ internal static class TokenizerFile
         try { text = new UTF8Encoding(false, true).GetString(SkipBom(bytes)); }
         catch (DecoderFallbackException) { throw Invalid(path, "is not UTF-8 text"); }
         var merges = new Dictionary<long, BpeMerge>();
-        var lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        var lookup = new VocabLookup(vocab);
         var buffer = new char[256];
         int rank = 0, lineNumber = 0;
         foreach (var raw in text.AsSpan().EnumerateLines())
@@ -302,7 +302,7 @@ internal static class TokenizerFile
     private static void Add(Dictionary<long, BpeMerge> merges, int a, int b, int merged, int rank) =>
         merges[PairKey(a, b)] = new BpeMerge(rank, merged);
 
-    private static int Lookup(Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> lookup, ReadOnlySpan<char> token,
+    private static int Lookup(VocabLookup lookup, ReadOnlySpan<char> token,
         string path, string where, int rank)
     {
         if (lookup.TryGetValue(token, out var id)) return id;
