@@ -9,7 +9,7 @@ namespace OnnxSteer.ModelBuilder;
 ///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
 /// dump MODEL.onnx
 /// </code></summary>
-public static class BuilderCli
+internal static class BuilderCli
 {
     /// <summary>Runs one command; returns the exit code.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)

@@ -4,14 +4,14 @@ namespace OnnxSteer.ModelBuilder;
 /// <param name="Directory">The model folder.</param>
 /// <param name="ModelPath">The .onnx file (<c>model.onnx</c> or <c>decoder_model_merged.onnx</c>).</param>
 /// <param name="Spec">What was written.</param>
-public sealed record DecoderFixture(string Directory, string ModelPath, DecoderSpec Spec)
+internal sealed record DecoderFixture(string Directory, string ModelPath, DecoderSpec Spec)
 {
     /// <summary>Every file written into <see cref="Directory"/> (model, external data, configs).</summary>
     public IReadOnlyList<string> Files => System.IO.Directory.GetFiles(Directory).Order(StringComparer.Ordinal).ToList();
 }
 
 /// <summary>Entry point for tests and tools: writes a decoder in any exporter layout.</summary>
-public static class DecoderFixtures
+internal static class DecoderFixtures
 {
     /// <summary>The model file name each layout uses.</summary>
     public static string ModelFileName(DecoderLayout layout) => layout switch

@@ -6,7 +6,7 @@ namespace OnnxSteer.ModelBuilder;
 /// <summary>Runs a decoder written by this tool (any layout) in ONNX Runtime with a KV cache, for tests and for the
 /// export check. Simple rather than fast: ids and masks are managed arrays; the cache stays in ORT values.
 /// Feeds position_ids (cumsum(mask) - 1, padding at 1) when the graph has them and use_cache_branch when merged.</summary>
-public sealed class DecoderRunner : IDisposable
+internal sealed class DecoderRunner : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly string[] _outputNames;

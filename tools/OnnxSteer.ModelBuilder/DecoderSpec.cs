@@ -50,7 +50,7 @@ public enum WeightQuantization
 }
 
 /// <summary>Shape and format of a Llama-style decoder to write. Defaults describe a tiny test fixture.</summary>
-public sealed record DecoderSpec
+internal sealed record DecoderSpec
 {
     /// <summary>Number of decoder blocks.</summary>
     public int Layers { get; init; } = 2;

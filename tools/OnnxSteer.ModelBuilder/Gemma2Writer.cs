@@ -8,7 +8,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>Gemma 2 tensor names beyond the Llama ones (<see cref="LlamaNames"/> covers embed, q/k/v/o, gate/up/down,
 /// input_layernorm, post_attention_layernorm, norm, lm_head).</summary>
-public static class Gemma2Names
+internal static class Gemma2Names
 {
     /// <summary><c>model.layers.{i}.pre_feedforward_layernorm.weight</c>.</summary>
     public static string PreFeedforwardNorm(int i) => $"model.layers.{i}.pre_feedforward_layernorm.weight";
@@ -209,7 +209,7 @@ internal static class Gemma2Writer
 
 /// <summary>A plain C# Gemma 2 forward over the weights <see cref="Gemma2Writer"/> writes (float16 models: weights rounded
 /// through float16, arithmetic float32/double; the residual is float32 as in the export).</summary>
-public sealed class Gemma2Reference
+internal sealed class Gemma2Reference
 {
     private readonly DecoderSpec _s;
     private readonly IWeightSource _w;

@@ -6,7 +6,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>Where initializer bytes go: inline <c>raw_data</c>, or appended to one external data file
 /// (streamed, so a large model is never held twice in memory).</summary>
-public sealed class TensorStore : IDisposable
+internal sealed class TensorStore : IDisposable
 {
     private readonly FileStream? _file;
     private readonly string? _location;
@@ -75,7 +75,7 @@ public sealed class TensorStore : IDisposable
 /// <summary>A small helper to write ONNX graphs: nodes named like the exporters name them
 /// (<c>/model/layers.0/attn/q_proj/MatMul</c>, outputs <c>{node}/output_{k}</c>), initializers in float32/float16/int4,
 /// inputs and outputs with symbolic dims. It only appends; there is no editing.</summary>
-public sealed class GraphBuilder
+internal sealed class GraphBuilder
 {
     private readonly TensorStore _store;
     private readonly Dictionary<string, string> _constants = new(StringComparer.Ordinal);
@@ -221,7 +221,7 @@ public sealed class GraphBuilder
 }
 
 /// <summary>Encodes float data as the little-endian bytes of an ONNX tensor type.</summary>
-public static class TensorBytes
+internal static class TensorBytes
 {
     /// <summary>float32 or float16 bytes of <paramref name="data"/>.</summary>
     public static byte[] Encode(ReadOnlySpan<float> data, TensorProto.Types.DataType dtype)

@@ -3,7 +3,7 @@ namespace OnnxSteer.ModelBuilder;
 /// <summary>4-bit block quantization in com.microsoft::MatMulNBits' layout: for weight W [N, K] (a PyTorch Linear
 /// [out, in]), each row n is cut into blocks of <c>blockSize</c> along K (the last block zero-padded); a block stores
 /// blockSize/2 bytes, element 2j in the low nibble and 2j+1 in the high nibble, value = (q - 8) * scale.</summary>
-public static class Int4
+internal static class Int4
 {
     /// <summary>Packed weights [N, blocks, blockSize/2] as bytes, scales [N * blocks].</summary>
     public sealed record Quantized(byte[] Packed, float[] Scales, int BlocksPerRow);

@@ -14,7 +14,7 @@ namespace OnnxSteer.ModelBuilder;
 /// <param name="Tolerance">Max abs logit difference allowed by the reference check; null: 1e-3 (fp32) or 2e-2 x max(1, max |logit|) (fp16, int4).</param>
 /// <param name="Quantization">Int4 writes MatMulNBits (genai layout only).</param>
 /// <param name="Overwrite">Replace an output folder that holds files other than a previous export's.</param>
-public sealed record LlamaExportOptions(string WeightsPath, string ConfigPath, string OutputDirectory, DecoderLayout Layout = DecoderLayout.GenAi,
+internal sealed record LlamaExportOptions(string WeightsPath, string ConfigPath, string OutputDirectory, DecoderLayout Layout = DecoderLayout.GenAi,
     DecoderDType DType = DecoderDType.Float32, AttentionKind? Attention = null, string? ReferencePath = null, double? Tolerance = null,
     WeightQuantization Quantization = WeightQuantization.None, bool Overwrite = false);
 
@@ -27,7 +27,7 @@ public sealed record LlamaExportOptions(string WeightsPath, string ConfigPath, s
 /// <c>greedy.generated_ids</c>; null when the reference has none.</param>
 /// <param name="GreedyTotal">Length of the reference's greedy continuation.</param>
 /// <param name="RequireGreedy">Whether a greedy mismatch fails the check (float32 exports; float16/int4 may flip near-ties).</param>
-public sealed record ReferenceCheck(int Rows, double MaxAbsDiff, double Tolerance, int ArgmaxAgreement,
+internal sealed record ReferenceCheck(int Rows, double MaxAbsDiff, double Tolerance, int ArgmaxAgreement,
     int? GreedyMatched = null, int GreedyTotal = 0, bool RequireGreedy = false)
 {
     /// <summary>Whether <see cref="MaxAbsDiff"/> is within <see cref="Tolerance"/> and, when required, the greedy
@@ -39,10 +39,10 @@ public sealed record ReferenceCheck(int Rows, double MaxAbsDiff, double Toleranc
 /// <param name="Fixture">The model folder and spec.</param>
 /// <param name="CopiedFiles">Tokenizer/generation files copied from beside the weights.</param>
 /// <param name="Check">The reference check, when asked for.</param>
-public sealed record LlamaExportResult(DecoderFixture Fixture, IReadOnlyList<string> CopiedFiles, ReferenceCheck? Check);
+internal sealed record LlamaExportResult(DecoderFixture Fixture, IReadOnlyList<string> CopiedFiles, ReferenceCheck? Check);
 
 /// <summary>Exports Hugging Face Llama safetensors weights to an ONNX model folder in one of the exporter layouts.</summary>
-public static class LlamaExport
+internal static class LlamaExport
 {
     private static readonly HashSet<string> ExportFileNames = new(StringComparer.Ordinal)
     {

@@ -5,7 +5,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>Prints a model's graph one line per item (inputs, outputs, initializers, nodes with domain, attributes and
 /// wiring); used to compare fixtures with real exports.</summary>
-public static class ModelDump
+internal static class ModelDump
 {
     /// <summary>Writes the dump of the .onnx file at <paramref name="path"/> to <paramref name="w"/>.</summary>
     public static void Write(string path, TextWriter w)

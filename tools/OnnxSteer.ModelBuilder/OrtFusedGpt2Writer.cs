@@ -8,7 +8,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>Tensor names of the GPT-2 fixtures (Hugging Face GPT-2 names; Conv1D weights are [in, out] as in GPT-2).
 /// The LayerNorm gains end in <c>layernorm.weight</c> so that <see cref="RandomWeights"/> draws them around 1.</summary>
-public static class Gpt2Names
+internal static class Gpt2Names
 {
     /// <summary>Token embedding [vocab, hidden].</summary>
     public const string Wte = "transformer.wte.weight";
@@ -145,7 +145,7 @@ internal static class OrtFusedGpt2Writer
 
 /// <summary>A plain C# GPT-2 forward (float32 weights, double accumulation) over the weights
 /// <see cref="OrtFusedGpt2Writer"/> writes: the ground truth for the ort-fused fixtures.</summary>
-public sealed class Gpt2Reference
+internal sealed class Gpt2Reference
 {
     private readonly DecoderSpec _s;
     private readonly IWeightSource _w;

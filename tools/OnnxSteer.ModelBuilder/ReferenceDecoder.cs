@@ -2,7 +2,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>A plain C# Llama forward pass (straightforward loops, float32) over the same weights the builders write.
 /// It is the ground truth for the layout tests and for checking exported trained weights.</summary>
-public sealed class ReferenceDecoder
+internal sealed class ReferenceDecoder
 {
     private readonly DecoderSpec _s;
     private readonly IWeightSource _w;

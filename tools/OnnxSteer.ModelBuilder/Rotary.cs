@@ -2,7 +2,7 @@ namespace OnnxSteer.ModelBuilder;
 
 /// <summary>Rotary tables in the Hugging Face Llama convention (non-interleaved, rotate_half), computed in float32
 /// like <c>LlamaRotaryEmbedding</c>: inv_freq[i] = 1 / theta^(2i/d), angle = pos * inv_freq[i].</summary>
-public static class Rotary
+internal static class Rotary
 {
     /// <summary>cos and sin caches [maxPositions, headDim/2], row-major (the layout ORT's RotaryEmbedding and
     /// GroupQueryAttention take).</summary>

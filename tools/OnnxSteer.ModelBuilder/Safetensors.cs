@@ -12,12 +12,12 @@ namespace OnnxSteer.ModelBuilder;
 /// <param name="Shape">Dimensions.</param>
 /// <param name="Begin">Start offset in the data section.</param>
 /// <param name="End">End offset (exclusive) in the data section.</param>
-public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End);
+internal sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End);
 
 /// <summary>A minimal, validating reader of the safetensors format (8-byte little-endian header length, JSON header
 /// of name -> {dtype, shape, data_offsets}, then the data section). Reads F32, F16 and BF16 tensors as float32,
 /// one tensor at a time, without mapping the whole file.</summary>
-public sealed class SafetensorsFile : IDisposable
+internal sealed class SafetensorsFile : IDisposable
 {
     private const long MaxHeader = 100L << 20;
     private readonly SafeFileHandle _handle;
@@ -180,7 +180,7 @@ public sealed class SafetensorsFile : IDisposable
 
 /// <summary>Weights from a Hugging Face Llama <c>model.safetensors</c>. A missing <c>lm_head.weight</c> falls back to
 /// <c>model.embed_tokens.weight</c> (tied embeddings).</summary>
-public sealed class SafetensorsWeights : IWeightSource, IDisposable
+internal sealed class SafetensorsWeights : IWeightSource, IDisposable
 {
     private readonly SafetensorsFile _file;
 

@@ -3,10 +3,10 @@ using System.Diagnostics;
 namespace OnnxSteer.ModelBuilder;
 
 /// <summary>Result of <see cref="SelfCheck.Run"/>.</summary>
-public sealed record SelfCheckResult(int Prefill, int Steps, double PrefillMs, double DecodeMsPerToken, double MaxAbsDiff);
+internal sealed record SelfCheckResult(int Prefill, int Steps, double PrefillMs, double DecodeMsPerToken, double MaxAbsDiff);
 
 /// <summary>Smoke check of a written model: prefill + single-token decode steps with the KV cache against one full run.</summary>
-public static class SelfCheck
+internal static class SelfCheck
 {
     /// <summary>Runs the check on random token ids (seed 1) and returns timings and the largest logit difference.</summary>
     public static SelfCheckResult Run(string modelPath, int prefill, int steps)

@@ -8,7 +8,7 @@ namespace OnnxSteer.ModelBuilder;
 /// pre-tokenizer with Llama 3's regex, then ByteLevel, ignore_merges, a ByteLevel decoder, ChatML special tokens.
 /// Its merges are random but valid (every merge joins two vocabulary tokens into a third), so it loads and encodes
 /// like a real one; its ids mean nothing.</summary>
-public static class TokenizerFixtures
+internal static class TokenizerFixtures
 {
     /// <summary>Llama 3's pre-tokenizer regex (also Qwen2's, up to the digit rule).</summary>
     public const string Llama3Regex =

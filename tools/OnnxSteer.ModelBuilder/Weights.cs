@@ -3,7 +3,7 @@ namespace OnnxSteer.ModelBuilder;
 /// <summary>A float32 tensor in row-major order.</summary>
 /// <param name="Shape">Dimensions.</param>
 /// <param name="Data">Values, row-major.</param>
-public sealed record FloatTensor(int[] Shape, float[] Data)
+internal sealed record FloatTensor(int[] Shape, float[] Data)
 {
     /// <summary>Element count implied by <see cref="Shape"/>.</summary>
     public long Count => Shape.Aggregate(1L, (a, b) => a * b);
@@ -12,7 +12,7 @@ public sealed record FloatTensor(int[] Shape, float[] Data)
 /// <summary>Supplies decoder weights by their Hugging Face Llama names, in Hugging Face shapes
 /// (Linear weights are [out, in]; see <see cref="LlamaNames"/>). Builders read each tensor once, when they write it,
 /// so a source may generate or load lazily.</summary>
-public interface IWeightSource
+internal interface IWeightSource
 {
     /// <summary>The tensor called <paramref name="name"/>, with exactly <paramref name="shape"/>.</summary>
     /// <exception cref="OnnxSteerException">Missing tensor or a different shape.</exception>
@@ -20,7 +20,7 @@ public interface IWeightSource
 }
 
 /// <summary>Hugging Face Llama tensor names and shapes for a <see cref="DecoderSpec"/>.</summary>
-public static class LlamaNames
+internal static class LlamaNames
 {
     /// <summary><c>model.embed_tokens.weight</c> [vocab, hidden].</summary>
     public const string Embed = "model.embed_tokens.weight";
@@ -79,7 +79,7 @@ public static class LlamaNames
 /// reference forward see the same numbers in any reading order. Uniform noise scaled so activations stay of order one:
 /// embeddings std 1, Linear weights std 1/sqrt(in), norm gains 1 + std 0.1. Fast (SplitMix64), so the ~100M-parameter
 /// benchmark model builds in seconds.</summary>
-public sealed class RandomWeights : IWeightSource
+internal sealed class RandomWeights : IWeightSource
 {
     private static readonly float Sqrt3 = MathF.Sqrt(3f);
     private readonly int _seed;
@@ -126,7 +126,7 @@ public sealed class RandomWeights : IWeightSource
 }
 
 /// <summary>Caches another source's tensors in memory (for the reference forward, which reads them repeatedly).</summary>
-public sealed class CachedWeights : IWeightSource
+internal sealed class CachedWeights : IWeightSource
 {
     private readonly IWeightSource _inner;
     private readonly Dictionary<string, FloatTensor> _cache = new(StringComparer.Ordinal);

@@ -5,7 +5,7 @@ namespace OnnxSteer.Decoder;
 
 /// <summary>Where the residual stream after one decoder block can be read and steered, in one graph
 /// (a model whose decoder lives in several If branches has one point per branch and layer).</summary>
-public abstract class ResidualPoint
+internal abstract class ResidualPoint
 {
     private protected ResidualPoint(int layer, GraphView graph) { Layer = layer; Graph = graph; }
 
@@ -27,7 +27,7 @@ public abstract class ResidualPoint
 
 /// <summary>A residual the graph computes as a plain value (e.g. the output of a residual <c>Add</c>):
 /// steering inserts x' after it and makes every consumer read x'.</summary>
-public sealed class ValueResidualPoint : ResidualPoint
+internal sealed class ValueResidualPoint : ResidualPoint
 {
     /// <summary>Creates a point for <paramref name="residual"/>.</summary>
     public ValueResidualPoint(int layer, GraphView graph, GraphValue residual) : base(layer, graph) => Residual = residual;
@@ -48,7 +48,7 @@ public sealed class ValueResidualPoint : ResidualPoint
 /// <summary>A residual formed inside a fused norm (<c>SkipSimplifiedLayerNormalization</c>, <c>SkipLayerNormalization</c>):
 /// x = input + skip (+ bias) is the node's output 3 and also what its output 0 normalises. Steering replaces the
 /// node's <c>skip</c> input so both outputs see x' (never the bias slot: DirectML reads it differently).</summary>
-public sealed class FusedNormResidualPoint : ResidualPoint
+internal sealed class FusedNormResidualPoint : ResidualPoint
 {
     /// <summary>Creates a point at <paramref name="norm"/>.</summary>
     public FusedNormResidualPoint(int layer, GraphView graph, GraphNode norm, int? biasInputIndex) : base(layer, graph)
@@ -83,7 +83,7 @@ public sealed class FusedNormResidualPoint : ResidualPoint
 public sealed class DecoderLayout
 {
     /// <summary>Creates a layout description; points are ordered by layer.</summary>
-    public DecoderLayout(string name, int numLayers, int hiddenSize, int residualElemType, IReadOnlyList<ResidualPoint> points)
+    internal DecoderLayout(string name, int numLayers, int hiddenSize, int residualElemType, IReadOnlyList<ResidualPoint> points)
     {
         Name = name;
         NumLayers = numLayers;
@@ -108,10 +108,10 @@ public sealed class DecoderLayout
     public string ResidualDtype => DtypeName(ResidualElemType);
 
     /// <summary>All residual points, by layer (one per layer and graph that holds a copy of the decoder).</summary>
-    public IReadOnlyList<ResidualPoint> Points { get; }
+    internal IReadOnlyList<ResidualPoint> Points { get; }
 
     /// <summary>The points of <paramref name="layer"/>.</summary>
-    public IEnumerable<ResidualPoint> PointsOf(int layer) => Points.Where(p => p.Layer == layer);
+    internal IEnumerable<ResidualPoint> PointsOf(int layer) => Points.Where(p => p.Layer == layer);
 
     /// <summary>Name of an ONNX element type as used in steering.json.</summary>
     public static string DtypeName(int elemType) => (TensorProto.Types.DataType)elemType switch
@@ -159,7 +159,7 @@ public sealed class LayoutMatch
     public static LayoutMatch Matched(DecoderLayout decoder, string reason) => new(decoder.Name, decoder, reason, null, 100);
 
     /// <summary>A failed match that stopped at <paramref name="node"/> (or at the graph when null).</summary>
-    public static LayoutMatch Failed(string layout, string reason, GraphNode? node, int progress, GraphView? graph = null) =>
+    internal static LayoutMatch Failed(string layout, string reason, GraphNode? node, int progress, GraphView? graph = null) =>
         new(layout, null, reason, node?.Describe() ?? (graph is null ? null : $"graph '{graph.Name}'"), Math.Clamp(progress, 0, 99));
 
     /// <summary>A failure of <paramref name="layout"/> that wraps an inner failure (e.g. in an If branch).</summary>
@@ -169,7 +169,7 @@ public sealed class LayoutMatch
 
 /// <summary>Recognises one exporter's decoder layout by op types and topology (never by node names).
 /// Implementations are stateless; add one class per layout and list it in <see cref="LayoutMatchers.All"/>.</summary>
-public interface IDecoderLayoutMatcher
+internal interface IDecoderLayoutMatcher
 {
     /// <summary>The layout's name as written to steering.json (genai, optimum, ...).</summary>
     string Name { get; }
@@ -179,7 +179,7 @@ public interface IDecoderLayoutMatcher
 }
 
 /// <summary>The known layouts and detection over them.</summary>
-public static class LayoutMatchers
+internal static class LayoutMatchers
 {
     /// <summary>Every built-in matcher, most specific first (the first match wins).</summary>
     public static IReadOnlyList<IDecoderLayoutMatcher> All { get; } =

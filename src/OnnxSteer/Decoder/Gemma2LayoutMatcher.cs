@@ -9,7 +9,7 @@ namespace OnnxSteer.Decoder;
 /// post_feedforward_layernorm: <c>SimplifiedLayerNormalization</c>, possibly behind a Cast) of the sublayer output.
 /// The skip norms run in float32 even in a float16 model, so the residual dtype (and the steering inputs) come from
 /// the skip norms' weights, not from the embedding.</summary>
-public sealed class Gemma2LayoutMatcher : IDecoderLayoutMatcher
+internal sealed class Gemma2LayoutMatcher : IDecoderLayoutMatcher
 {
     /// <summary>Plain (non-skip) norm ops that sandwich a sublayer.</summary>
     private static readonly HashSet<string> PlainNorms = new(StringComparer.Ordinal) { "SimplifiedLayerNormalization", "LayerNormalization", "RMSNormalization" };

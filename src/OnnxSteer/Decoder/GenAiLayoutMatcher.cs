@@ -7,7 +7,7 @@ namespace OnnxSteer.Decoder;
 /// <c>LayerNormalization</c>) on the embedding, then a chain of <c>com.microsoft</c> skip norms linked by their
 /// output 3 (the residual stream): post-attention norm and next input norm per block, ending in the final norm,
 /// which produces no output 3. Residual after block L = the sum inside skip norm 2L+1 of the chain.</summary>
-public sealed class GenAiLayoutMatcher : IDecoderLayoutMatcher
+internal sealed class GenAiLayoutMatcher : IDecoderLayoutMatcher
 {
     /// <summary>The skip-norm op types this layout uses (RMSNorm and LayerNorm models).</summary>
     public static readonly IReadOnlySet<string> SkipNormOps = new HashSet<string>(StringComparer.Ordinal)

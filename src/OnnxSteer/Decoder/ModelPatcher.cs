@@ -13,7 +13,7 @@ namespace OnnxSteer.Decoder;
 /// <param name="BytesTotal">The file's size.</param>
 public readonly record struct CopyProgress(string File, long BytesDone, long BytesTotal);
 
-/// <summary>What <see cref="ModelPatcher.Patch"/> wrote.</summary>
+/// <summary>What <see cref="ModelPatcher.Patch(string, string, PatchOptions?, bool, IProgress{CopyProgress}?)"/> wrote.</summary>
 public sealed record PatchReport
 {
     /// <summary>The output folder.</summary>
@@ -53,7 +53,11 @@ public static class ModelPatcher
     /// <exception cref="OnnxSteerException">Anything <see cref="OnnxModelFile.Load"/> refuses, an already patched model,
     /// not a decoder, layers the model lacks, an existing output without <paramref name="overwrite"/>.</exception>
     public static PatchReport Patch(string source, string outputDirectory, PatchOptions? options = null, bool overwrite = false,
-        IProgress<CopyProgress>? progress = null, PatchPipeline? pipeline = null)
+        IProgress<CopyProgress>? progress = null) => Patch(source, outputDirectory, options, overwrite, progress, null);
+
+    /// <summary>As the public overload, with a caller's pass pipeline (tests).</summary>
+    internal static PatchReport Patch(string source, string outputDirectory, PatchOptions? options, bool overwrite,
+        IProgress<CopyProgress>? progress, PatchPipeline? pipeline)
     {
         options ??= new PatchOptions();
         var model = OnnxModelFile.Load(source);

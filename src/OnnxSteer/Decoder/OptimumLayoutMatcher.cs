@@ -7,7 +7,7 @@ namespace OnnxSteer.Decoder;
 /// From the embedding <c>Gather</c>, the residual stream is the chain of Adds whose other operand is computed
 /// from the stream itself (the attention and MLP sublayers); two per block, the second one being the residual
 /// after the block.</summary>
-public sealed class OptimumLayoutMatcher : IDecoderLayoutMatcher
+internal sealed class OptimumLayoutMatcher : IDecoderLayoutMatcher
 {
     /// <inheritdoc/>
     public string Name => "optimum";

@@ -5,7 +5,7 @@ namespace OnnxSteer.Decoder;
 /// <summary>Optimum's legacy merged decoder (<c>decoder_model_merged.onnx</c>): an <c>If</c> on <c>use_cache_branch</c>
 /// whose two branches each hold a full decoder. Both branches are matched with the plain layouts and must agree;
 /// the rewrite patches both identically and surfaces the new outputs through the If.</summary>
-public sealed class OptimumMergedLayoutMatcher : IDecoderLayoutMatcher
+internal sealed class OptimumMergedLayoutMatcher : IDecoderLayoutMatcher
 {
     private readonly IReadOnlyList<IDecoderLayoutMatcher> _branchMatchers = [new OptimumLayoutMatcher(), new GenAiLayoutMatcher()];
 

@@ -52,7 +52,7 @@ internal static class SkipNormChain
 /// residual, then a chain of <c>SkipLayerNormalization</c> nodes (projection bias fused into input 4) linked by output 3,
 /// two per block, each block's first one fed by a fused <c>Attention</c>; the final norm has output 0 only.
 /// Residual after block L = the sum inside skip norm 2L+1, steered through its skip operand like genai.</summary>
-public sealed class OrtFusedLayoutMatcher : IDecoderLayoutMatcher
+internal sealed class OrtFusedLayoutMatcher : IDecoderLayoutMatcher
 {
     /// <inheritdoc/>
     public string Name => "ort-fused";

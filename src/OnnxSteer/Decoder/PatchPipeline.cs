@@ -27,10 +27,10 @@ public sealed record PassResult(string Pass, IReadOnlyDictionary<string, int> Co
 }
 
 /// <summary>The three steering inputs of one layer, as values of the main graph.</summary>
-public sealed record SteeringInputValues(GraphValue Add, GraphValue Direction, GraphValue Target);
+internal sealed record SteeringInputValues(GraphValue Add, GraphValue Direction, GraphValue Target);
 
 /// <summary>State shared by the passes of one patch: the model, its graph view, the decoder found and the options.</summary>
-public sealed class PatchContext
+internal sealed class PatchContext
 {
     internal PatchContext(ModelProto model, GraphView graph, DecoderLayout layout, PatchOptions options,
         IReadOnlyList<int> steered, IReadOnlyList<int> exposed)
@@ -105,7 +105,7 @@ public sealed class PatchContext
 
 /// <summary>One rewrite step. Takes the model (through the context), changes it, checks its own pre- and
 /// post-conditions and returns counts of what it changed.</summary>
-public interface IPatchPass
+internal interface IPatchPass
 {
     /// <summary>Short name for reports.</summary>
     string Name { get; }
@@ -121,12 +121,12 @@ public interface IPatchPass
 /// <param name="SteeredLayers">Layers with steering inputs.</param>
 /// <param name="ExposedLayers">Layers with hidden-state outputs.</param>
 /// <param name="Passes">What each pass changed.</param>
-public sealed record PatchResult(ModelProto Model, DecoderLayout Layout, IReadOnlyList<int> SteeredLayers,
+internal sealed record PatchResult(ModelProto Model, DecoderLayout Layout, IReadOnlyList<int> SteeredLayers,
     IReadOnlyList<int> ExposedLayers, IReadOnlyList<PassResult> Passes);
 
 /// <summary>Detects the decoder layout and runs the rewrite passes in order, checking the graph's invariants
 /// after each one. The default pipeline: steering inputs, steering math, hidden-state outputs, metadata, cleanup.</summary>
-public sealed class PatchPipeline
+internal sealed class PatchPipeline
 {
     private readonly IReadOnlyList<IPatchPass> _passes;
     private readonly IReadOnlyList<IDecoderLayoutMatcher> _matchers;
@@ -162,7 +162,7 @@ public sealed class PatchPipeline
         var steered = options.Layers.Resolve(layout.NumLayers);
         var exposed = options.Expose.Resolve(layout.NumLayers);
         if (steered.Count == 0 && exposed.Count == 0)
-            throw new OnnxSteerException(ErrorKind.Usage, "nothing to do: no layers to steer (--layers) and none to expose (--expose).");
+            throw new OnnxSteerException(ErrorKind.Usage, "nothing to do: no layers to steer and none to expose.");
         var context = new PatchContext(model, graph, layout, options, steered, exposed);
         var irVersion = model.IrVersion;
         var opsets = model.OpsetImport.Select(o => (o.Domain, o.Version)).ToList();
@@ -199,7 +199,7 @@ public sealed class PatchPipeline
 
 /// <summary>Adds <c>steering.{L}.add|direction|target</c> main-graph inputs in the residual dtype, with symbolic
 /// batch <c>steer_batch_{L}</c>, and (optional mode) a zero initializer of batch 1 as each one's default.</summary>
-public sealed class AddSteeringInputsPass : IPatchPass
+internal sealed class AddSteeringInputsPass : IPatchPass
 {
     /// <inheritdoc/>
     public string Name => "add-steering-inputs";
@@ -254,7 +254,7 @@ public sealed class AddSteeringInputsPass : IPatchPass
 /// unrounded float32 value; a Cast back from float32 would round it (a model's Cast is never dropped as precision
 /// free).</item>
 /// </list></summary>
-public sealed class InsertSteeringPass : IPatchPass
+internal sealed class InsertSteeringPass : IPatchPass
 {
     private const int F32 = (int)TensorProto.Types.DataType.Float;
 
@@ -365,7 +365,7 @@ public sealed class InsertSteeringPass : IPatchPass
 /// <summary>Adds a <c>hidden_states.{L}</c> output per exposed layer: the residual after block L as the next block
 /// sees it (after steering). A fused final norm is given its output 3 so the last residual exists. For a decoder
 /// inside If branches, each branch gets a matching output and the If and the main graph surface it.</summary>
-public sealed class ExposeHiddenStatesPass : IPatchPass
+internal sealed class ExposeHiddenStatesPass : IPatchPass
 {
     /// <inheritdoc/>
     public string Name => "expose-hidden-states";
@@ -427,7 +427,7 @@ public sealed class ExposeHiddenStatesPass : IPatchPass
 }
 
 /// <summary>Marks the model as patched in metadata_props (<see cref="SteeringContract.PatchedMetadataKey"/>).</summary>
-public sealed class MarkPatchedPass : IPatchPass
+internal sealed class MarkPatchedPass : IPatchPass
 {
     /// <inheritdoc/>
     public string Name => "mark-patched";
@@ -451,7 +451,7 @@ public sealed class MarkPatchedPass : IPatchPass
 
 /// <summary>Sorts every graph topologically and checks the final post-conditions: invariants of the view,
 /// one steering tap per residual point of each steered layer, every contract name present exactly once.</summary>
-public sealed class CleanupPass : IPatchPass
+internal sealed class CleanupPass : IPatchPass
 {
     /// <inheritdoc/>
     public string Name => "cleanup";

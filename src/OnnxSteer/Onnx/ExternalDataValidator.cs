@@ -5,7 +5,7 @@ namespace OnnxSteer.Onnx;
 /// <summary>Checks every external-data reference before anything is read: the location must be relative,
 /// stay inside the model folder (also through symlinks), and the file must hold offset+length bytes.
 /// Absolute or escaping locations are the onnx CVE-2022-25882 / CVE-2024-27318 attack and are refused, not followed.</summary>
-public static class ExternalDataValidator
+internal static class ExternalDataValidator
 {
     /// <summary>Validates all references in <paramref name="model"/> relative to <paramref name="modelDirectory"/>.</summary>
     public static IReadOnlyList<ExternalDataReference> Validate(ModelProto model, string modelDirectory)

@@ -7,13 +7,13 @@ namespace OnnxSteer.Onnx;
 /// <param name="NodesAfter">Nodes left.</param>
 /// <param name="InitializersRemoved">Initializers no kept node reads (their external bytes are then never loaded).</param>
 /// <param name="InputsRemoved">Graph inputs no kept node reads.</param>
-public sealed record PruneResult(int NodesBefore, int NodesAfter, int InitializersRemoved, int InputsRemoved);
+internal sealed record PruneResult(int NodesBefore, int NodesAfter, int InitializersRemoved, int InputsRemoved);
 
 /// <summary>Dead-node elimination towards a chosen set of outputs: keeps only the nodes the named graph outputs depend
 /// on, and the inputs and initializers those nodes read. ONNX Runtime runs every node of a graph whatever outputs a
 /// caller fetches, so a graph pruned to the outputs that are read is the only way to skip the work nobody reads
 /// (for extraction: the LM head, the presents, the layers above the highest requested hidden state).</summary>
-public static class GraphPruner
+internal static class GraphPruner
 {
     /// <summary>Prunes <paramref name="model"/>'s main graph <b>in place</b> to <paramref name="outputs"/> (in that order).
     /// Nodes with subgraphs are kept whole, and every name their subgraphs read counts as needed, so the result

@@ -4,11 +4,11 @@ using OnnxSteer.Onnx.Proto;
 namespace OnnxSteer.Onnx;
 
 /// <summary>One use of a value: <see cref="Node"/> reads it at input <see cref="InputIndex"/>.</summary>
-public readonly record struct ValueUse(GraphNode Node, int InputIndex);
+internal readonly record struct ValueUse(GraphNode Node, int InputIndex);
 
 /// <summary>A named value of a graph: a graph input, an initializer, a node output, or (in a subgraph)
 /// a value captured from an enclosing graph. Knows its producer and its uses.</summary>
-public sealed class GraphValue
+internal sealed class GraphValue
 {
     internal readonly List<ValueUse> UseList = [];
     internal readonly List<GraphNode> CapturingNodes = [];
@@ -77,7 +77,7 @@ public sealed class GraphValue
 
 /// <summary>A node of a graph view. Inputs and outputs are values (null for an omitted optional slot);
 /// attributes and other fields are kept from the original NodeProto.</summary>
-public sealed class GraphNode
+internal sealed class GraphNode
 {
     internal readonly List<GraphValue?> InputList = [];
     internal readonly List<GraphValue?> OutputList = [];
@@ -127,7 +127,7 @@ public sealed class GraphNode
 /// All edits go through it so the use lists stay in step; <see cref="ToProto"/> converts back for saving.
 /// Subgraphs (If branches, Loop bodies) get their own child views whose captured outer values are
 /// linked to the enclosing graph's values.</summary>
-public sealed class GraphView
+internal sealed class GraphView
 {
     private readonly GraphProto _source;
     private readonly Dictionary<string, GraphValue> _values = new(StringComparer.Ordinal);

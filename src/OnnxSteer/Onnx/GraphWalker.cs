@@ -4,7 +4,7 @@ namespace OnnxSteer.Onnx;
 
 /// <summary>Enumerates a graph and all subgraphs (If/Loop/Scan bodies) without recursion limits being
 /// driven by the file: nesting is bounded so a hostile model cannot overflow the stack.</summary>
-public static class GraphWalker
+internal static class GraphWalker
 {
     /// <summary>Deepest subgraph nesting accepted.</summary>
     public const int MaxDepth = 32;

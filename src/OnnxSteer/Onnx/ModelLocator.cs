@@ -1,7 +1,7 @@
 namespace OnnxSteer.Onnx;
 
 /// <summary>Finds the ONNX file a user means when they name a folder or a file.</summary>
-public static class ModelLocator
+internal static class ModelLocator
 {
     /// <summary>File names tried, in order, when a folder is given (GenAI and Optimum conventions).</summary>
     public static readonly IReadOnlyList<string> KnownModelFileNames =

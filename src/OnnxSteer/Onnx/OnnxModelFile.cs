@@ -13,7 +13,7 @@ public sealed record ExternalDataReference(string TensorName, string Location, s
 
 /// <summary>An ONNX model file as read from disk: the graph protobuf only. External weights are never read,
 /// only their locations and sizes are checked (a rewrite must not need them, and they can be many GB).</summary>
-public sealed class OnnxModelFile
+internal sealed class OnnxModelFile
 {
     /// <summary>Largest message protobuf can encode; a bigger file cannot be a valid ONNX model.</summary>
     public const long ProtobufLimit = int.MaxValue;
