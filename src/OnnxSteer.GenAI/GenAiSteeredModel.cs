@@ -35,15 +35,13 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         Directory = directory; _model = model; _inputs = inputs; Manifest = manifest; Tokenizer = tokenizer; ChatTemplate = template;
         Provider = provider;
         var config = ModelConfig.Load(directory);
-        ModelType = manifest?.ModelType ?? config.ModelType;
+        (ModelType, HiddenSize, NumLayers) = config.Facts(manifest);
         ModelId = config.ModelId(directory, manifest);
-        HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
-        NumLayers = manifest?.NumLayers ?? config.NumLayers;
-        _eos = [.. config.EosTokenIds];
-        if (tokenizer.EosTokenId is int e) _eos.Add(e);
+        _eos = config.EosIds(tokenizer);
         // GenAI masks positions holding its pad_token_id, so padding must use exactly that id.
         _padId = Int(genai?["pad_token_id"]) ?? config.PadTokenId ?? 0;
-        // The same limit the ort engine enforces (genai_config, config.json, the rotary cache: the smallest).
+        // The configs' limit (genai_config context_length, config.json max_position_embeddings: the smallest); GenAI
+        // itself sizes the rotary cache from genai_config.
         _contextLength = config.ContextLength?.Tokens ?? Int(genai?["context_length"]);
         _vocabSize = Int(genai?["vocab_size"]);
     }

@@ -112,6 +112,19 @@ internal sealed record ModelConfig
         };
     }
 
+    /// <summary>Model type, hidden size and layer count, steering.json's (a patched folder's own record) before the
+    /// configs'. One rule for every engine.</summary>
+    public (string? ModelType, int? HiddenSize, int? NumLayers) Facts(OnnxSteer.Contract.SteeringManifest? manifest) =>
+        (manifest?.ModelType ?? ModelType, manifest?.HiddenSize ?? HiddenSize, manifest?.NumLayers ?? NumLayers);
+
+    /// <summary>The ids that end a sequence: the configs' EOS ids and the tokenizer's EOS token.</summary>
+    public HashSet<int> EosIds(Tokenization.TextTokenizer tokenizer)
+    {
+        var eos = new HashSet<int>(EosTokenIds);
+        if (tokenizer.EosTokenId is int e) eos.Add(e);
+        return eos;
+    }
+
     /// <summary>The model's name (<see cref="ISteeredGenerator.ModelId"/>): <see cref="NameOrPath"/>, else the name of the
     /// folder it was patched from (a patched folder's own name, often "patched" or a temp name, says nothing), else the
     /// folder's own name.</summary>

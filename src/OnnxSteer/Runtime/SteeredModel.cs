@@ -55,12 +55,9 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         _boundDecode = options.BoundDecode;
         _cacheDevice = CacheDevice.For(provider, options.DeviceId, options.BoundCacheOnAllocator);
         _cacheHeadroom = options.BoundCacheHeadroom;
-        ModelType = manifest?.ModelType ?? config.ModelType;
+        (ModelType, HiddenSize, NumLayers) = config.Facts(manifest);
         ModelId = config.ModelId(directory, manifest);
-        HiddenSize = manifest?.HiddenSize ?? config.HiddenSize;
-        NumLayers = manifest?.NumLayers ?? config.NumLayers;
-        _eos = [.. config.EosTokenIds];
-        if (tokenizer.EosTokenId is int e) _eos.Add(e);
+        _eos = config.EosIds(tokenizer);
         // Padding is masked, so any id in the embedding table works; the model config is the surer source of one.
         _padId = config.PadTokenId ?? tokenizer.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
     }
@@ -120,8 +117,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         var modelPath = FindModelFile(folder, options.ModelFile is { } f ? (f, "RuntimeOptions.ModelFile")
             : manifest is not null ? (manifest.ModelFile, "steering.json model_file")
             : config.DecoderFile is { } d ? (d, "genai_config.json model.decoder.filename") : null);
-        // The tokenizer and template loaders open their files by name; every one of those names is checked first.
-        folder.CheckFiles(Onnx.ModelFolder.TokenizerFileNames.Concat(Onnx.ModelFolder.TemplateFileNames));
+        // The tokenizer and template loaders check their own file names against the folder's path rule.
         var tokenizer = TextTokenizer.Load(directory);
         var template = ChatTemplate.Load(directory, tokenizer);
         var graph = ModelSignature.InspectGraph(modelPath);

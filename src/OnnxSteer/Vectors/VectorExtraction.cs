@@ -49,9 +49,6 @@ internal static class PromptEncoding
     /// <summary>The encoder; <paramref name="cancellationToken"/> stops a slow template render.</summary>
     public static Func<string, IReadOnlyList<int>> Create(string modelDirectory, bool chatTemplate, List<string> warnings, CancellationToken cancellationToken = default)
     {
-        // The tokenizer and template loaders open their files by name; every one of those names is checked first.
-        new OnnxSteer.Onnx.ModelFolder(modelDirectory).CheckFiles(
-            OnnxSteer.Onnx.ModelFolder.TokenizerFileNames.Concat(OnnxSteer.Onnx.ModelFolder.TemplateFileNames));
         var tokenizer = TextTokenizer.Load(modelDirectory);
         var template = chatTemplate ? ChatTemplate.Load(modelDirectory, tokenizer) : null;
         if (template?.Warning is { } w) warnings.Add(w);

@@ -151,8 +151,10 @@ public sealed class SignalTests(Xunit.Abstractions.ITestOutputHelper log)
             if (child.Process.HasExited) { Assert.Equal(0, child.Process.ExitCode); continue; }
             var took = child.Signal(SIGTERM, SIGTERM);
             log.WriteLine($"patch +{300 + 400 * i} ms: exit {child.Process.ExitCode} after {took.TotalMilliseconds:F0} ms");
-            Assert.Equal(143, child.Process.ExitCode);
+            // A patch can finish between the HasExited check and the signal: then it exits 0 with a complete output.
+            Assert.Contains(child.Process.ExitCode, new[] { 143, 0 });
             Assert.True(took < StopBound);
+            if (child.Process.ExitCode == 0) Assert.True(Directory.Exists(output), "exit 0 without an output folder");
             if (Directory.Exists(output)) OnnxSteer.Onnx.OnnxModelFile.Load(output);
             Assert.Empty(Directory.GetFileSystemEntries(dir.Path, ".out.*"));
             if (Directory.Exists(output)) Directory.Delete(output, recursive: true);

@@ -56,6 +56,8 @@ public sealed class ChatTemplate
         // Every file is read through the folder's path rule: a template file that is a symlink out of the folder is
         // refused (UnsafePath), and sizes are bounded before reading.
         var folder = new ModelFolder(directory);
+        // Every template file a folder may hold is checked, used or not: a folder that points one out of itself is refused.
+        folder.CheckFiles(ModelFolder.TemplateFileNames);
         if (FromJson(folder, "tokenizer_config.json") is string fromConfig) { source = fromConfig; origin = $"{folder.Describe("tokenizer_config.json")} (chat_template)"; }
         if (source is null)
         {

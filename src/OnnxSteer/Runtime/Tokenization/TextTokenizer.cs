@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Runtime.Tokenization;
 
@@ -67,6 +68,9 @@ public sealed class TextTokenizer
     /// inconsistent (InvalidModel, naming the file); a tokenizer kind that is not supported (UnsupportedModel).</exception>
     public static TextTokenizer Load(string directory)
     {
+        // Every file this loader may open is checked against the folder's path rule first (a tokenizer.json that is a
+        // symlink out of the folder is refused, UnsafePath), so no caller has to remember to.
+        new ModelFolder(directory).CheckFiles(ModelFolder.TokenizerFileNames);
         var cfg = ReadConfig(directory);
         var jsonPath = Path.Combine(directory, "tokenizer.json");
         if (File.Exists(jsonPath))
