@@ -49,7 +49,10 @@ internal static class VersionCommand
         if (genai is null)
             try { genai = System.Reflection.Assembly.Load("Microsoft.ML.OnnxRuntimeGenAI"); }
             catch (Exception e) when (e is FileNotFoundException or FileLoadException or BadImageFormatException) { }
-        yield return genai is null ? "onnxruntime-genai: not in this build" : $"onnxruntime-genai {Informational(genai)}";
+        // The GenAI assemblies carry no version (0.0.0.0); the package version is recorded at build time.
+        var package = typeof(VersionCommand).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+            .OfType<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "OnnxRuntimeGenAIPackage")?.Value;
+        yield return genai is null ? "onnxruntime-genai: not in this build" : $"onnxruntime-genai {package ?? Informational(genai)}";
     }
 
     private static string TryProviders()
