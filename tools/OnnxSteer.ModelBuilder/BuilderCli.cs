@@ -7,6 +7,7 @@ namespace OnnxSteer.ModelBuilder;
 /// build --layout genai|genai-gqa|optimum|optimum-merged|ort-fused|gemma2|gemma2-gqa [--dtype fp32|fp16] [--layers N] [--hidden H] [--heads N]
 ///       [--kv-heads N] [--head-dim D] [--intermediate I] [--vocab V] [--max-positions P] [--rope-theta T] [--eps E]
 ///       [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
+/// export-gguf (--weights model.safetensors --config config.json | --onnx FOLDER | --medium) [--tokenizer tokenizer.json] -o model.gguf
 /// dump MODEL.onnx
 /// </code></summary>
 internal static class BuilderCli
@@ -43,6 +44,8 @@ internal static class BuilderCli
                 }
             case "export-llama":
                 return LlamaExport.RunCli(opts, stdout);
+            case "export-gguf":
+                return GgufExport.RunCli(opts, stdout);
             default:
                 stderr.WriteLine(Usage);
                 throw new OnnxSteerException(ErrorKind.Usage, $"unknown command '{args[0]}'.");
@@ -57,6 +60,8 @@ internal static class BuilderCli
                 [--rope-theta T] [--eps E] [--no-position-ids] [--external-data|--embedded] [--quant int4 [--block-size 32]] [--opset 14..21] [--medium] [--seed S] -o OUTDIR
           modelbuilder export-llama --weights model.safetensors --config config.json --layout genai|optimum
                 [--dtype fp32|fp16] [--attention mha|gqa] [--quant int4] [--reference reference.json] [--tolerance T] [--overwrite] -o OUTDIR
+          modelbuilder export-gguf (--weights model.safetensors --config config.json | --onnx GENAI_FP32_FOLDER | --medium [--seed S])
+                [--tokenizer tokenizer.json] -o model.gguf   (F32 GGUF for llama.cpp, same weights)
           modelbuilder dump MODEL.onnx
           modelbuilder check MODEL.onnx [--prefill N] [--steps M]   (KV-cache decode vs full run, timings)
         """;

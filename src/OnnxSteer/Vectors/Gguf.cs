@@ -12,6 +12,17 @@ internal sealed record GgufControlVector(
     IReadOnlyDictionary<int, float[]> Directions,
     IReadOnlyDictionary<string, object> Metadata);
 
+/// <summary>One F32 tensor of a GGUF file being written.</summary>
+/// <param name="Name">The tensor's name.</param>
+/// <param name="Dims">Dimensions in ggml order: the innermost (contiguous) first, i.e. a row-major [rows, cols] matrix is
+/// <c>[cols, rows]</c>.</param>
+/// <param name="Data">Produces the values (row-major, <c>Dims</c> product of them); called once, when the tensor is written.</param>
+internal sealed record GgufTensor(string Name, long[] Dims, Func<ReadOnlyMemory<float>> Data)
+{
+    /// <summary>The number of values the dimensions imply.</summary>
+    public long ElementCount => Dims.Aggregate(1L, (a, d) => a * d);
+}
+
 /// <summary>GGUF (versions 2 and 3) reader and writer for control-vector files. The reader walks every key/value
 /// type the format defines (skipping what it does not need), bounds every count and length by the bytes that are
 /// actually left in the file before allocating, and reports any violation as <see cref="ErrorKind.InvalidVector"/>.</summary>
@@ -176,37 +187,84 @@ internal static class Gguf
     /// writes it), any extra string keys, then one F32 <c>direction.N</c> tensor per layer, 32-byte aligned.</summary>
     public static void Write(Stream stream, string modelHint, IReadOnlyDictionary<int, float[]> directions, IReadOnlyDictionary<string, string>? extraStrings)
     {
+        var metadata = new List<KeyValuePair<string, object>>
+        {
+            new("general.architecture", "controlvector"),
+            new("controlvector.model_hint", modelHint),
+            new("controlvector.layer_count", directions.Count),
+        };
+        if (extraStrings is not null) metadata.AddRange(extraStrings.Select(kv => new KeyValuePair<string, object>(kv.Key, kv.Value)));
+        var tensors = directions.Keys.OrderBy(k => k)
+            .Select(layer => new GgufTensor($"direction.{layer}", [directions[layer].Length], () => directions[layer]))
+            .ToList();
+        WriteFile(stream, metadata, tensors);
+    }
+
+    /// <summary>Writes a GGUF v3 file of F32 tensors (control vectors, and the model builder's llama.cpp models): the
+    /// header, the key/values in the given order, the tensor infos, then each tensor's data at the next multiple of
+    /// <see cref="DefaultAlignment"/>. Tensors are produced one at a time, in order, so a file larger than memory can be
+    /// written. Metadata values: string, int, uint, ulong, float, bool, or arrays of string, int or float.</summary>
+    public static void WriteFile(Stream stream, IReadOnlyList<KeyValuePair<string, object>> metadata, IReadOnlyList<GgufTensor> tensors)
+    {
         var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
-        var layers = directions.Keys.OrderBy(k => k).ToList();
-        var kv = 3 + (extraStrings?.Count ?? 0);
         w.Write(Magic);
         w.Write(3u);
-        w.Write((ulong)layers.Count);
-        w.Write((ulong)kv);
-        WriteString(w, "general.architecture"); w.Write((uint)ValueType.String); WriteString(w, "controlvector");
-        WriteString(w, "controlvector.model_hint"); w.Write((uint)ValueType.String); WriteString(w, modelHint);
-        WriteString(w, "controlvector.layer_count"); w.Write((uint)ValueType.Int32); w.Write(layers.Count);
-        if (extraStrings is not null)
-            foreach (var (key, value) in extraStrings) { WriteString(w, key); w.Write((uint)ValueType.String); WriteString(w, value); }
-        ulong offset = 0;
-        foreach (var layer in layers)
+        w.Write((ulong)tensors.Count);
+        w.Write((ulong)metadata.Count);
+        foreach (var (key, value) in metadata)
         {
-            var v = directions[layer];
-            WriteString(w, $"direction.{layer}");
-            w.Write(1u);
-            w.Write((ulong)v.Length);
+            WriteString(w, key);
+            WriteValue(w, key, value);
+        }
+        ulong offset = 0;
+        foreach (var t in tensors)
+        {
+            WriteString(w, t.Name);
+            w.Write((uint)t.Dims.Length);
+            foreach (var d in t.Dims) w.Write((ulong)d);
             w.Write(GgmlF32);
             w.Write(offset);
-            offset += Pad((ulong)v.Length * 4, DefaultAlignment);
+            offset += Pad((ulong)t.ElementCount * 4, DefaultAlignment);
         }
         w.Flush();
         PadTo(w, DefaultAlignment);
-        foreach (var layer in layers)
+        foreach (var t in tensors)
         {
-            foreach (var x in directions[layer]) w.Write(x);
+            var data = t.Data();
+            if (data.Length != t.ElementCount)
+                throw new InvalidOperationException($"GGUF tensor '{t.Name}' declares {t.ElementCount} values but {data.Length} were supplied.");
+            w.Flush();
+            stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.Span));
             PadTo(w, DefaultAlignment);
         }
         w.Flush();
+    }
+
+    private static void WriteValue(BinaryWriter w, string key, object value)
+    {
+        switch (value)
+        {
+            case string s: w.Write((uint)ValueType.String); WriteString(w, s); break;
+            case int i: w.Write((uint)ValueType.Int32); w.Write(i); break;
+            case uint u: w.Write((uint)ValueType.UInt32); w.Write(u); break;
+            case ulong u: w.Write((uint)ValueType.UInt64); w.Write(u); break;
+            case float f: w.Write((uint)ValueType.Float32); w.Write(f); break;
+            case bool b: w.Write((uint)ValueType.Bool); w.Write((byte)(b ? 1 : 0)); break;
+            case string[] a:
+                w.Write((uint)ValueType.Array); w.Write((uint)ValueType.String); w.Write((ulong)a.Length);
+                foreach (var s in a) WriteString(w, s);
+                break;
+            case int[] a:
+                w.Write((uint)ValueType.Array); w.Write((uint)ValueType.Int32); w.Write((ulong)a.Length);
+                foreach (var i in a) w.Write(i);
+                break;
+            case float[] a:
+                w.Write((uint)ValueType.Array); w.Write((uint)ValueType.Float32); w.Write((ulong)a.Length);
+                foreach (var f in a) w.Write(f);
+                break;
+            default:
+                throw new ArgumentException($"GGUF key '{key}' has a value of type {value.GetType().Name}, which the writer does not encode.", nameof(value));
+        }
     }
 
     private static ulong Pad(ulong n, ulong alignment) => (n + alignment - 1) / alignment * alignment;
