@@ -1,35 +1,63 @@
 using System.Diagnostics;
 using System.Globalization;
+using LLama;
+using LLama.Common;
+using LLama.Native;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using OnnxSteer.ModelBuilder;
 using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
 
 namespace OnnxSteer.Benchmarks;
 
 /// <summary>The <c>peers</c> suite (issue 12): OnnxSteer's <see cref="SteeredModel.Generate(IReadOnlyList{GenerationRequest}, GeneratorOptions?, Action{GeneratedPiece}?, CancellationToken)"/>
-/// (what <c>onnxsteer generate</c> runs) against ONNX Runtime GenAI 0.20 on the same model folder, fed the same prompt
-/// token ids, greedy, interleaved round by round (the order rotates each round) so that load on the shared machine hits
-/// every contender alike. Each round loads every model afresh, so load time and time to first token are measured cold
-/// for the objects (the file cache is warm after round one).</summary>
-/// <remarks>llama.cpp (LLamaSharp) on a GGUF of the same weights is not in this suite yet (see docs/benchmarks.md).</remarks>
+/// (what <c>onnxsteer generate</c> runs) against ONNX Runtime GenAI 0.20 on the same model folder and llama.cpp
+/// (LLamaSharp 0.30, CPU backend) on an F32 GGUF of the same weights (<see cref="GgufLlamaWriter"/>), all fed the same
+/// prompt token ids (no tokenizer is involved), greedy, unsteered and with one steered layer (OnnxSteer's patched model;
+/// llama.cpp's control vector, <c>llama_set_adapter_cvec</c>, with the same vector at the same block). Every engine
+/// runs at each thread count (1 and all cores, or <c>--threads N</c>), interleaved round by round with the order
+/// rotating, so that load on the shared machine hits every contender alike. Each round loads every model afresh, so
+/// load time and time to first token are measured cold for the objects (the file cache is warm after round one).</summary>
 internal static class PeersBench
 {
     private sealed record Sample(double LoadMs, double FirstTokenMs, double DecodeTokensPerSecond, int[] Tokens);
 
-    private sealed record Contender(string Name, Func<int[], int, Sample> Run);
+    /// <param name="Engine">What is compared across thread counts ("onnxsteer", "GenAI", "llama.cpp"), with
+    /// <paramref name="Steered"/> telling the two settings apart.</param>
+    /// <param name="Reference">Index of the contender whose tokens this one's are compared with (null: itself the reference):
+    /// GenAI for OnnxSteer, OnnxSteer (same steering) for llama.cpp. GenAI alone gets an EOS id back (see RunGenAi),
+    /// so on a model whose greedy path meets it, GenAI's tokens part from the others' there.</param>
+    private sealed record Contender(string Name, string Engine, bool Steered, int Threads, Func<int[], int, Sample> Run, int? Reference);
+
+    private const string Ours = "onnxsteer", GenAiName = "GenAI 0.20", LlamaCpp = "llama.cpp";
 
     public static void Run(BenchModel m, Options o, Report report)
     {
-        int threads = SessionThreads.Resolve(o.Threads);
+        var threadCounts = o.Threads is int t ? [t] : new[] { 1, SessionThreads.Resolve(null) }.Distinct().ToArray();
         var prompt = DecodeBench.Prompts(1, o.Prompt, m.Vocab)[0];
         int tokens = o.Tokens;
         int middle = m.Layers / 2;
-        var contenders = new List<Contender>
+        var direction = DecodeBench.RandomUnit(new Random(middle), m.Hidden);
+        const float weight = 4f;
+        var gguf = WriteGguf(m, report);
+
+        var contenders = new List<Contender>();
+        foreach (var threads in threadCounts)
         {
-            new("onnxsteer, original", (p, n) => Ours(m.Original, p, n, threads, null)),
-            new($"onnxsteer, patched, add @ layer {middle}", (p, n) => Ours(m.PatchedExposeAll, p, n, threads, middle)),
-            new("GenAI 0.20, original", (p, n) => GenAi(m.Original, p, n, threads)),
-        };
+            int first = contenders.Count;
+            contenders.Add(new($"{Ours}, original, {threads}t", Ours, false, threads, (p, n) => RunOurs(m.Original, p, n, threads, null), first + 2));
+            contenders.Add(new($"{Ours}, patched, add @ layer {middle}, {threads}t", Ours, true, threads,
+                (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
+            contenders.Add(new($"{GenAiName}, original, {threads}t", GenAiName, false, threads, (p, n) => RunGenAi(m.Original, p, n, threads), null));
+            if (gguf is not null)
+            {
+                contenders.Add(new($"{LlamaCpp} F32 GGUF, {threads}t", LlamaCpp, false, threads, (p, n) => RunLlama(gguf, p, n, threads, null), first));
+                var control = direction.Direction.Select(x => x * weight).ToArray();
+                contenders.Add(new($"{LlamaCpp} F32 GGUF, control vector @ layer {middle}, {threads}t", LlamaCpp, true, threads,
+                    (p, n) => RunLlama(gguf, p, n, threads, (middle, control)), first + 1));
+            }
+        }
+
         var samples = contenders.Select(_ => new List<Sample>()).ToArray();
         var loads = new List<double>();
         for (int round = -1; round < o.Repeats; round++)
@@ -43,39 +71,81 @@ internal static class PeersBench
             loads.Add(Machine.LoadValue());
         }
 
-        report.Heading($"Peers, {m.Name}: greedy, {tokens} new tokens after a {o.Prompt}-token prompt, {threads} intra-op thread(s), " +
-                       $"interleaved (median (min-max) of {o.Repeats}; load average {Summary.Of(loads).Format("F1")})");
-        report.Row("contender", "load ms", "first token ms", "decode tokens/s", "decode vs GenAI (ratio of medians)", "tokens equal to GenAI's");
-        report.Rule(6);
-        int genai = contenders.Count - 1;
-        double genaiTps = Summary.Of(samples[genai].Select(s => s.DecodeTokensPerSecond)).Median;
+        report.Heading($"Peers, {m.Name}: greedy, {tokens} new tokens after a {o.Prompt}-token prompt, thread counts {string.Join(" and ", threadCounts)}, " +
+                       $"interleaved (median (min-max) of {o.Repeats}; load average per round {Summary.Of(loads).Format("F1")})");
+        report.Row("contender", "load ms", "first token ms", "decode tokens/s", "decode vs GenAI, same threads (ratio of medians; per round)",
+            "decode vs llama.cpp, same threads and steering", "tokens equal to");
+        report.Rule(7);
+        double Median(int c) => Summary.Of(samples[c].Select(s => s.DecodeTokensPerSecond)).Median;
+        int? Find(string engine, bool steered, int threads) =>
+            contenders.FindIndex(x => x.Engine == engine && x.Steered == steered && x.Threads == threads) is var i and >= 0 ? i : null;
+        string Ratio(int c, int? peer)
+        {
+            if (peer is not int p || p == c) return "-";
+            var paired = Summary.Of(samples[c].Zip(samples[p], (a, b) => a.DecodeTokensPerSecond / b.DecodeTokensPerSecond));
+            return $"{(Median(c) / Median(p)).ToString("F2", CultureInfo.InvariantCulture)} (per round {paired.Format("F2")})";
+        }
         for (int c = 0; c < contenders.Count; c++)
         {
-            var tps = Summary.Of(samples[c].Select(s => s.DecodeTokensPerSecond));
-            // Ratio per round (each against GenAI's run in the same round) shows the spread of the comparison itself.
-            var paired = Summary.Of(samples[c].Zip(samples[genai], (a, b) => a.DecodeTokensPerSecond / b.DecodeTokensPerSecond));
-            int same = samples[c][0].Tokens.Zip(samples[genai][0].Tokens).TakeWhile(x => x.First == x.Second).Count();
-            report.Row(contenders[c].Name, Summary.Of(samples[c].Select(s => s.LoadMs)).Format("F0"),
-                Summary.Of(samples[c].Select(s => s.FirstTokenMs)).Format("F1"), tps.Format("F1"),
-                $"{(tps.Median / genaiTps).ToString("F2", CultureInfo.InvariantCulture)} (per round {paired.Format("F2")})",
-                $"{same} of {samples[c][0].Tokens.Length}");
+            var x = contenders[c];
+            var same = x.Reference is int r
+                ? $"{samples[c][0].Tokens.Zip(samples[r][0].Tokens).TakeWhile(z => z.First == z.Second).Count()} of {samples[c][0].Tokens.Length} ({contenders[r].Name})"
+                : "(reference)";
+            report.Row(x.Name, Summary.Of(samples[c].Select(s => s.LoadMs)).Format("F0"), Summary.Of(samples[c].Select(s => s.FirstTokenMs)).Format("F1"),
+                Summary.Of(samples[c].Select(s => s.DecodeTokensPerSecond)).Format("F1"),
+                x.Steered ? "-" : Ratio(c, Find(GenAiName, false, x.Threads)),
+                x.Engine == LlamaCpp ? "-" : Ratio(c, Find(LlamaCpp, x.Steered, x.Threads)), same);
+        }
+
+        // The issue's targets compare each engine at its best thread count.
+        report.Note($"Best thread count per engine ({m.Name}), decode tokens/s (median) and ratios of the bests:");
+        report.Row("setting", Ours, GenAiName, LlamaCpp, "onnxsteer / GenAI", "onnxsteer / llama.cpp");
+        report.Rule(6);
+        foreach (var steered in new[] { false, true })
+        {
+            (double Tps, int Threads)? Best(string engine) => contenders.Select((x, i) => (x, i)).Where(z => z.x.Engine == engine && z.x.Steered == steered)
+                .Select(z => ((double Tps, int Threads)?)(Median(z.i), z.x.Threads)).MaxBy(z => z!.Value.Tps);
+            var ours = Best(Ours);
+            var genai = steered ? null : Best(GenAiName);
+            var llama = Best(LlamaCpp);
+            string Cell((double Tps, int Threads)? b) => b is { } v ? $"{v.Tps.ToString("F1", CultureInfo.InvariantCulture)} ({v.Threads}t)" : "-";
+            string Div((double Tps, int Threads)? a, (double Tps, int Threads)? b) => a is { } x && b is { } y ? (x.Tps / y.Tps).ToString("F2", CultureInfo.InvariantCulture) : "-";
+            report.Row(steered ? $"one steered layer ({middle})" : "unsteered", Cell(ours), Cell(genai), Cell(llama), Div(ours, genai), Div(ours, llama));
         }
     }
 
-    private static Sample Ours(string folder, int[] prompt, int tokens, int threads, int? steeredLayer)
+    /// <summary>An F32 GGUF of the model's weights beside the benchmark's copies (genai fp32 folders: the ModelBuilder's
+    /// medium model and the bundled one); null, with a note, when the model is in another layout.</summary>
+    private static string? WriteGguf(BenchModel m, Report report)
+    {
+        var path = Path.Combine(Path.GetDirectoryName(m.Original)!, "model.gguf");
+        try
+        {
+            var sw = Stopwatch.StartNew();
+            var weights = GenAiOnnxWeights.Open(m.Original);
+            GgufLlamaWriter.Write(weights.Spec, weights, Path.Combine(m.Original, "tokenizer.json"), path, m.Name);
+            report.Note($"Wrote {Path.GetFileName(path)} (F32, {new FileInfo(path).Length / (1 << 20)} MiB) from {m.Name}'s ONNX weights in {sw.Elapsed.TotalSeconds:F1} s. " +
+                        "llama.cpp runs with its defaults otherwise (flash attention auto, f16 KV cache), as a user gets it.");
+            return path;
+        }
+        catch (OnnxSteerException e)
+        {
+            report.Note($"llama.cpp left out for {m.Name}: {e.Message}");
+            return null;
+        }
+    }
+
+    private static Sample RunOurs(string folder, int[] prompt, int tokens, int threads, Steering? steering)
     {
         long t0 = Stopwatch.GetTimestamp();
         using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads });
         double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        var steering = steeredLayer is int layer
-            ? Steering.None.Add(DecodeBench.RandomUnit(new Random(layer), model.HiddenSize!.Value), layer, 4f, "bench")
-            : Steering.None;
-        var result = model.Generate([new GenerationRequest { PromptTokenIds = prompt, Steering = steering }],
+        var result = model.Generate([new GenerationRequest { PromptTokenIds = prompt, Steering = steering ?? Steering.None }],
             new GeneratorOptions { MaxNewTokens = tokens, UseChatTemplate = false })[0];
         return new Sample(load, result.TimeToFirstToken.TotalMilliseconds, result.TokensPerSecond, result.TokenIds);
     }
 
-    private static Sample GenAi(string folder, int[] prompt, int tokens, int threads)
+    private static Sample RunGenAi(string folder, int[] prompt, int tokens, int threads)
     {
         long t0 = Stopwatch.GetTimestamp();
         using var config = new Config(folder);
@@ -104,5 +174,67 @@ internal static class PeersBench
         double decode = Stopwatch.GetElapsedTime(first).TotalSeconds;
         var sequence = generator.GetSequence(0).ToArray();
         return new Sample(load, Stopwatch.GetElapsedTime(start, first).TotalMilliseconds, steps / decode, sequence[prompt.Length..]);
+    }
+
+    private static bool _llamaLogSilenced;
+
+    /// <summary>llama.cpp through LLamaSharp's native API: the prompt ids in one batch, then one id per decode call, greedy
+    /// (argmax of the last logits, as GenAI and OnnxSteer do). A steered run sets a control vector that adds
+    /// <paramref name="steer"/>'s vector to the output of that block only (llama.cpp numbers blocks like OnnxSteer's layers).</summary>
+    private static unsafe Sample RunLlama(string gguf, int[] prompt, int tokens, int threads, (int Layer, float[] Vector)? steer)
+    {
+        if (!_llamaLogSilenced)
+        {
+            // llama.cpp logs every key and tensor at load; the report needs none of it.
+            NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+            _llamaLogSilenced = true;
+        }
+        long t0 = Stopwatch.GetTimestamp();
+        var p = new ModelParams(gguf)
+        {
+            ContextSize = (uint)(prompt.Length + tokens + 1), BatchSize = (uint)prompt.Length, Threads = threads, BatchThreads = threads, GpuLayerCount = 0,
+        };
+        using var weights = LLamaWeights.LoadFromFile(p);
+        using var context = weights.CreateContext(p);
+        if (steer is { } s)
+        {
+            var (layer, vector) = s;
+            // The buffer holds blocks 1..n-1 (llama.cpp never steers block 0); only the steered block's slot is non-zero.
+            int embd = vector.Length, layers = weights.NativeHandle.LayerCount;
+            var data = new float[embd * layers];
+            vector.CopyTo(data, (layer - 1) * embd);
+            fixed (float* ptr = data)
+                if (NativeApi.llama_set_adapter_cvec(context.NativeHandle, ptr, (nuint)data.Length, embd, layer, layer) != 0)
+                    throw new InvalidOperationException("llama.cpp refused the control vector.");
+        }
+        double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        var batch = new LLamaBatch();
+        long start = Stopwatch.GetTimestamp();
+        for (int i = 0; i < prompt.Length; i++) batch.Add((LLamaToken)prompt[i], i, (LLamaSeqId)0, i == prompt.Length - 1);
+        Check(context.Decode(batch));
+        var result = new int[tokens];
+        result[0] = ArgMax(context.NativeHandle.GetLogitsIth(prompt.Length - 1));
+        long first = Stopwatch.GetTimestamp();
+        for (int step = 1; step < tokens; step++)
+        {
+            batch.Clear();
+            batch.Add((LLamaToken)result[step - 1], prompt.Length + step - 1, (LLamaSeqId)0, true);
+            Check(context.Decode(batch));
+            result[step] = ArgMax(context.NativeHandle.GetLogitsIth(0));
+        }
+        double decode = Stopwatch.GetElapsedTime(first).TotalSeconds;
+        return new Sample(load, Stopwatch.GetElapsedTime(start, first).TotalMilliseconds, (tokens - 1) / decode, result);
+
+        static void Check(DecodeResult r)
+        {
+            if (r != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode returned {r}.");
+        }
+    }
+
+    private static int ArgMax(Span<float> v)
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return best;
     }
 }
