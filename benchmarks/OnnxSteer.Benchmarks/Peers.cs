@@ -20,7 +20,10 @@ namespace OnnxSteer.Benchmarks;
 /// load time and time to first token are measured cold for the objects (the file cache is warm after round one).</summary>
 internal static class PeersBench
 {
-    private sealed record Sample(double LoadMs, double FirstTokenMs, double DecodeTokensPerSecond, int[] Tokens);
+    /// <param name="DecodeTokensPerCpuSecond">Decode steps per second of the calling thread's CPU time: with one thread
+    /// every engine computes on the caller, so this is the work per token with the waiting for a core (most of a loaded
+    /// machine's noise) left out. NaN for more threads, whose work is elsewhere.</param>
+    private sealed record Sample(double LoadMs, double FirstTokenMs, double DecodeTokensPerSecond, double DecodeTokensPerCpuSecond, int[] Tokens);
 
     /// <param name="Engine">What is compared across thread counts ("onnxsteer", "GenAI", "llama.cpp"), with
     /// <paramref name="Steered"/> telling the two settings apart.</param>
@@ -74,9 +77,12 @@ internal static class PeersBench
         report.Heading($"Peers, {m.Name}: greedy, {tokens} new tokens after a {o.Prompt}-token prompt, thread counts {string.Join(" and ", threadCounts)}, " +
                        $"interleaved (median (min-max) of {o.Repeats}; load average per round {Summary.Of(loads).Format("F1")})");
         report.Row("contender", "load ms", "first token ms", "decode tokens/s", "decode vs GenAI, same threads (ratio of medians; per round)",
-            "decode vs llama.cpp, same threads and steering", "tokens equal to");
-        report.Rule(7);
+            "decode vs llama.cpp, same threads and steering", "decode tokens per CPU-second (1 thread)", "CPU-s ratio vs GenAI / vs llama.cpp", "tokens equal to");
+        report.Rule(9);
         double Median(int c) => Summary.Of(samples[c].Select(s => s.DecodeTokensPerSecond)).Median;
+        double CpuMedian(int c) => Summary.Of(samples[c].Select(s => s.DecodeTokensPerCpuSecond)).Median;
+        string CpuRatio(int c, int? peer) => peer is int p && p != c && !double.IsNaN(CpuMedian(c))
+            ? (CpuMedian(c) / CpuMedian(p)).ToString("F2", CultureInfo.InvariantCulture) : "-";
         int? Find(string engine, bool steered, int threads) =>
             contenders.FindIndex(x => x.Engine == engine && x.Steered == steered && x.Threads == threads) is var i and >= 0 ? i : null;
         string Ratio(int c, int? peer)
@@ -94,7 +100,10 @@ internal static class PeersBench
             report.Row(x.Name, Summary.Of(samples[c].Select(s => s.LoadMs)).Format("F0"), Summary.Of(samples[c].Select(s => s.FirstTokenMs)).Format("F1"),
                 Summary.Of(samples[c].Select(s => s.DecodeTokensPerSecond)).Format("F1"),
                 x.Steered ? "-" : Ratio(c, Find(GenAiName, false, x.Threads)),
-                x.Engine == LlamaCpp ? "-" : Ratio(c, Find(LlamaCpp, x.Steered, x.Threads)), same);
+                x.Engine == LlamaCpp ? "-" : Ratio(c, Find(LlamaCpp, x.Steered, x.Threads)),
+                x.Threads == 1 ? Summary.Of(samples[c].Select(s => s.DecodeTokensPerCpuSecond)).Format("F1") : "-",
+                x.Threads == 1 ? $"{(x.Steered ? "-" : CpuRatio(c, Find(GenAiName, false, 1)))} / {(x.Engine == LlamaCpp ? "-" : CpuRatio(c, Find(LlamaCpp, x.Steered, 1)))}" : "-",
+                same);
         }
 
         // The issue's targets compare each engine at its best thread count.
@@ -140,9 +149,13 @@ internal static class PeersBench
         long t0 = Stopwatch.GetTimestamp();
         using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads });
         double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        double cpuFirst = double.NaN;
+        int pieces = 0;
         var result = model.Generate([new GenerationRequest { PromptTokenIds = prompt, Steering = steering ?? Steering.None }],
-            new GeneratorOptions { MaxNewTokens = tokens, UseChatTemplate = false })[0];
-        return new Sample(load, result.TimeToFirstToken.TotalMilliseconds, result.TokensPerSecond, result.TokenIds);
+            new GeneratorOptions { MaxNewTokens = tokens, UseChatTemplate = false }, _ => { if (pieces++ == 0) cpuFirst = ThreadCpu.Ms(); })[0];
+        double cpu = ThreadCpu.Ms() - cpuFirst;
+        return new Sample(load, result.TimeToFirstToken.TotalMilliseconds, result.TokensPerSecond,
+            threads == 1 ? (result.TokenIds.Length - 1) / (cpu / 1000) : double.NaN, result.TokenIds);
     }
 
     private static Sample RunGenAi(string folder, int[] prompt, int tokens, int threads)
@@ -165,6 +178,7 @@ internal static class PeersBench
         generator.AppendTokens(prompt);
         generator.GenerateNextToken();
         long first = Stopwatch.GetTimestamp();
+        double cpuFirst = ThreadCpu.Ms();
         int steps = 0;
         while (!generator.IsDone() && steps < tokens - 1)
         {
@@ -172,8 +186,10 @@ internal static class PeersBench
             steps++;
         }
         double decode = Stopwatch.GetElapsedTime(first).TotalSeconds;
+        double cpu = ThreadCpu.Ms() - cpuFirst;
         var sequence = generator.GetSequence(0).ToArray();
-        return new Sample(load, Stopwatch.GetElapsedTime(start, first).TotalMilliseconds, steps / decode, sequence[prompt.Length..]);
+        return new Sample(load, Stopwatch.GetElapsedTime(start, first).TotalMilliseconds, steps / decode,
+            threads == 1 ? steps / (cpu / 1000) : double.NaN, sequence[prompt.Length..]);
     }
 
     private static bool _llamaLogSilenced;
@@ -215,6 +231,7 @@ internal static class PeersBench
         var result = new int[tokens];
         result[0] = ArgMax(context.NativeHandle.GetLogitsIth(prompt.Length - 1));
         long first = Stopwatch.GetTimestamp();
+        double cpuFirst = ThreadCpu.Ms();
         for (int step = 1; step < tokens; step++)
         {
             batch.Clear();
@@ -223,7 +240,9 @@ internal static class PeersBench
             result[step] = ArgMax(context.NativeHandle.GetLogitsIth(0));
         }
         double decode = Stopwatch.GetElapsedTime(first).TotalSeconds;
-        return new Sample(load, Stopwatch.GetElapsedTime(start, first).TotalMilliseconds, (tokens - 1) / decode, result);
+        double cpu = ThreadCpu.Ms() - cpuFirst;
+        return new Sample(load, Stopwatch.GetElapsedTime(start, first).TotalMilliseconds, (tokens - 1) / decode,
+            threads == 1 ? (tokens - 1) / (cpu / 1000) : double.NaN, result);
 
         static void Check(DecodeResult r)
         {
