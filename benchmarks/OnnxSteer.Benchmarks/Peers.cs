@@ -58,6 +58,11 @@ internal static class PeersBench
                 var control = direction.Direction.Select(x => x * weight).ToArray();
                 contenders.Add(new($"{LlamaCpp} F32 GGUF, control vector @ layer {middle}, {threads}t", LlamaCpp, true, threads,
                     (p, n) => RunLlama(gguf, p, n, threads, (middle, control)), first + 1));
+                // Float32 throughout, like the ONNX models: tells the defaults' f16 cache and flash attention apart from
+                // the matrix products. A separate engine name, so ratios and "best" keep comparing with the defaults.
+                if (o.LlamaF32Cache)
+                    contenders.Add(new($"{LlamaCpp} F32 GGUF, f32 KV cache, no flash attention, {threads}t", LlamaCpp + " (f32 cache)", false, threads,
+                        (p, n) => RunLlama(gguf, p, n, threads, null, f32Cache: true), first));
             }
         }
 
@@ -197,7 +202,7 @@ internal static class PeersBench
     /// <summary>llama.cpp through LLamaSharp's native API: the prompt ids in one batch, then one id per decode call, greedy
     /// (argmax of the last logits, as GenAI and OnnxSteer do). A steered run sets a control vector that adds
     /// <paramref name="steer"/>'s vector to the output of that block only (llama.cpp numbers blocks like OnnxSteer's layers).</summary>
-    private static unsafe Sample RunLlama(string gguf, int[] prompt, int tokens, int threads, (int Layer, float[] Vector)? steer)
+    private static unsafe Sample RunLlama(string gguf, int[] prompt, int tokens, int threads, (int Layer, float[] Vector)? steer, bool f32Cache = false)
     {
         if (!_llamaLogSilenced)
         {
@@ -209,6 +214,11 @@ internal static class PeersBench
         var p = new ModelParams(gguf)
         {
             ContextSize = (uint)(prompt.Length + tokens + 1), BatchSize = (uint)prompt.Length, Threads = threads, BatchThreads = threads, GpuLayerCount = 0,
+        };
+        if (f32Cache) p = new ModelParams(gguf)
+        {
+            ContextSize = p.ContextSize, BatchSize = p.BatchSize, Threads = threads, BatchThreads = threads, GpuLayerCount = 0,
+            TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
         };
         using var weights = LLamaWeights.LoadFromFile(p);
         using var context = weights.CreateContext(p);

@@ -19,12 +19,13 @@ internal sealed record Options
     public long[] Sizes { get; init; } = [10L << 20, 1L << 30, 10L << 30];
     public string? Markdown { get; init; }
     public string? Keep { get; init; }
+    public bool LlamaF32Cache { get; init; }
 
     public const string Usage = """
         usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [tokenizer-load] [peers] [genai] [all]
                  [--model tiny|medium|medium-optimum|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
-                 [--markdown FILE] [--keep DIR]
+                 [--markdown FILE] [--keep DIR] [--llama-f32-cache]
           decode   decode ms/token and tokens/s: bare ORT loop, original, patched (nothing fed, add @ 1 layer,
                    add @ all layers, project @ 1 layer) with hidden states exposed at all layers and at none
           prefill  prefill latency for --lengths-token prompts (default 64, 256, 1024)
@@ -38,8 +39,11 @@ internal sealed record Options
           profile  ONNX Runtime's profiler: decode kernel time per operator type, original against patched
           tokenizer-load  tokenizer load ms (process start to ready, cold, warm) on the shared Llama export, the bundled
                    model and synthetic byte-level BPE tokenizers of 32k and 128k tokens
-          peers    onnxsteer (unsteered, and one layer steered) against ONNX Runtime GenAI 0.20 on the same folder and prompt
-                   ids, interleaved: load ms, first-token ms, decode tokens/s and their ratio (threads: --threads, default all cores)
+          peers    onnxsteer (unsteered, and one layer steered) against ONNX Runtime GenAI 0.20 on the same folder and
+                   llama.cpp (LLamaSharp 0.30 CPU) on an F32 GGUF of the same weights (unsteered, and a control vector at
+                   the same layer), same prompt ids, interleaved: load ms, first-token ms, decode tokens/s (and per
+                   CPU-second at one thread) and their ratios; threads 1 and all cores (or --threads N);
+                   --llama-f32-cache adds llama.cpp with an f32 KV cache and flash attention off (float32 throughout)
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
@@ -69,6 +73,7 @@ internal sealed record Options
                 case "--tokens": o = o with { Tokens = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--prompt": o = o with { Prompt = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--full": o = o with { Full = true }; break;
+                case "--llama-f32-cache": o = o with { LlamaF32Cache = true }; break;
                 case "--pairs": o = o with { Pairs = Ints(Next()) }; break;
                 case "--lengths": o = o with { Lengths = Ints(Next()) }; break;
                 case "--sizes": o = o with { Sizes = Next().Split(',').Select(ParseSize).ToArray() }; break;
