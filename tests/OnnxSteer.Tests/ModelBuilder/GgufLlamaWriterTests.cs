@@ -95,6 +95,35 @@ public sealed class GgufLlamaWriterTests
     }
 
     [Fact]
+    public void Export_gguf_from_safetensors_and_from_the_onnx_folder_writes_the_same_model()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var weights = new RandomWeights(5);
+        var trained = Directory.CreateDirectory(dir.Combine("trained")).FullName;
+        LlamaExport.WriteSafetensors(Spec, weights, Path.Combine(trained, "model.safetensors"));
+        LlamaExport.WriteConfig(Spec, Path.Combine(trained, "config.json"));
+        File.Copy(BundledTokenizer, Path.Combine(trained, "tokenizer.json"));
+        var onnx = dir.Combine("onnx");
+        DecoderFixtures.Write(Spec, onnx, weights);
+        File.Copy(BundledTokenizer, Path.Combine(onnx, "tokenizer.json"));
+        var direct = dir.Combine("direct.gguf");
+        GgufLlamaWriter.Write(Spec, weights, BundledTokenizer, direct, "onnx");
+
+        var stdout = new StringWriter();
+        Assert.Equal(0, BuilderCli.Run(["export-gguf", "--weights", Path.Combine(trained, "model.safetensors"), "--config", Path.Combine(trained, "config.json"),
+            "-o", dir.Combine("from-safetensors.gguf")], stdout, new StringWriter()));
+        Assert.Equal(0, BuilderCli.Run(["export-gguf", "--onnx", onnx, "-o", dir.Combine("from-onnx.gguf")], stdout, new StringWriter()));
+        Assert.Contains("llama, F32; 2 layers, hidden 48, heads 4/2, vocab 1536", stdout.ToString());
+        // The ONNX folder's name becomes general.name; the safetensors export has the writer's default name.
+        Assert.Equal(File.ReadAllBytes(direct), File.ReadAllBytes(dir.Combine("from-onnx.gguf")));
+        GgufLlamaWriter.Write(Spec, weights, BundledTokenizer, direct);
+        Assert.Equal(File.ReadAllBytes(direct), File.ReadAllBytes(dir.Combine("from-safetensors.gguf")));
+
+        var missing = Assert.Throws<OnnxSteerException>(() => BuilderCli.Run(["export-gguf", "--medium", "-o", dir.Combine("m.gguf")], stdout, new StringWriter()));
+        Assert.Equal(ErrorKind.Usage, missing.Kind);
+    }
+
+    [Fact]
     public void The_rotary_permutation_moves_each_heads_halves_into_adjacent_pairs()
     {
         // One head of 4 rows, 1 column: HF rows [a0 a1 | b0 b1] rotate (a_i, b_i) together; llama.cpp rotates rows
