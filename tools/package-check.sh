@@ -30,8 +30,10 @@ tool_check() {
     tool_version=$(basename "$pkg" .nupkg); tool_version=${tool_version#OnnxSteer.Cli.}
     echo "tool package: $(basename "$pkg"), $(( $(stat -c %s "$pkg") / 1000000 )) MB"
     # The demo's model, data and selection travel in the package (OnnxSteer.Cli.csproj, demo/).
+    # (The listing is kept first: grep -q closing the pipe early would fail unzip, and the pipeline, under pipefail.)
+    local listing; listing=$(unzip -l "$pkg")
     for f in demo/models/tiny-instruct/genai_config.json demo/models/data/eval/test.jsonl demo/docs/evaluation/selection.json; do
-        unzip -l "$pkg" | grep -q "tools/net10.0/any/$f" || { echo "the tool package lacks $f"; exit 1; }
+        grep -q "tools/net10.0/any/$f" <<<"$listing" || { echo "the tool package lacks $f"; exit 1; }
     done
     rm -rf "$work/tool"
     # From $work, so the repository's nuget.config does not apply: the tool comes from the local feed only.
