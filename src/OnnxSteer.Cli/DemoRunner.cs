@@ -10,7 +10,8 @@ namespace OnnxSteer.Cli;
 /// <summary>Options of <c>onnxsteer demo</c>.</summary>
 internal sealed record DemoOptions
 {
-    /// <summary>The (unpatched) model folder; null for the bundled <c>models/tiny-instruct</c>.</summary>
+    /// <summary>The (unpatched) model folder; null for the bundled <c>models/tiny-instruct</c> (a checkout's, else the
+    /// copy the installed tool carries).</summary>
     public string? ModelDirectory { get; init; }
 
     /// <summary>The data folder with <c>pairs/</c> and <c>eval/</c>; null for <c>data</c> beside the model folder.</summary>
@@ -46,7 +47,8 @@ internal static class DemoRunner
     public static async Task RunAsync(DemoOptions options, TextWriter output, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
-        var modelDir = options.ModelDirectory is { } m ? Path.GetFullPath(m) : FindBundledModel();
+        var modelDir = ResolveModel(options.ModelDirectory, [AppContext.BaseDirectory, Environment.CurrentDirectory],
+            Path.Combine(AppContext.BaseDirectory, ToolDemoFolder));
         var dataDir = options.DataDirectory is { } d ? Path.GetFullPath(d) : Path.Combine(Path.GetDirectoryName(modelDir)!, "data");
         var testPath = Path.Combine(dataDir, "eval", "test.jsonl");
         if (!File.Exists(testPath))
@@ -165,20 +167,37 @@ internal static class DemoRunner
         return counts;
     }
 
-    /// <summary>Finds <c>models/tiny-instruct</c> above the application's folder or the current folder.</summary>
-    /// <exception cref="OnnxSteerException">(NotFound) not found; names where it looked.</exception>
-    public static string FindBundledModel()
+    /// <summary>The folder, under the application's own, that the packed tool carries the demo in: the bundled model,
+    /// its data and the selection file, laid out as in the repository (<c>models/tiny-instruct</c>, <c>models/data</c>,
+    /// <c>docs/evaluation/selection.json</c>), so data beside the model and the selection two folders up are found the
+    /// same way in both (OnnxSteer.Cli.csproj puts them there on publish and pack, not in a checkout's build output).</summary>
+    public const string ToolDemoFolder = "demo";
+
+    /// <summary>Finds the bundled model: <c>models/tiny-instruct</c> in a checkout (above the application's folder or
+    /// the current folder), else the copy the installed tool carries under <see cref="ToolDemoFolder"/>.</summary>
+    /// <exception cref="OnnxSteerException">(NotFound) neither; one line naming where it looked and what to do.</exception>
+    public static string FindBundledModel() =>
+        ResolveModel(null, [AppContext.BaseDirectory, Environment.CurrentDirectory], Path.Combine(AppContext.BaseDirectory, ToolDemoFolder));
+
+    /// <summary>The demo's model folder: <paramref name="explicitModel"/> (<c>--model</c>) as given, else a checkout's
+    /// <c>models/tiny-instruct</c> above any of <paramref name="checkoutStarts"/>, else the copy in
+    /// <paramref name="toolDemoFolder"/>. The checkout wins over the packed copy so that a tool run inside a clone shows
+    /// that clone's (possibly retrained) model.</summary>
+    /// <exception cref="OnnxSteerException">(NotFound) no explicit model and neither place has one.</exception>
+    internal static string ResolveModel(string? explicitModel, IReadOnlyList<string> checkoutStarts, string toolDemoFolder)
     {
-        var starts = new[] { AppContext.BaseDirectory, Environment.CurrentDirectory };
-        foreach (var start in starts)
+        if (explicitModel is not null) return Path.GetFullPath(explicitModel);
+        foreach (var start in checkoutStarts)
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                var candidate = Path.Combine(dir.FullName, "models", "tiny-instruct");
-                if (File.Exists(Path.Combine(candidate, "genai_config.json")) || File.Exists(Path.Combine(candidate, "model.onnx"))) return candidate;
-            }
+                if (IsModelFolder(Path.Combine(dir.FullName, "models", "tiny-instruct")) is { } found) return found;
+        if (IsModelFolder(Path.Combine(toolDemoFolder, "models", "tiny-instruct")) is { } packed) return packed;
         throw new OnnxSteerException(ErrorKind.NotFound,
-            $"the bundled model models/tiny-instruct was not found above '{AppContext.BaseDirectory}' or '{Environment.CurrentDirectory}'; run from the repository or pass --model DIR.");
+            $"the demo model was not found: no models/tiny-instruct above {string.Join(" or ", checkoutStarts.Select(s => $"'{s}'"))} "
+            + $"and none packed in '{toolDemoFolder}'; pass --model DIR (with --data-dir and --selection), or run inside a clone of the repository.");
     }
+
+    private static string? IsModelFolder(string candidate) =>
+        File.Exists(Path.Combine(candidate, "genai_config.json")) || File.Exists(Path.Combine(candidate, "model.onnx")) ? Path.GetFullPath(candidate) : null;
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ⏎ ").Trim();
 }

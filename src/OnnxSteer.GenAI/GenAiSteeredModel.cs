@@ -155,9 +155,11 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
     public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
         Action<GeneratedPiece>? onPiece = null, CancellationToken cancellationToken = default)
     {
+        // Time to first token counts from here, prompt encoding included, as on the ort engine.
+        long callStart = Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
         var rows = Prepare(batch, options, cancellationToken);
-        return Run(rows, options, onPiece, cancellationToken);
+        return Run(rows, options, onPiece, cancellationToken, callStart);
     }
 
     /// <inheritdoc/>
@@ -172,6 +174,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
     public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<GenerationRequest> batch, GeneratorOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        long callStart = Stopwatch.GetTimestamp();
         options ??= new GeneratorOptions();
         var rows = Prepare(batch, options, cancellationToken);
         var channel = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
@@ -180,7 +183,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         {
             try
             {
-                Run(rows, options, p => channel.Writer.TryWrite(p), stop.Token);
+                Run(rows, options, p => channel.Writer.TryWrite(p), stop.Token, callStart);
                 channel.Writer.TryComplete();
             }
             catch (Exception e)
@@ -235,9 +238,10 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
             throw new OnnxSteerException(ErrorKind.Usage, "log-probabilities are not computed on the genai engine (GenAI keeps the logits inside its search); use --engine ort");
     }
 
-    private IReadOnlyList<GenerationResult> Run(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    private IReadOnlyList<GenerationResult> Run(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
+        long callStart)
     {
-        if (rows.Select(r => r.Ids.Length).Distinct().Count() == 1) return RunBatch(rows, options, onPiece, ct);
+        if (rows.Select(r => r.Ids.Length).Distinct().Count() == 1) return RunBatch(rows, options, onPiece, ct, callStart);
         // Rows of unequal length run as one batch per prompt length, without padding: GroupQueryAttention takes right
         // padding only, and on the real fp16 export GenAI's left-padded batch gave a padded row other greedy ids than
         // the same row alone (near-ties in fp16), while every row must get what it would get alone.
@@ -245,21 +249,23 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         foreach (var group in rows.Select((r, i) => (Row: r, Index: i)).GroupBy(x => x.Row.Ids.Length))
         {
             var members = group.ToList();
+            // Each length group's first token comes when its own batch gets there, as for the ort engine's row-by-row runs.
             var part = RunBatch([.. members.Select(m => m.Row)], options,
-                onPiece is null ? null : p => onPiece(p with { Row = members[p.Row].Index }), ct);
+                onPiece is null ? null : p => onPiece(p with { Row = members[p.Row].Index }), ct, callStart);
             for (int k = 0; k < members.Count; k++) results[members[k].Index] = part[k];
         }
         return results;
     }
 
-    private List<GenerationResult> RunBatch(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    private List<GenerationResult> RunBatch(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
+        long callStart)
     {
         int batch = rows.Count;
         int promptLength = rows.Max(r => r.Ids.Length);
         var eos = new HashSet<int>(_eos);
         eos.UnionWith(options.ExtraEosTokenIds);
         var texts = rows.Select(_ => new RowText(Tokenizer.CreateStreamingDecoder(), options.StopStrings, options.MaxNewTokens)).ToArray();
-        if (options.MaxNewTokens == 0) return Results(rows, texts, default, default, 0);
+        if (options.MaxNewTokens == 0) return Results(rows, texts, default, default, 0, callStart, 0);
         ct.ThrowIfCancellationRequested();
         int maxLength = promptLength + options.MaxNewTokens;
         if (_contextLength is int context) maxLength = Math.Min(maxLength, context);
@@ -268,6 +274,7 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
 
         TimeSpan prefillTime = default, decodeTime = default;
         int decodeSteps = 0;
+        long firstToken = 0;
         try
         {
             using var search = new GeneratorParams(_model);
@@ -312,8 +319,9 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
                 if (first)
                 {
                     first = false;
-                    prefillTime = Stopwatch.GetElapsedTime(start);
-                    decodeStart = Stopwatch.GetTimestamp();
+                    firstToken = Stopwatch.GetTimestamp();
+                    prefillTime = Stopwatch.GetElapsedTime(start, firstToken);
+                    decodeStart = firstToken;
                 }
                 else decodeSteps++;
             }
@@ -325,10 +333,11 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
         {
             throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime GenAI failed on {Directory}: {FirstLine(e.Message)}", e);
         }
-        return Results(rows, texts, prefillTime, decodeTime, decodeSteps);
+        return Results(rows, texts, prefillTime, decodeTime, decodeSteps, callStart, firstToken);
     }
 
-    private static List<GenerationResult> Results(List<Row> rows, RowText[] texts, TimeSpan prefill, TimeSpan decode, int steps) =>
+    private static List<GenerationResult> Results(List<Row> rows, RowText[] texts, TimeSpan prefill, TimeSpan decode, int steps,
+        long callStart, long firstToken) =>
         [.. rows.Select((r, b) => new GenerationResult
         {
             PromptText = r.Text,
@@ -339,6 +348,8 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
             PrefillTime = prefill,
             DecodeTime = decode,
             DecodeSteps = steps,
+            TimeToFirstToken = firstToken == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(callStart, firstToken),
+            FirstTokenTimestamp = firstToken,
         })];
 
     private static int? Int(JsonNode? n) => n is JsonValue v && v.TryGetValue<int>(out var i) ? i : null;

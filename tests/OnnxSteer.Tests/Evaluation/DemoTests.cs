@@ -59,6 +59,38 @@ public sealed class DemoTests
         Assert.Equal(Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"), DemoRunner.FindBundledModel());
 
     [Fact]
+    public void LooksForTheModelGivenThenInACheckoutThenInTheToolsOwnFolder()
+    {
+        using var dir = TestPaths.NewTempDir();
+        // A checkout (models/tiny-instruct above the start folder) and an installed tool's demo folder, laid out as the
+        // packed tool lays them out (models/, models/data, docs/evaluation/selection.json).
+        var checkoutModel = Directory.CreateDirectory(dir.Combine("clone", "models", "tiny-instruct")).FullName;
+        File.WriteAllText(Path.Combine(checkoutModel, "genai_config.json"), "{}");
+        var inClone = Directory.CreateDirectory(dir.Combine("clone", "src", "deep")).FullName;
+        var tool = dir.Combine("tool", DemoRunner.ToolDemoFolder);
+        var toolModel = Directory.CreateDirectory(Path.Combine(tool, "models", "tiny-instruct")).FullName;
+        File.WriteAllText(Path.Combine(toolModel, "model.onnx"), "");
+        Directory.CreateDirectory(Path.Combine(tool, "docs", "evaluation"));
+        File.WriteAllText(Path.Combine(tool, "docs", "evaluation", "selection.json"),
+            """{"format_version": 1, "instructions": {"punctuation:no_comma": {"mode": "project", "vector": "punctuation.no_comma", "layer": 3}}}""");
+        var elsewhere = Directory.CreateDirectory(dir.Combine("elsewhere")).FullName;
+
+        Assert.Equal(Path.GetFullPath(dir.Combine("mine")), DemoRunner.ResolveModel(dir.Combine("mine"), [inClone], tool));
+        Assert.Equal(checkoutModel, DemoRunner.ResolveModel(null, [elsewhere, inClone], tool));
+        Assert.Equal(toolModel, DemoRunner.ResolveModel(null, [elsewhere], tool));
+        // The packed selection is found from the packed model the same way the repository's is from models/tiny-instruct.
+        var output = new StringWriter();
+        Assert.Equal([InstructionIds.NoComma], DemoRunner.LoadSteering(toolModel, null, output).Keys);
+        Assert.Contains(Path.Combine(tool, "docs", "evaluation", "selection.json"), output.ToString());
+
+        var e = Assert.Throws<OnnxSteerException>(() => DemoRunner.ResolveModel(null, [elsewhere], dir.Combine("no-tool")));
+        Assert.Equal(ErrorKind.NotFound, e.Kind);
+        Assert.DoesNotContain("\n", e.Message);
+        Assert.Contains("pass --model DIR", e.Message);
+        Assert.Contains(elsewhere, e.Message);
+    }
+
+    [Fact]
     public void ReportsAMissingModelFolder()
     {
         using var dir = TestPaths.NewTempDir();

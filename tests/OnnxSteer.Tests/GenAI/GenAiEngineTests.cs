@@ -146,6 +146,32 @@ public sealed class GenAiEngineTests(GenAiModels models) : IClassFixture<GenAiMo
     }
 
     [Fact]
+    public void Time_to_first_token_is_filled_as_on_the_ort_engine()
+    {
+        // Unequal prompt lengths: the rows run as two batches, each row's first token timed from the one call's start.
+        var model = models.GenAi["tiny-instruct"];
+        var batch = new[] { GenerationRequest.FromPrompt("Write about rivers."), GenerationRequest.FromPrompt("Tell me something about the old mountains.") };
+        long before = System.Diagnostics.Stopwatch.GetTimestamp();
+        var results = model.Generate(batch, new GeneratorOptions { MaxNewTokens = 4 });
+        var call = System.Diagnostics.Stopwatch.GetElapsedTime(before);
+        Assert.NotEqual(results[0].PromptTokenIds.Length, results[1].PromptTokenIds.Length);
+        foreach (var r in results)
+        {
+            Assert.NotEmpty(r.TokenIds);
+            // From the call's start (prompt encoding included) to the first token: at least the prefill, at most the call.
+            Assert.True(r.TimeToFirstToken > TimeSpan.Zero && r.TimeToFirstToken >= r.PrefillTime && r.TimeToFirstToken <= call,
+                $"time to first token {r.TimeToFirstToken}, prefill {r.PrefillTime}, call {call}");
+            Assert.True(r.FirstTokenTimestamp > before && r.FirstTokenTimestamp - before <= call.Ticks * (double)System.Diagnostics.Stopwatch.Frequency / TimeSpan.TicksPerSecond + 1);
+        }
+        // The second group starts after the first has finished, so its first token comes later.
+        Assert.NotEqual(results[0].FirstTokenTimestamp, results[1].FirstTokenTimestamp);
+        // Nothing generated: no first token.
+        var none = model.Generate([GenerationRequest.FromPrompt("Write about rivers.")], new GeneratorOptions { MaxNewTokens = 0 })[0];
+        Assert.Equal(TimeSpan.Zero, none.TimeToFirstToken);
+        Assert.Equal(0, none.FirstTokenTimestamp);
+    }
+
+    [Fact]
     public async Task Streaming_and_the_chat_client_run_on_the_genai_engine()
     {
         var model = models.GenAi["tiny-instruct"];

@@ -254,6 +254,41 @@ public sealed class TokenizerValidationTests
         Refused(dir, "tokenizer.json", "is not valid JSON");
     }
 
+    [Theory]
+    [InlineData("vocab")]
+    [InlineData("merges")]
+    public void A_vocabulary_or_merges_given_twice_in_the_model_are_refused(string key)
+    {
+        // Streamed, not node-parsed: the model section checks its own bulk keys (which vocabulary would merges name?).
+        using var dir = Folder();
+        var path = dir.Combine("tokenizer.json");
+        var text = File.ReadAllText(path);
+        var at = text.IndexOf($"\"{key}\":", StringComparison.Ordinal);
+        Assert.True(at > 0);
+        File.WriteAllText(path, text.Insert(at, key == "vocab" ? "\"vocab\":{\"a\":0}," : "\"merges\":[],"));
+        Refused(dir, "tokenizer.json", $"model.{key} is given twice");
+    }
+
+    [Fact]
+    public void Escaped_and_raw_tokens_and_merges_resolve_alike()
+    {
+        // Merges are looked up by their UTF-8 bytes, so a \u escape in the vocabulary or in a merge must not matter.
+        using var dir = Folder();
+        var path = dir.Combine("tokenizer.json");
+        var text = File.ReadAllText(path);
+        Assert.Contains("\"\\u0120t\":", text); // the fixture's writer escapes every non-ASCII character
+        var expected = TextTokenizer.Load(dir.Path).Encode(" the world and", addSpecialTokens: false);
+        Assert.Equal([258, 274, 264], expected);
+        // Raw UTF-8 throughout, then one string merge escaped again (its space too) and one vocabulary key escaped
+        // where it need not be.
+        text = text.Replace("\\u0120", "Ġ", StringComparison.Ordinal);
+        Assert.Contains("\"Ġ t\"", text);
+        Assert.Contains("\"Ġa\":", text);
+        text = text.Replace("\"Ġ t\"", "\"\\u0120\\u0020t\"", StringComparison.Ordinal).Replace("\"Ġa\":", "\"\\u0120\\u0061\":", StringComparison.Ordinal);
+        File.WriteAllText(path, text, new UTF8Encoding(false));
+        Assert.Equal(expected, TextTokenizer.Load(dir.Path).Encode(" the world and", addSpecialTokens: false));
+    }
+
     [Fact]
     public void Truncated_json_is_refused_as_invalid_json()
     {

@@ -74,7 +74,12 @@ public sealed class TextTokenizer
         var cfg = ReadConfig(directory);
         var jsonPath = Path.Combine(directory, "tokenizer.json");
         if (File.Exists(jsonPath))
-            return Guarded(jsonPath, () => FromHuggingFaceJson(TokenizerFile.ReadBytes(jsonPath, TokenizerFile.MaxModelFileBytes)!, jsonPath, cfg));
+        {
+            var (buffer, length, pooled) = TokenizerFile.ReadPooled(jsonPath, TokenizerFile.MaxModelFileBytes)!.Value;
+            // Nothing built from the bytes refers to them (strings and nodes are copies), so the buffer goes back after.
+            try { return Guarded(jsonPath, () => FromHuggingFaceJson(buffer.AsSpan(0, length), jsonPath, cfg)); }
+            finally { TokenizerFile.ReturnPooled(buffer, pooled); }
+        }
 
         var spPath = Path.Combine(directory, "tokenizer.model");
         if (File.Exists(spPath))
@@ -172,7 +177,7 @@ public sealed class TextTokenizer
         addBos && BosTokenId is int b ? [b] : [], addEos && EosTokenId is int e ? [e] : [], _stripLeadingSpace, BosToken, EosToken, PadToken, Kind, _source);
 
     /// <summary>The parts of tokenizer.json: the model's vocabulary and merges streamed, the small pipeline sections as nodes.</summary>
-    private static TextTokenizer FromHuggingFaceJson(byte[] bytes, string path, TokenizerConfig cfg)
+    private static TextTokenizer FromHuggingFaceJson(ReadOnlySpan<byte> bytes, string path, TokenizerConfig cfg)
     {
         ReadOnlySpan<byte> json = TokenizerFile.SkipBom(bytes);
         var options = new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth };
@@ -538,14 +543,18 @@ internal sealed class HfModelSection
     public bool IgnoreMerges { get; init; }
 
     /// <summary>Reads the model object; the reader is on its StartObject and is left on its EndObject.</summary>
+    /// <remarks>The vocabulary and the merges, nearly all of the file, are read where they stand, in the one pass of
+    /// <paramref name="reader"/>, when they come in the usual order (vocab, then merges); merges that come first are
+    /// skipped and resolved once the vocabulary is known.</remarks>
     public static HfModelSection Read(ref Utf8JsonReader reader, ReadOnlySpan<byte> json, string path)
     {
         if (reader.TokenType != JsonTokenType.StartObject) throw TokenizerFile.Invalid(path, "model must be an object");
         string? type = null, unk = null, prefix = null, suffix = null;
         bool? byteFallback = null, fuseUnk = null, ignoreMerges = null;
-        (int Start, int End)? vocabRange = null;
-        bool vocabSeen = false;
-        (int Start, int End)? merges = null;
+        Dictionary<string, int>? vocab = null;
+        bool vocabSeen = false, mergesSeen = false;
+        Dictionary<long, BpeMerge>? mergeMap = null;
+        (int Start, int End)? pendingMerges = null;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             var name = reader.GetString();
@@ -560,47 +569,50 @@ internal sealed class HfModelSection
                 case "fuse_unk": fuseUnk = Bool(ref reader, path, "model.fuse_unk"); break;
                 case "ignore_merges": ignoreMerges = Bool(ref reader, path, "model.ignore_merges"); break;
                 case "vocab":
-                    // Read after this object (its extent sizes the table); another model type's vocabulary (Unigram's
-                    // is an array) is left to the type check below.
+                    // Given twice, which one would the merges name? (The node-parsed sections refuse any repeated key.)
+                    if (vocabSeen) throw TokenizerFile.Invalid(path, "model.vocab is given twice");
                     vocabSeen = true;
-                    var vocabStart = (int)reader.TokenStartIndex;
-                    bool isObject = reader.TokenType == JsonTokenType.StartObject;
-                    reader.Skip();
-                    vocabRange = isObject ? (vocabStart, (int)reader.BytesConsumed) : null;
+                    // Another model type's vocabulary (Unigram's is an array) is left to the type check below.
+                    if (reader.TokenType == JsonTokenType.StartObject && type is null or "BPE")
+                        vocab = TokenizerFile.ReadVocab(ref reader, path, "model.vocab",
+                            TokenizerFile.EstimateVocab(json[(int)reader.TokenStartIndex..]));
+                    else reader.Skip();
                     break;
                 case "merges":
-                    // Resolved once the vocabulary is known (it usually, not necessarily, comes first).
-                    var start = (int)reader.TokenStartIndex;
-                    reader.Skip();
-                    merges = (start, (int)reader.BytesConsumed);
+                    if (mergesSeen) throw TokenizerFile.Invalid(path, "model.merges is given twice");
+                    mergesSeen = true;
+                    if (reader.TokenType == JsonTokenType.Null) break;
+                    if (vocab is not null)
+                        mergeMap = TokenizerFile.ReadMerges(ref reader, vocab, path, "model.merges",
+                            TokenizerFile.EstimateMerges(json[(int)reader.TokenStartIndex..]));
+                    else
+                    {
+                        // Resolved once the vocabulary is known.
+                        var start = (int)reader.TokenStartIndex;
+                        reader.Skip();
+                        pendingMerges = (start, (int)reader.BytesConsumed);
+                    }
                     break;
                 default: reader.Skip(); break;
             }
         }
         type ??= "BPE";
         if (type != "BPE") throw TokenizerFile.Unsupported(path, $"tokenizer model type {TokenizerFile.Quote(type)} is not supported (BPE only)");
-        if (vocabRange is not var (vocabFrom, vocabTo))
+        if (vocab is null)
             throw TokenizerFile.Invalid(path, vocabSeen ? "model.vocab must be an object of token ids" : "has no model.vocab");
         if (!string.IsNullOrEmpty(prefix) || !string.IsNullOrEmpty(suffix))
             throw TokenizerFile.Unsupported(path, "BPE with continuing_subword_prefix or end_of_word_suffix is not supported");
-        var options = new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth };
-        var vocabJson = json[vocabFrom..vocabTo];
-        var vocabReader = new Utf8JsonReader(vocabJson, options);
-        vocabReader.Read();
-        var vocab = TokenizerFile.ReadVocab(ref vocabReader, path, "model.vocab", TokenizerFile.EstimateEntries(vocabJson));
         var table = TokenizerFile.IdTable(vocab, path, "model.vocab");
-        var mergeMap = new Dictionary<long, BpeMerge>();
-        if (merges is var (from, to))
+        if (pendingMerges is var (from, to))
         {
             var mergeJson = json[from..to];
-            var mergeReader = new Utf8JsonReader(mergeJson, options);
+            var mergeReader = new Utf8JsonReader(mergeJson, new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth });
             mergeReader.Read();
-            if (mergeReader.TokenType != JsonTokenType.Null)
-                mergeMap = TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges", TokenizerFile.EstimateEntries(mergeJson));
+            mergeMap = TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges", TokenizerFile.EstimateMerges(mergeJson));
         }
         return new HfModelSection
         {
-            Vocab = vocab, IdToToken = table, Merges = mergeMap, Unk = unk,
+            Vocab = vocab, IdToToken = table, Merges = mergeMap ?? [], Unk = unk,
             ByteFallback = byteFallback ?? false, FuseUnk = fuseUnk ?? false, IgnoreMerges = ignoreMerges ?? false,
         };
     }

@@ -41,6 +41,55 @@ internal static class TokenizerFile
         return bytes;
     }
 
+    /// <summary>Largest file <see cref="ReadPooled"/> reads into a pooled buffer; a larger one gets its own array, so
+    /// the shared pool never keeps a buffer of hundreds of MB.</summary>
+    private const long MaxPooledBytes = 32L << 20;
+
+    /// <summary>The file's bytes in a buffer rented from the shared array pool (hand it back with
+    /// <see cref="ReturnPooled"/> once nothing refers to it), or null when it does not exist. For tokenizer.json, read
+    /// once per load and only parsed: a process that loads tokenizers again (a model and its extractor, tests, sweeps)
+    /// reuses the buffer instead of allocating the file's size on the large-object heap each time.</summary>
+    public static (byte[] Buffer, int Length, bool Pooled)? ReadPooled(string path, long maxBytes)
+    {
+        if (!File.Exists(path)) return null;
+        var length = new FileInfo(path).Length;
+        if (length > maxBytes)
+            throw Invalid(path, $"is {length} bytes; a tokenizer file may have at most {maxBytes >> 20} MiB");
+        if (length > MaxPooledBytes) return ReadBytes(path, maxBytes) is { } own ? (own, own.Length, false) : null;
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.SequentialScan);
+        // One byte of room past the size seen, so a file that grew since is noticed and read whole.
+        var buffer = ArrayPool<byte>.Shared.Rent((int)length + 1);
+        int total = 0;
+        try
+        {
+            int n;
+            while ((n = stream.Read(buffer, total, buffer.Length - total)) > 0)
+            {
+                total += n;
+                if (total > maxBytes) throw Invalid(path, $"grew past {maxBytes >> 20} MiB while being read");
+                if (total == buffer.Length)
+                {
+                    var grown = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, maxBytes + 1));
+                    buffer.AsSpan(0, total).CopyTo(grown);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = grown;
+                }
+            }
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
+        return (buffer, total, true);
+    }
+
+    /// <summary>Hands a <see cref="ReadPooled"/> buffer back to the pool (one that was not rented is left to the GC).</summary>
+    public static void ReturnPooled(byte[] buffer, bool pooled)
+    {
+        if (pooled) ArrayPool<byte>.Shared.Return(buffer);
+    }
+
     /// <summary>The bytes after a UTF-8 byte-order mark, if there is one.</summary>
     public static ReadOnlySpan<byte> SkipBom(ReadOnlySpan<byte> bytes) =>
         bytes.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]) ? bytes[3..] : bytes;
@@ -296,6 +345,22 @@ internal static class TokenizerFile
     /// <summary>A capacity for the entries of a JSON object or array spanning <paramref name="json"/>: its commas plus
     /// one (a vectorised count; an over-estimate for pairs and for tokens holding commas), so the tables never rehash.</summary>
     public static int EstimateEntries(ReadOnlySpan<byte> json) => Math.Min(json.Count((byte)',') + 1, MaxTokenId + 1);
+
+    /// <summary>A capacity for a vocabulary object starting <paramref name="json"/> and read where it stands (its end not
+    /// yet known): the colons from there to the end of the file, one per token. An over-estimate only by the colons
+    /// after the vocabulary (a few keys; the merges have none but inside tokens), bounded by the file's size.</summary>
+    public static int EstimateVocab(ReadOnlySpan<byte> json) => Math.Min(json.Count((byte)':'), MaxTokenId + 1);
+
+    /// <summary>A capacity for a merges array starting <paramref name="json"/> (its end may not be known yet): for pairs
+    /// (<c>[["a", "b"], ...]</c>) the brackets that follow, one per pair; for strings the commas plus one. Each pair holds
+    /// a comma and is followed by one, so counting commas would double it. An over-estimate only by what follows the
+    /// merges and by tokens holding brackets or commas.</summary>
+    public static int EstimateMerges(ReadOnlySpan<byte> json)
+    {
+        var inside = json.Length > 0 ? json[1..].TrimStart(" \t\r\n"u8) : json;
+        int count = inside.Length > 0 && inside[0] == (byte)'[' ? json.Count((byte)'[') - 1 : json.Count((byte)',') + 1;
+        return Math.Clamp(count, 0, MaxTokenId + 1);
+    }
 
     public static long PairKey(int a, int b) => ((long)a << 32) | (uint)b;
 
