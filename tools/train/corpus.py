@@ -160,8 +160,24 @@ def made_up_word(rng):
             return w
 
 
+# Copy stage (--copy-stage): made-up words glued from random sub-word pieces of the trained tokenizer, so that every
+# piece, including vowel-initial ones (" e", " an", " or") that syllable words never start with, is copied from a
+# prompt during training. (After the first instruct run, held-out topics whose pieces rarely or never occurred in a
+# copied topic, "fish" = " f|ish", "orange" = " or|an|ge", failed while "cup" = " c|up" was copied.)
+PIECES = None  # (first pieces with the leading space, continuation pieces), set by main() for the copy stage
+
+
+def piece_word(rng):
+    first, rest = PIECES
+    while True:
+        w = rng.choice(first) + "".join(rng.choice(rest) for _ in range(rng.choice([1, 1, 2, 2, 3])))
+        if 3 <= len(w) <= 11 and w not in RESERVED_WORDS:
+            return w
+
+
 def made_up_topic(rng):
-    return {"name": made_up_word(rng), "kind": rng.choice(MADE_UP_KINDS), "adjs": rng.sample(EXTRA_ADJS, 3),
+    name = piece_word(rng) if PIECES is not None and rng.random() < 0.7 else made_up_word(rng)
+    return {"name": name, "kind": rng.choice(MADE_UP_KINDS), "adjs": rng.sample(EXTRA_ADJS, 3),
             "place": rng.choice(EXTRA_PLACES), "use": rng.choice(EXTRA_USES)}
 
 
@@ -651,7 +667,25 @@ def main():
     ap.add_argument("--n-instruct", type=int, default=60000)
     ap.add_argument("--n-base", type=int, default=40000)
     ap.add_argument("--test-per-family", type=int, default=50)
+    ap.add_argument("--copy-stage", type=int, default=0,
+                    help="write only work/corpus/instruct_copy.jsonl: N instruct examples whose made-up topics are "
+                         "mostly glued from the pieces of work/tokenizer (run after tokenizer.py)")
     args = ap.parse_args()
+    if args.copy_stage:
+        global PIECES
+        with open(os.path.join(args.work, "tokenizer", "tokenizer.json"), encoding="utf-8") as f:
+            vocab = json.load(f)["model"]["vocab"]
+        # Lower-case letter pieces in vocabulary order (deterministic): "Ġ" marks a leading space in byte-level BPE.
+        first = [t[1:] for t in vocab if t.startswith("\u0120") and t[1:].isalpha() and t[1:].islower() and len(t) <= 5]
+        rest = [t for t in vocab if t.isalpha() and t.islower() and t.isascii() and len(t) <= 4]
+        PIECES = (first, rest)
+        train_t, val_t, test_t = split_topics(args.seed)
+        rng = random.Random(args.seed + 5)
+        copy = gen_instruct(rng, train_t, args.copy_stage)
+        check_held_out(copy, val_t + test_t)
+        write_jsonl(os.path.join(args.work, "corpus", "instruct_copy.jsonl"), copy)
+        print(f"copy stage: {len(copy)} examples from {len(first)} first and {len(rest)} continuation pieces")
+        return
 
     train_t, val_t, test_t = split_topics(args.seed)
     rng = random.Random(args.seed + 1)

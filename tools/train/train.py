@@ -98,6 +98,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--intermediate", type=int, default=352)
     ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--corpus", default=None, help="file in work/corpus (default instruct.jsonl or base.jsonl)")
+    ap.add_argument("--out", default=None, help="output folder in work/ (default tiny-<variant>)")
     ap.add_argument("--probe-every", type=int, default=0,
                     help="every N steps, log the topic fidelity of greedy answers to validation prompts")
     ap.add_argument("--probe-data", default=os.path.join(HERE, "..", "..", "models", "data", "eval", "validation.jsonl"))
@@ -107,12 +109,12 @@ def main():
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     name = "tiny-" + args.variant
-    out = os.path.join(args.work, name)
+    out = os.path.join(args.work, args.out or name)
     os.makedirs(out, exist_ok=True)
     logf = open(os.path.join(out, "train.log"), "w")
 
     tok = Tokenizer.load(os.path.join(args.work, "tokenizer"))
-    corpus_file = os.path.join(args.work, "corpus", "instruct.jsonl" if args.variant == "instruct" else "base.jsonl")
+    corpus_file = os.path.join(args.work, "corpus", args.corpus or ("instruct.jsonl" if args.variant == "instruct" else "base.jsonl"))
     with open(corpus_file, encoding="utf-8") as f:
         examples = [encode_example(tok, json.loads(line), args.max_len) for line in f]
     n_tok = sum(len(e[0]) for e in examples)
