@@ -42,6 +42,12 @@ $ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$
 $ONNXSTEER eval "$W/base" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
   --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
   --plot "$OUT/test-base-transfer.svg" --json-out "$W/test-base-transfer.json" --overwrite > "$OUT/test-base-transfer.md"
+# 5. Control: the layers and modes chosen for the previous bundled model (selection-previous-model.json, issue 14) on
+# this model's test split, to show what steering there does (with the random-direction rows).
+$ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" \
+  --selection "$OUT/selection-previous-model.json" --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
+  --json-out "$W/test-instruct-previous-selection.json" --overwrite > "$OUT/test-instruct-previous-selection.md"
+python3 tools/eval/summarize.py "$W/test-instruct-previous-selection.json" "tiny-instruct, test split, the previous model's selection" > "$OUT/summary-instruct-previous-selection.md"
 python3 tools/eval/summarize.py "$W/test-instruct.json" "tiny-instruct, test split" > "$OUT/summary-instruct.md"
 python3 tools/eval/summarize.py "$W/test-base-transfer.json" "tiny-base with tiny-instruct's vectors (transfer), test split" > "$OUT/summary-base-transfer.md"
 echo "done: $OUT (work folder $W)"
