@@ -12,6 +12,7 @@ Splits are disjoint by construction:
 Outputs (see tools/train/README.md for the schema):
   work/corpus/instruct.jsonl   chat examples for the instruct variant (train topics only)
   work/corpus/base.jsonl       default-style chat examples + plain documents for the base variant
+  work/corpus/instruct_copy.jsonl  (--copy-stage N, after tokenizer.py) the copy-stage fine-tuning examples
   models/data/pairs/*.jsonl    extraction pairs (train topics, train phrasings)
   models/data/eval/validation.jsonl, models/data/eval/test.jsonl
 """
