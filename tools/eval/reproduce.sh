@@ -9,9 +9,10 @@ W="${1:-$(mktemp -d -t onnxsteer-eval-XXXXXX)}"
 OUT="${OUT:-docs/evaluation}"
 BATCH="${BATCH:-8}"
 MODELS="${MODELS:-models}"   # folder with tiny-instruct/, tiny-base/ and data/
-# Sizes chosen so the whole run fits a shared 2-core machine: 5 validation prompts per instruction (the paper uses
-# 6-10), additive weights 2x and 8x |u_L|, 20 test prompts per instruction (= the whole test split, 240 prompts; eval takes under a minute), 96 new tokens.
-VAL_LIMIT="${VAL_LIMIT:-5}"; TEST_LIMIT="${TEST_LIMIT:-20}"; SCALES="${SCALES:-2,8}"; TOKENS="${TOKENS:-96}"
+# Sizes: the whole validation split (10 prompts per instruction; the paper uses 6-10), additive weights 2x, 4x and 8x
+# |u_L|, the whole test split (50 prompts per instruction = 550 prompts, plus the 20 two-instruction prompts), 96 new
+# tokens. The sweep and both evals take a few minutes on the shared 2-core machine.
+VAL_LIMIT="${VAL_LIMIT:-10}"; TEST_LIMIT="${TEST_LIMIT:-50}"; SCALES="${SCALES:-2,4,8}"; TOKENS="${TOKENS:-96}"
 mkdir -p "$W/vectors" "$OUT"
 if [ -z "${ONNXSTEER:-}" ]; then
   dotnet build src/OnnxSteer.Cli -c Release -v q -nologo >/dev/null
@@ -41,6 +42,12 @@ $ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$
 $ONNXSTEER eval "$W/base" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" --selection "$OUT/selection.json" \
   --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
   --plot "$OUT/test-base-transfer.svg" --json-out "$W/test-base-transfer.json" --overwrite > "$OUT/test-base-transfer.md"
+# 5. Control: the layers and modes chosen for the previous bundled model (selection-previous-model.json, issue 14) on
+# this model's test split, to show what steering there does (with the random-direction rows).
+$ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$W/vectors" --batch-size "$BATCH" \
+  --selection "$OUT/selection-previous-model.json" --limit "$TEST_LIMIT" --max-new-tokens "$TOKENS" \
+  --json-out "$W/test-instruct-previous-selection.json" --overwrite > "$OUT/test-instruct-previous-selection.md"
+python3 tools/eval/summarize.py "$W/test-instruct-previous-selection.json" "tiny-instruct, test split, the previous model's selection" > "$OUT/summary-instruct-previous-selection.md"
 python3 tools/eval/summarize.py "$W/test-instruct.json" "tiny-instruct, test split" > "$OUT/summary-instruct.md"
 python3 tools/eval/summarize.py "$W/test-base-transfer.json" "tiny-base with tiny-instruct's vectors (transfer), test split" > "$OUT/summary-base-transfer.md"
 echo "done: $OUT (work folder $W)"

@@ -5,7 +5,8 @@ usage: summarize.py REPORT.json [LABEL]
 
 Prints Markdown: the format-instruction average (the paper's headline), length split by relation,
 word exclusion, and composition (prompt-level accuracy of the two-instruction prompts, and each
-instruction's own accuracy inside them).
+instruction's own accuracy inside them); topic fidelity per setting; per steered instruction, without the
+instruction, the check alone against the random-direction control; and example generations, passes and failures.
 """
 import json
 import sys
@@ -76,6 +77,75 @@ def main():
     print()
     print("Degenerate share per setting: " + ", ".join(
         f"{l} {report['overall'][s]['degenerate_rate']:.2f}" for l, s in zip(LABELS, SETTINGS)))
+    print()
+    print("Topic fidelity (the answer names the asked topic), all prompts: " + ", ".join(
+        f"{l} {sum(i.get('on_topic', True) for i in items if i['setting'] == s)}/"
+        f"{sum(1 for i in items if i['setting'] == s)}" for l, s in zip(LABELS, SETTINGS)))
+    print()
+    controls(report, items)
+    examples(items)
+
+
+def controls(report, items):
+    """Without the instruction: the check alone (raw_loose) unsteered, steered and along the random direction,
+    then the guarded score steered, per steered single instruction."""
+    ctrl = [i for i in report["items"] if i.get("control")]
+    steered = sorted({i["instructions"][0] for i in items
+                      if len(i["instructions"]) == 1 and i["setting"] == "no_instruction_steered" and i["steering"]})
+    if not steered:
+        return
+    print("Without the instruction, single-instruction prompts: IFEval's check alone (unsteered, steered, random "
+          "direction of the same norm, layer and mode), then this scoring steered and its topic fidelity:\n")
+    print("| instruction | steering | n | check alone, unsteered | check alone, steered | check alone, random direction "
+          "| check and not degenerate, steered | this scoring, steered | on topic, steered |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for iid in steered:
+        def pick(group, setting):
+            return [i for i in group if len(i["instructions"]) == 1 and i["instructions"][0] == iid and i["setting"] == setting]
+        un, st, rnd = pick(items, "no_instruction"), pick(items, "no_instruction_steered"), pick(ctrl, "no_instruction_steered")
+        raw = lambda g: mean([i["raw_loose"][0] for i in g]) if g and "raw_loose" in g[0] else float("nan")
+        print(f"| {iid} | {'; '.join(st[0]['steering'])} | {len(st)} | {raw(un):.2f} | {raw(st):.2f} | {raw(rnd):.2f} "
+              f"| {mean([i['raw_loose'][0] and not i['degenerate'] for i in st]):.2f} "
+              f"| {mean([i['loose'][0] for i in st]):.2f} | {mean([i.get('on_topic', True) for i in st]):.2f} |")
+    print()
+
+
+def clip(text, n=150):
+    t = text.replace("\n", " / ").replace("|", "\\|")
+    return t if len(t) <= n else t[:n] + "…"
+
+
+def examples(items):
+    """The first prompt of each steered instruction, unsteered and steered (no instruction in the prompt), then up to
+    six failures of the steered setting: off-topic, degenerate or the check failed."""
+    def verdict(i):
+        if i["degenerate"]:
+            return "fail: degenerate"
+        if not i.get("on_topic", True):
+            return "fail: off topic"
+        return "pass" if all(i["loose"]) else "fail: check"
+    rows = []
+    seen = set()
+    for i in items:
+        if i["setting"] != "no_instruction_steered" or not i["steering"] or len(i["instructions"]) != 1:
+            continue
+        if i["instructions"][0] in seen:
+            continue
+        seen.add(i["instructions"][0])
+        base = next(j for j in items if j["key"] == i["key"] and j["setting"] == "no_instruction")
+        rows += [(base, "none"), (i, "; ".join(i["steering"]))]
+    fails = [i for i in items if i["setting"] == "no_instruction_steered" and i["steering"] and verdict(i) != "pass"]
+    step = max(1, len(fails) // 6)
+    rows += [(i, "; ".join(i["steering"])) for i in fails[::step][:6]]
+    offtopic = [i for i in items if i["setting"] == "no_instruction" and not i.get("on_topic", True)]
+    rows += [(i, "none") for i in offtopic[:3]]
+    if not rows:
+        return
+    print("Examples (no instruction in the prompt; the instruction that was steered for, then failures):\n")
+    print("| prompt | instruction scored | steering | answer | verdict |")
+    print("|---|---|---|---|---|")
+    for i, steering in rows:
+        print(f"| {i['prompt']} | {i['instructions'][0].split(':')[1]} | {steering} | {clip(i['response'])} | {verdict(i)} |")
     print()
 
 

@@ -2,8 +2,8 @@
 # Rebuilds OnnxSteer's bundled tiny models from nothing (no downloads):
 #   corpus -> tokenizer -> tiny-base -> tiny-instruct (fine-tuned from tiny-base) -> ONNX export.
 # Usage: tools/train/build_models.sh [--no-export]
-# Training is capped by process CPU time (12 + 24 CPU-minutes = at most 18 minutes on 2 idle cores)
-# and by wall-clock time (20 + 35 minutes, a guard for busy machines).
+# The step budgets (2,400 base + 4,000 instruct + 1,500 copy-stage steps of 16 sequences) end the runs. The CPU-time
+# and wall-clock caps are guards for a busy machine only.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -13,11 +13,16 @@ export OMP_WAIT_POLICY=PASSIVE   # no busy-waiting threads on a shared machine
 cd "$HERE"
 "$PY" corpus.py --seed "$SEED"
 "$PY" tokenizer.py
-"$PY" train.py --variant base --seed "$SEED" --steps 350 --batch 16 --max-minutes 20 --max-cpu-minutes 12
-"$PY" train.py --variant instruct --seed "$SEED" --steps 750 --batch 16 --max-minutes 35 --max-cpu-minutes 24 \
-  --init work/tiny-base/ckpt.pt
+"$PY" train.py --variant base --seed "$SEED" --steps 2400 --batch 16 --max-minutes 60 --max-cpu-minutes 60 \
+  --probe-every 300
+"$PY" train.py --variant instruct --seed "$SEED" --steps 4000 --batch 16 --max-minutes 50 --max-cpu-minutes 60 \
+  --probe-every 500 --init work/tiny-base/ckpt.pt --out tiny-instruct-stage1
+# Copy stage: made-up topics glued from the tokenizer's own pieces, so every piece is copied in training.
+"$PY" corpus.py --seed "$SEED" --copy-stage 30000
+"$PY" train.py --variant instruct --seed "$SEED" --steps 1500 --batch 16 --lr 1e-3 --max-minutes 30 --max-cpu-minutes 30 \
+  --probe-every 250 --init work/tiny-instruct-stage1/ckpt.pt --corpus instruct_copy.jsonl
 "$PY" sample.py --variant instruct --n 3 || true
-for v in tiny-base tiny-instruct; do
+for v in tiny-base tiny-instruct-stage1 tiny-instruct; do
   mkdir -p "results/$v"
   cp "work/$v/train_log.json" "work/$v/train.log" "work/$v/reference.json" "results/$v/"
 done

@@ -12,6 +12,7 @@ Splits are disjoint by construction:
 Outputs (see tools/train/README.md for the schema):
   work/corpus/instruct.jsonl   chat examples for the instruct variant (train topics only)
   work/corpus/base.jsonl       default-style chat examples + plain documents for the base variant
+  work/corpus/instruct_copy.jsonl  (--copy-stage N, after tokenizer.py) the copy-stage fine-tuning examples
   models/data/pairs/*.jsonl    extraction pairs (train topics, train phrasings)
   models/data/eval/validation.jsonl, models/data/eval/test.jsonl
 """
@@ -25,8 +26,8 @@ import re
 # Topics: name | kind | three adjectives | where you find it | what people use or do with it
 # ---------------------------------------------------------------------------------------------
 TOPICS_RAW = """
-apple|fruit|sweet,red,crisp|on a tree in the garden|make pie and juice
-bicycle|machine|light,fast,quiet|on the road|ride to school
+apple|fruit|sweet,red,crisp|in the orchard|make pie and juice
+bicycle|machine|light,fast,quiet|on the street|ride to work
 cloud|part of the sky|white,soft,slow|high in the sky|guess the weather
 dog|animal|loyal,friendly,playful|in many homes|walk and play
 forest|place in nature|green,quiet,deep|far from the city|walk and rest
@@ -36,60 +37,60 @@ ocean|body of water|wide,deep,blue|around the land|swim and sail
 piano|musical instrument|large,loud,old|in the living room|play songs
 rain|kind of weather|wet,cool,gentle|in the spring|water the plants
 bread|food|soft,warm,fresh|in the kitchen|make a meal
-candle|small light|warm,small,calm|on the table|light a room
+candle|small light|warm,small,calm|on the shelf|light a room
 clock|tool|round,quiet,exact|on the wall|tell the time
-desert|place in nature|dry,hot,wide|far from the rain|study the sand
+desert|place in nature|dry,hot,wide|far from the coast|study the dunes
 egg|food|round,smooth,white|in the kitchen|cook breakfast
 farm|place for food|busy,green,open|in the country|grow food
-flower|plant|bright,small,sweet|in the garden|make a room pretty
-horse|animal|strong,fast,calm|on the farm|ride and pull carts
+flower|plant|bright,small,sweet|in the yard|make a room pretty
+horse|animal|strong,fast,calm|in the stable|ride and pull carts
 island|piece of land|small,green,quiet|in the sea|rest and swim
 kite|toy|light,bright,high|in the park|play on windy days
-leaf|part of a plant|green,thin,flat|on a tree|make shade
+leaf|part of a plant|green,thin,flat|on a branch|make shade
 moon|object in the sky|bright,round,far|in the night sky|see at night
-nest|home for birds|small,round,soft|in a tree|keep eggs safe
+nest|home for birds|small,round,soft|on a branch|keep chicks safe
 owl|bird|wise,quiet,round|in the woods|hunt at night
-pencil|tool|thin,light,cheap|in a school bag|write and draw
+pencil|tool|thin,light,cheap|in a pencil case|write and draw
 road|path|long,hard,flat|between towns|travel by car
 sand|material|dry,fine,warm|on the beach|build castles
 ship|vessel|big,heavy,slow|on the sea|carry goods
 snow|kind of weather|cold,white,soft|in the winter|build a snowman
 star|object in the sky|bright,far,small|in the night sky|find the way
 table|piece of furniture|flat,strong,wide|in the dining room|eat and work
-tree|plant|tall,green,old|in the forest|give shade
+tree|plant|tall,green,old|in the woods|give shade
 village|small town|quiet,small,old|in the country|live and work
 wheel|part of a machine|round,strong,simple|under a car|move things
 window|part of a house|clear,square,clean|in the wall|let in light
-bridge|structure|long,strong,high|over a river|cross the water
+bridge|structure|long,strong,high|over a stream|cross the water
 cat|animal|soft,quiet,clever|in many homes|keep mice away
 chair|piece of furniture|small,hard,useful|in every room|sit and rest
 coat|piece of clothing|warm,thick,long|in the closet|stay warm
 cup|kitchen tool|small,round,useful|in the kitchen|drink tea
 door|part of a house|wide,heavy,wooden|at the front of a house|go in and out
 fish|animal|small,fast,shiny|in the water|swim in a tank
-hat|piece of clothing|round,soft,light|on your head|block the sun
-key|small tool|small,metal,useful|in your pocket|open doors
-lake|body of water|calm,clear,cold|in the valley|swim and fish
+hat|piece of clothing|round,soft,light|on your head|block the light
+key|small tool|small,metal,useful|in your pocket|open locks
+lake|body of water|calm,clear,cold|in the valley|swim and row
 map|guide|flat,large,useful|in the car|find the way
 rock|natural object|hard,heavy,gray|on the ground|build walls
 shoe|piece of clothing|soft,strong,comfortable|on your feet|walk and run
-sun|star|hot,bright,large|in the sky|light the day
+sun|object in the sky|hot,bright,large|in the sky|light the day
 train|machine|long,fast,loud|on the tracks|travel to cities
-wind|kind of weather|cool,strong,fresh|over the hills|fly kites
-boat|vessel|small,light,fast|on the lake|fish and travel
+wind|kind of weather|cool,strong,fresh|over the fields|dry the laundry
+boat|vessel|small,light,fast|on the water|row and travel
 book|object|thick,old,interesting|in the library|learn new things
-garden|place|green,pretty,quiet|behind the house|grow flowers
-bee|insect|small,busy,yellow|near the flowers|make honey
+garden|place|green,pretty,quiet|behind the house|grow plants
+bee|insect|small,busy,yellow|near the blossoms|make wax
 cake|food|sweet,soft,rich|at a party|celebrate a birthday
-duck|bird|small,noisy,funny|on the pond|swim and eat bread
-frog|animal|green,small,wet|near the pond|catch flies
-hill|place in nature|green,low,round|near the village|walk up and look around
+duck|bird|small,noisy,funny|on the water|swim and eat seeds
+frog|animal|green,small,wet|near the water|catch flies
+hill|place in nature|green,low,round|near the town|walk up and look around
 honey|food|sweet,thick,golden|in a jar|make tea sweet
 milk|drink|white,cold,fresh|in the fridge|make breakfast
-orange|fruit|round,sweet,juicy|on a tree|make juice
-pond|body of water|small,calm,green|in the park|watch the ducks
+orange|fruit|round,sweet,juicy|in the orchard|make juice
+pond|body of water|small,calm,green|in the park|watch the birds
 rabbit|animal|soft,quick,small|in the field|hop and play
-river|body of water|long,cold,fast|in the valley|fish and travel
+river|body of water|long,cold,fast|in the valley|row and travel
 school|building|big,busy,bright|in the town|learn and read
 spoon|kitchen tool|small,round,shiny|in the drawer|eat soup
 storm|kind of weather|dark,loud,wild|over the sea|stay inside
@@ -112,13 +113,17 @@ glove:piece of clothing goat:animal grape:fruit guitar:musical instrument hammer
 jar:container kettle:kitchen tool ladder:tool lemon:fruit lion:animal mirror:thing monkey:animal
 mouse:animal nail:small thing needle:small tool onion:vegetable oven:machine pan:kitchen tool
 parrot:bird peach:fruit pear:fruit pen:tool pig:animal pillow:thing plate:kitchen tool potato:vegetable
-radio:machine ring:small thing robot:machine rope:thing rose:flower ruler:tool scarf:piece of clothing
+radio:machine ring:small thing robot:machine rope:thing rose:plant ruler:tool scarf:piece of clothing
 seed:part of a plant sheep:animal shell:natural object shirt:piece of clothing sock:piece of clothing
 sofa:piece of furniture soup:food spider:animal sponge:thing stone:natural object sugar:food swan:bird
 teapot:kitchen tool tomato:vegetable tower:building towel:thing truck:machine turtle:animal
 umbrella:tool vase:container wagon:vehicle wall:structure watch:small machine whale:animal wolf:animal
 wool:material zebra:animal bus:vehicle cherry:fruit lamb:animal ribbon:thing candy:food bear:animal
 """
+# Test-only topics besides the 12 test topics of TOPICS_RAW: real English words that occur nowhere in the training
+# corpus (checked by check_held_out). Only their names are used (in the eval prompts), so they need no facts.
+TEST_ONLY_WORDS = """anchor apron badge barrel beetle cactus canoe chimney compass cushion dolphin donkey envelope
+falcon giraffe hammock helmet lantern lobster magnet marble meadow napkin otter peanut pebble pumpkin violin""".split()
 EXTRA_ADJS = ["small", "big", "useful", "pretty", "common", "simple", "old", "new", "nice", "strong",
               "soft", "bright", "heavy", "light", "quiet", "busy", "warm", "cool", "clean", "round"]
 EXTRA_PLACES = ["in many places", "near the house", "in the town", "in the shop", "outside",
@@ -136,8 +141,58 @@ def extra_topic(rng):
             "place": rng.choice(EXTRA_PLACES), "use": rng.choice(EXTRA_USES)}
 
 
-def pick_topic(rng, topics, p_extra=0.35):
-    return extra_topic(rng) if rng.random() < p_extra else rng.choice(topics)
+# Made-up pronounceable words (random syllables): one-off topics the model has never seen before, so the only way
+# to name them is to copy them from the prompt. They are tokenized into the same sub-word pieces as unseen English
+# words, which is what makes copying carry over to the held-out validation and test topics.
+ONSETS = ["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "bl", "cr", "cl",
+          "dr", "fl", "fr", "gl", "gr", "pl", "pr", "sl", "sn", "sp", "st", "tr", "sh", "ch", "th", "c", "j", "qu"]
+VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou", "y"]
+CODAS = ["", "", "", "", "n", "r", "l", "m", "s", "t", "k", "ck", "ng", "nd", "st", "x", "p", "ll", "mp"]
+MADE_UP_KINDS = sorted({k for _, k in re.findall(r"(\w+):([a-z ]+?)(?= \w+:|\n)", EXTRA_RAW.strip().replace("\n", " ") + "\n")})
+
+
+def made_up_word(rng):
+    """A pronounceable non-word of 2-3 syllables (4-10 letters) that is no held-out or keyword word."""
+    while True:
+        n = rng.choice([2, 2, 2, 3])
+        w = "".join(rng.choice(ONSETS if i == 0 or rng.random() < 0.8 else [""]) + rng.choice(VOWELS)
+                    + (rng.choice(CODAS) if i == n - 1 or rng.random() < 0.3 else "") for i in range(n))
+        if 4 <= len(w) <= 10 and w not in RESERVED_WORDS:
+            return w
+
+
+# Copy stage (--copy-stage): made-up words glued from random sub-word pieces of the trained tokenizer, so that every
+# piece, including vowel-initial ones (" e", " an", " or") that syllable words never start with, is copied from a
+# prompt during training. (After the first instruct run, held-out topics whose pieces rarely or never occurred in a
+# copied topic, "fish" = " f|ish", "orange" = " or|an|ge", failed while "cup" = " c|up" was copied.)
+PIECES = None  # (first pieces with the leading space, continuation pieces), set by main() for the copy stage
+
+
+def piece_word(rng):
+    first, rest = PIECES
+    while True:
+        w = rng.choice(first) + "".join(rng.choice(rest) for _ in range(rng.choice([1, 1, 2, 2, 3])))
+        if 3 <= len(w) <= 11 and w not in RESERVED_WORDS:
+            return w
+
+
+def made_up_topic(rng):
+    name = piece_word(rng) if PIECES is not None and rng.random() < 0.7 else made_up_word(rng)
+    return {"name": name, "kind": rng.choice(MADE_UP_KINDS), "adjs": rng.sample(EXTRA_ADJS, 3),
+            "place": rng.choice(EXTRA_PLACES), "use": rng.choice(EXTRA_USES)}
+
+
+# Training topic mix: fixed topics (memorisable facts), extra real nouns with random facts, made-up words.
+P_EXTRA, P_MADE_UP = 0.2, 0.55
+
+
+def pick_topic(rng, topics):
+    r = rng.random()
+    if r < P_MADE_UP:
+        return made_up_topic(rng)
+    if r < P_MADE_UP + P_EXTRA:
+        return extra_topic(rng)
+    return rng.choice(topics)
 
 
 def parse_topics():
@@ -402,8 +457,9 @@ def respond(rng, t, fam, params, sentences=None):
         s = default_sentences(rng, t, n=n)
         return "\n".join("* " + x for x in s)
     if fam == "detectable_format:title":
+        # The topic is written as in the prompt (lower case): a title names the asked topic by copying it.
         title = rng.choice(["All About the {N}", "The {N}", "A Note on the {N}", "About the {N}"])
-        return "<<" + title.format(N=t["name"].title()) + ">>\n" + text
+        return "<<" + title.format(N=t["name"]) + ">>\n" + text
     if fam == "startend:end_checker":
         return text + " " + params["P"]
     if fam == "punctuation:no_comma":
@@ -520,10 +576,33 @@ def gen_base(rng, topics, n):
 
 
 def split_topics(seed):
+    """48 train / 10 validation / 12 + len(TEST_ONLY_WORDS) test topics."""
     topics = parse_topics()
     rng = random.Random(seed)
     rng.shuffle(topics)
-    return topics[:48], topics[48:58], topics[58:]
+    test_only = [{"name": w, "kind": "thing", "adjs": ["", "", ""], "place": "", "use": ""} for w in TEST_ONLY_WORDS]
+    return topics[:48], topics[48:58], topics[58:] + test_only
+
+
+def word_forms(w):
+    return {w, w + "s", w + "es", w[:-1] + "ies" if w.endswith("y") else w}
+
+
+# Words a made-up topic must not be: every real topic, held-out word and keyword, singular or plural.
+RESERVED_WORDS = set().union(*(word_forms(w) for w in
+                               [line.split("|")[0] for line in TOPICS_RAW.strip().splitlines()] + TEST_ONLY_WORDS
+                               + [n for n, _ in EXTRA_TOPICS] + KEYWORDS_INCLUDE + KEYWORDS_FORBID))
+
+
+def check_held_out(examples, held_out):
+    """Fails if a validation or test topic (singular or plural) occurs anywhere in the training corpus."""
+    seen = set()
+    for ex in examples:
+        text = " ".join(m["content"] for m in ex["messages"]) if "messages" in ex else ex["text"]
+        seen.update(re.findall(r"[a-z]+", text.lower()))
+    leaks = sorted(t["name"] for t in held_out if word_forms(t["name"]) & seen)
+    if leaks:
+        raise SystemExit(f"held-out topics occur in the training corpus: {leaks}")
 
 
 def eval_rows(rng, topics, split, per_family, phrasing_mode):
@@ -538,7 +617,8 @@ def eval_rows(rng, topics, split, per_family, phrasing_mode):
             t = topics[i % len(topics)]
             p = sample_params(rng, sf, split)
             train_ph, held_ph = PHRASINGS[sf]
-            pool = held_ph if (phrasing_mode == "mixed" and i % 2 == 1) else train_ph
+            # Every second prompt of each sub-family gets a held-out phrasing.
+            pool = held_ph if (phrasing_mode == "mixed" and (i // len(subfams)) % 2 == 1) else train_ph
             instr = make_instruction(rng, sf, rng.choice(pool), p)
             iid, kw = ifeval_id_and_kwargs(sf, p)
             rows.append({"prompt": base_query(rng, t), "instruction": instr,
@@ -585,15 +665,37 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--work", default=os.path.join(os.path.dirname(__file__), "work"))
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "models", "data"))
-    ap.add_argument("--n-instruct", type=int, default=40000)
-    ap.add_argument("--n-base", type=int, default=20000)
+    ap.add_argument("--n-instruct", type=int, default=60000)
+    ap.add_argument("--n-base", type=int, default=40000)
+    ap.add_argument("--test-per-family", type=int, default=50)
+    ap.add_argument("--copy-stage", type=int, default=0,
+                    help="write only work/corpus/instruct_copy.jsonl: N instruct examples whose made-up topics are "
+                         "mostly glued from the pieces of work/tokenizer (run after tokenizer.py)")
     args = ap.parse_args()
+    if args.copy_stage:
+        global PIECES
+        with open(os.path.join(args.work, "tokenizer", "tokenizer.json"), encoding="utf-8") as f:
+            vocab = json.load(f)["model"]["vocab"]
+        # Lower-case letter pieces in vocabulary order (deterministic): "Ġ" marks a leading space in byte-level BPE.
+        first = [t[1:] for t in vocab if t.startswith("\u0120") and t[1:].isalpha() and t[1:].islower() and len(t) <= 5]
+        rest = [t for t in vocab if t.isalpha() and t.islower() and t.isascii() and len(t) <= 4]
+        PIECES = (first, rest)
+        train_t, val_t, test_t = split_topics(args.seed)
+        rng = random.Random(args.seed + 5)
+        copy = gen_instruct(rng, train_t, args.copy_stage)
+        check_held_out(copy, val_t + test_t)
+        write_jsonl(os.path.join(args.work, "corpus", "instruct_copy.jsonl"), copy)
+        print(f"copy stage: {len(copy)} examples from {len(first)} first and {len(rest)} continuation pieces")
+        return
 
     train_t, val_t, test_t = split_topics(args.seed)
     rng = random.Random(args.seed + 1)
-    write_jsonl(os.path.join(args.work, "corpus", "instruct.jsonl"), gen_instruct(rng, train_t, args.n_instruct))
+    instruct = gen_instruct(rng, train_t, args.n_instruct)
     rng = random.Random(args.seed + 2)
-    write_jsonl(os.path.join(args.work, "corpus", "base.jsonl"), gen_base(rng, train_t, args.n_base))
+    base = gen_base(rng, train_t, args.n_base)
+    check_held_out(instruct + base, val_t + test_t)
+    write_jsonl(os.path.join(args.work, "corpus", "instruct.jsonl"), instruct)
+    write_jsonl(os.path.join(args.work, "corpus", "base.jsonl"), base)
 
     # Extraction pairs from train topics and train phrasings only.
     rng = random.Random(args.seed + 3)
@@ -606,7 +708,7 @@ def main():
 
     rng = random.Random(args.seed + 4)
     val = eval_rows(rng, val_t, "validation", 10, "train")
-    test = eval_rows(rng, test_t, "test", 20, "mixed") + combo_eval_rows(rng, test_t, 20)
+    test = eval_rows(rng, test_t, "test", args.test_per_family, "mixed") + combo_eval_rows(rng, test_t, 20)
     for rows in (val, test):
         for k, r in enumerate(rows):
             r_ordered = {"key": k}

@@ -55,6 +55,21 @@ def check(iid, kw, resp):
     raise ValueError(iid)
 
 
+def topic_of(prompt):
+    """The prompt's topic as OnnxSteer's TopicFidelity reads it: the last "the X" / "a X" / "an X"."""
+    m = re.findall(r"\b(?:the|an?)\s+([A-Za-z][A-Za-z-]*)\b", prompt, flags=re.I)
+    return m[-1].lower() if m else None
+
+
+def on_topic(prompt, resp):
+    """Whether the response names the prompt's topic as a word (any case, singular or plural), like TopicFidelity."""
+    t = topic_of(prompt)
+    if t is None:
+        return True
+    alt = "|" + re.escape(t[:-1]) + "ies" if t.endswith("y") else ""
+    return re.search(r"(?<![A-Za-z0-9])(?:" + re.escape(t) + r"(?:s|es)?" + alt + r")(?![A-Za-z0-9])", resp, flags=re.I) is not None
+
+
 def load(folder):
     with open(os.path.join(folder, "config.json")) as f:
         c = json.load(f)
@@ -80,13 +95,15 @@ def generate(model, tok, content, max_new=96):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", default="instruct")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=os.path.join(HERE, "work"))
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "models", "data", "eval", "test.jsonl"))
     ap.add_argument("--n", type=int, default=3, help="rows per family")
     ap.add_argument("--show", type=int, default=1, help="outputs printed per family")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--show-off-topic", action="store_true", help="also print every off-topic answer")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model, tok = load(os.path.join(args.work, "tiny-" + args.variant))
     rows = [json.loads(l) for l in open(args.data, encoding="utf-8")]
     by_fam = {}
@@ -95,24 +112,33 @@ def main():
         by_fam.setdefault(key, []).append(r)
     table = []
     samples = []
+    topic_without = topic_with = n_all = 0
     for fam, rs in by_fam.items():
         ok_without = ok_with = 0
         for i, r in enumerate(rs[: args.n]):
             without = generate(model, tok, r["prompt"])
             withi = generate(model, tok, r["prompt"] + " " + r["instruction"])
+            tw = on_topic(r["prompt"], without)
             cw = all(check(i_, k_, without) for i_, k_ in zip(r["instruction_id_list"], r["kwargs"]))
             ci = all(check(i_, k_, withi) for i_, k_ in zip(r["instruction_id_list"], r["kwargs"]))
             ok_without += cw
             ok_with += ci
+            tw, ti = on_topic(r["prompt"], without), on_topic(r["prompt"], withi)
+            topic_without += tw
+            topic_with += ti
+            n_all += 1
             samples.append({"family": fam, "prompt": r["prompt"], "instruction": r["instruction"],
-                            "without": without, "with": withi, "ok_without": cw, "ok_with": ci})
-            if i < args.show:
+                            "without": without, "with": withi, "ok_without": cw, "ok_with": ci,
+                            "on_topic_without": tw, "on_topic_with": ti})
+            if i < args.show or (args.show_off_topic and not tw):
                 print(f"== {fam}\n   prompt: {r['prompt']} | {r['instruction']}\n   without [{'ok' if cw else 'x'}]: {without!r}\n   with    [{'ok' if ci else 'x'}]: {withi!r}", flush=True)
         n = min(args.n, len(rs))
         table.append((fam, ok_without / n, ok_with / n, n))
     print("\nfamily | no instruction | with instruction | n")
     for fam, a, b, n in table:
         print(f"{fam} | {a:.2f} | {b:.2f} | {n}")
+    print(f"\ntopic fidelity (answer names the prompt's topic): no instruction {topic_without}/{n_all}, "
+          f"with instruction {topic_with}/{n_all}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"table": table, "samples": samples}, f, indent=1)

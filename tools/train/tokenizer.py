@@ -52,34 +52,44 @@ def pretokenize(text):
 
 
 def train_bpe(word_counts: Counter, vocab_size: int):
-    """Classic BPE on pre-token counts. Ties are broken by the pair's string order (deterministic)."""
-    words = {w: list(w) for w in word_counts}
+    """Classic BPE on pre-token counts. Ties are broken by the pair's string order (deterministic).
+    Pair counts are updated incrementally (only the words that contain the merged pair are rescanned): the
+    corpus has tens of thousands of one-off made-up words, too many to recount every pair at every merge."""
+    words = [list(w) for w in word_counts]
+    counts = [word_counts[w] for w in word_counts]
+    pairs = Counter()
+    where = {}
+    for i, syms in enumerate(words):
+        for p in zip(syms, syms[1:]):
+            pairs[p] += counts[i]
+            where.setdefault(p, set()).add(i)
     merges = []
     n_merges = vocab_size - len(SPECIALS) - 256
     for _ in range(n_merges):
-        pairs = Counter()
-        for w, syms in words.items():
-            c = word_counts[w]
-            for a, b in zip(syms, syms[1:]):
-                pairs[(a, b)] += c
         if not pairs:
             break
         best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
         merges.append(best)
         a, b = best
-        for w, syms in words.items():
-            if len(syms) < 2:
-                continue
-            i = 0
+        for i in sorted(where.pop(best, ())):
+            syms = words[i]
+            for p in zip(syms, syms[1:]):
+                pairs[p] -= counts[i]
+                if pairs[p] <= 0:
+                    del pairs[p]
+            j = 0
             out = []
-            while i < len(syms):
-                if i + 1 < len(syms) and syms[i] == a and syms[i + 1] == b:
+            while j < len(syms):
+                if j + 1 < len(syms) and syms[j] == a and syms[j + 1] == b:
                     out.append(a + b)
-                    i += 2
+                    j += 2
                 else:
-                    out.append(syms[i])
-                    i += 1
-            words[w] = out
+                    out.append(syms[j])
+                    j += 1
+            words[i] = out
+            for p in zip(out, out[1:]):
+                pairs[p] += counts[i]
+                where.setdefault(p, set()).add(i)
     return merges
 
 
@@ -247,11 +257,6 @@ def main():
     ap.add_argument("--golden", default=os.path.join(here, "tokenizer_golden.json"))
     args = ap.parse_args()
 
-    sys_path = here
-    import sys
-    sys.path.insert(0, sys_path)
-    import corpus
-
     counts = Counter()
     for name in ("instruct.jsonl", "base.jsonl"):
         with open(os.path.join(args.work, "corpus", name), encoding="utf-8") as f:
@@ -259,12 +264,10 @@ def main():
                 for part in SPECIAL_SPLIT.split(example_text(json.loads(line))):
                     if part and part not in SPECIALS:
                         counts.update(pretokenize(part))
-    # A real tokenizer knows ordinary English words; make sure every topic word (including the
-    # held-out topics, whose texts the model never sees) has a token, in the three casings used.
-    for t in corpus.parse_topics():
-        for w in t["name"].split():
-            for v in (w, w.capitalize(), w.upper()):
-                counts.update({"Ġ" + v: 200, v: 50})
+    # Trained on the training corpus only. (It used to add every topic word, held-out ones included, as a whole
+    # token: those tokens never occurred in training, their embedding and lm_head rows stayed untrained, and the
+    # model could not write a held-out topic however well it learned to copy. Now a held-out word is split into
+    # sub-word pieces that the training text, with its many made-up topic words, uses.)
     tok = Tokenizer.build(train_bpe(counts, args.vocab_size))
     out = os.path.join(args.work, "tokenizer")
     tok.save(out)

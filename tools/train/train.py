@@ -98,18 +98,23 @@ def main():
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--intermediate", type=int, default=352)
     ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--corpus", default=None, help="file in work/corpus (default instruct.jsonl or base.jsonl)")
+    ap.add_argument("--out", default=None, help="output folder in work/ (default tiny-<variant>)")
+    ap.add_argument("--probe-every", type=int, default=0,
+                    help="every N steps, log the topic fidelity of greedy answers to validation prompts")
+    ap.add_argument("--probe-data", default=os.path.join(HERE, "..", "..", "models", "data", "eval", "validation.jsonl"))
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     name = "tiny-" + args.variant
-    out = os.path.join(args.work, name)
+    out = os.path.join(args.work, args.out or name)
     os.makedirs(out, exist_ok=True)
     logf = open(os.path.join(out, "train.log"), "w")
 
     tok = Tokenizer.load(os.path.join(args.work, "tokenizer"))
-    corpus_file = os.path.join(args.work, "corpus", "instruct.jsonl" if args.variant == "instruct" else "base.jsonl")
+    corpus_file = os.path.join(args.work, "corpus", args.corpus or ("instruct.jsonl" if args.variant == "instruct" else "base.jsonl"))
     with open(corpus_file, encoding="utf-8") as f:
         examples = [encode_example(tok, json.loads(line), args.max_len) for line in f]
     n_tok = sum(len(e[0]) for e in examples)
@@ -139,6 +144,10 @@ def main():
     step = 0
     ema = None
     history = []
+    probe_prompts = []
+    if args.probe_every:
+        with open(args.probe_data, encoding="utf-8") as f:
+            probe_prompts = sorted({json.loads(line)["prompt"] for line in f})[:20]
     model.train()
     while step < args.steps:
         elapsed = time.time() - t0
@@ -165,6 +174,11 @@ def main():
                             "s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)})
             log(logf, f"step {step:5d} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} t {time.time() - t0:7.1f}s "
                       f"cpu {time.process_time() - c0:7.1f}s")
+        if args.probe_every and step % args.probe_every == 0:
+            # Greedy decoding without gradients and without random numbers: it does not change the run.
+            k, example = probe(model, tok, probe_prompts)
+            history.append({"step": step, "probe_on_topic": k, "probe_n": len(probe_prompts)})
+            log(logf, f"probe: {k}/{len(probe_prompts)} answers name the topic; e.g. {example!r}")
     train_s = time.time() - t0
     cpu_s = time.process_time() - c0
     log(logf, f"done: {step} steps in {train_s:.1f}s wall, {cpu_s:.1f}s cpu, final ema loss {ema:.4f}")
@@ -187,6 +201,22 @@ def main():
                    "parameters": model.num_parameters(), "history": history}, f, indent=1)
     write_reference(model, tok, out)
     log(logf, f"wrote {out}")
+
+
+@torch.no_grad()
+def probe(model, tok, prompts):
+    """How many greedy answers to held-out prompts name the prompt's topic (sample.py's check)."""
+    from sample import on_topic
+    model.eval()
+    k, example = 0, ""
+    for i, p in enumerate(prompts):
+        out = model.generate(tok.encode(render_chat([{"role": "user", "content": p}], True)), 24, {IM_END, ENDOFTEXT})
+        text = tok.decode([t for t in out if t not in (IM_END, ENDOFTEXT)])
+        k += on_topic(p, text)
+        if i == 0:
+            example = p + " -> " + text
+    model.train()
+    return k, example
 
 
 @torch.no_grad()
