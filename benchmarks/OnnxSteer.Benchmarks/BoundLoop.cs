@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Generation;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Benchmarks;
 

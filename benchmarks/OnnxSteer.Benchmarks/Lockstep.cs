@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Benchmarks;
 

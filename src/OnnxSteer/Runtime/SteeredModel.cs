@@ -3,9 +3,10 @@ using System.Threading.Channels;
 using Microsoft.ML.OnnxRuntime;
 using OnnxSteer.Onnx;
 using OnnxSteer.Contract;
-using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Runtime.Generation;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.Runtime;
 

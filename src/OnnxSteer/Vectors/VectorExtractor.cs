@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
 using OnnxSteer.Onnx;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Vectors;
 
@@ -63,8 +64,8 @@ public sealed class VectorExtractor : IDisposable
         _ownsOptions = ownsOptions;
         // The config files first: a bad value there fails before any session is opened.
         var folder = Path.GetDirectoryName(Path.GetFullPath(modelFile))!;
-        var context = Runtime.ModelConfig.Load(folder).ContextLength;
-        if (Runtime.ModelSignature.InspectGraph(modelFile).RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
+        var context = ModelConfig.Load(folder).ContextLength;
+        if (ModelSignature.InspectGraph(modelFile).RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
             context = (rotary, $"the rotary cache (cos_cache) in {Path.GetFileName(modelFile)}");
         (ContextLength, _contextSource) = context is { } c ? (c.Tokens, c.Source) : ((int?)null, (string?)null);
         // The session the first Extract will need, opened now so a model ONNX Runtime cannot load fails at Load, and opened

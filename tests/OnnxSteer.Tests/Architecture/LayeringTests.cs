@@ -13,6 +13,7 @@ public class LayeringTests
     [
         "OnnxSteer.Onnx",
         "OnnxSteer.Contract",
+        "OnnxSteer.Modeling",
         "OnnxSteer.Decoder",
         "OnnxSteer.Runtime",
         "OnnxSteer.Vectors",

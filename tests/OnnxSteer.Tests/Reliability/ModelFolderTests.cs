@@ -3,6 +3,7 @@ using OnnxSteer.Cli;
 using OnnxSteer.Decoder;
 using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Reliability;
 

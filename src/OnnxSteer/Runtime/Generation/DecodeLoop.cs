@@ -2,7 +2,8 @@ using System.Diagnostics;
 using System.Text;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Runtime.Generation;
 

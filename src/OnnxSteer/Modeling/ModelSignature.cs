@@ -3,7 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Modeling;
 
 /// <summary>How the KV cache is passed in and out of the model.</summary>
 internal enum CacheLayout
