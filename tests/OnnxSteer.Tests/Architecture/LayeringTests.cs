@@ -40,6 +40,21 @@ public class LayeringTests
     }
 
     [Fact]
+    public void ExtractionNeedsNoRuntime()
+    {
+        // Extraction encodes prompts and reads the decoder signature through the Modeling layer; only the extension over a
+        // loaded SteeredModel (SteeredModelExtraction) belongs to the runtime's world.
+        var library = typeof(OnnxSteerException).Assembly;
+        foreach (var name in new[] { "OnnxSteer.Vectors.VectorExtractor", "OnnxSteer.Vectors.VectorExtraction", "OnnxSteer.Vectors.PromptEncoding" })
+        {
+            var type = library.GetType(name, throwOnError: true)!;
+            var uses = type.GetNestedTypes(Everything).Prepend(type).SelectMany(Dependencies)
+                .Where(t => t.Namespace?.StartsWith("OnnxSteer.Runtime", StringComparison.Ordinal) == true).Select(t => t.FullName).Distinct().ToList();
+            Assert.True(uses.Count == 0, $"{name} uses {string.Join(", ", uses)}");
+        }
+    }
+
+    [Fact]
     public void TheLibraryKnowsNothingOfTheCommandLine()
     {
         var references = typeof(OnnxSteerException).Assembly.GetReferencedAssemblies().Select(a => a.Name).ToList();

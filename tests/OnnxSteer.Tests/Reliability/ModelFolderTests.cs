@@ -298,7 +298,7 @@ public sealed class ModelFolderTests
         using var model = SteeredModel.Load(Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"));
         Assert.Equal(256, model.ContextLength);
         // the rotary cache in the graph is at least as long, else it would be the limit
-        Assert.True(ModelSignature.InspectGraph(model.ModelPath).RotaryCacheLength is null or >= 256);
+        Assert.True(DecoderSignature.InspectGraph(model.ModelPath).RotaryCacheLength is null or >= 256);
     }
 
     [Fact]

@@ -30,7 +30,7 @@ namespace OnnxSteer.Runtime.Generation;
 internal sealed unsafe class BoundDecoder : IDisposable
 {
     private readonly IntPtr _sessionHandle; // the session outlives every loop that runs on it
-    private readonly ModelSignature _sig;
+    private readonly DecoderSignature _sig;
     private readonly int _batch;
     private readonly int _maxLength;
     private readonly OrtIoBinding _binding;
@@ -56,7 +56,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
 
     /// <summary>Creates the binding; the first step reads the prefill's presents (each [.., prompt, ..]), which must stay
     /// alive until that step has run.</summary>
-    public BoundDecoder(InferenceSession session, ModelSignature sig, int batch, int promptLength, int maxLength, int vocab, bool logitsRank2,
+    public BoundDecoder(InferenceSession session, DecoderSignature sig, int batch, int promptLength, int maxLength, int vocab, bool logitsRank2,
         IReadOnlyList<OrtValue> prefillPresents, OrtValue ids, OrtValue? positions, IEnumerable<(string Name, OrtValue Value)> steering,
         int headroom = 256, CacheDevice device = default)
     {
@@ -124,7 +124,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
             _ => throw new InvalidOperationException($"logits of type {sig.LogitsType}"),
         };
         _owned.Add(logitsValue);
-        _binding.BindOutput(sig.Logits, logitsValue);
+        _binding.BindOutput(sig.LogitsOutput, logitsValue);
 
         (Array, OrtValue) Pinned<T>() where T : unmanaged
         {
@@ -134,7 +134,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
     }
 
     /// <summary>Whether the bound loop can run this model: a KV cache, presents of the prefill's length (so present = past + 1), cache and logits in float32/float16/bfloat16.</summary>
-    public static bool Supports(ModelSignature sig, IReadOnlyList<OrtValue> prefillPresents, int batch, int promptLength)
+    public static bool Supports(DecoderSignature sig, IReadOnlyList<OrtValue> prefillPresents, int batch, int promptLength)
     {
         if (sig.Layout == CacheLayout.None) return false;
         if (ElementSize(sig.LogitsType) == 0) return false;

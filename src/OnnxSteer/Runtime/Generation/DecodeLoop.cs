@@ -20,7 +20,7 @@ internal sealed record PreparedRow(int[] PromptIds, string? PromptText, Steering
 internal sealed class DecodeLoop : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly ModelSignature _sig;
+    private readonly DecoderSignature _sig;
     private readonly TextTokenizer _tokenizer;
     private readonly IReadOnlyList<PreparedRow> _rows;
     private readonly GeneratorOptions _options;
@@ -69,7 +69,7 @@ internal sealed class DecodeLoop : IDisposable
         public FinishReason Reason = FinishReason.Length;
     }
 
-    public DecodeLoop(InferenceSession session, ModelSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
+    public DecodeLoop(InferenceSession session, DecoderSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
         GeneratorOptions options, IReadOnlySet<int> eos, int padId, bool allowBinding = false, int cacheHeadroom = 256,
         CacheDevice cacheDevice = default, int? contextLength = null)
     {
@@ -296,7 +296,7 @@ internal sealed class DecodeLoop : IDisposable
         foreach (var (name, value) in steering.Inputs) Add(name, value);
         if (_outputNames.Count == 0)
         {
-            _outputNames.Add(_sig.Logits);
+            _outputNames.Add(_sig.LogitsOutput);
             foreach (var c in _sig.Cache) _outputNames.Add(c.Output);
         }
 
