@@ -61,70 +61,80 @@ internal sealed unsafe class BoundDecoder : IDisposable
         int headroom = 256, CacheDevice device = default)
     {
         OrtNative.EnsureLoaded();
-        if (device.Kind == CacheDeviceKind.Host) _memory = OrtMemoryInfo.DefaultInstance;
-        else
-        {
-            _memory = _ownedMemory = device.Kind switch
-            {
-                CacheDeviceKind.Cuda => new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
-                CacheDeviceKind.DirectML => new OrtMemoryInfo("DML", OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
-                _ => new OrtMemoryInfo(OrtMemoryInfo.allocatorCPU, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default),
-            };
-            _allocator = new OrtAllocator(session, _memory);
-            _rebindHostInputs = true;
-        }
-        _prefill = prefillPresents;
-        _idsName = new Utf8Name(sig.InputIds);
-        _stepShape = [batch, 1];
-        _idsPointer = RawPointer(ids);
-        if (sig.PositionIds is not null && positions is not null)
-        {
-            _positionsName = new Utf8Name(sig.PositionIds);
-            _positionsPointer = RawPointer(positions);
-        }
-        _sessionHandle = OrtNative.SessionHandle(session); _sig = sig; _batch = batch; _maxLength = maxLength;
-        int n = sig.Cache.Count;
-        _pastNames = new Utf8Name[n];
-        _presentNames = new Utf8Name[n];
-        _elementSize = new int[n];
-        _tokenBytes = new long[n];
-        _cacheShape = new long[sig.Cache.Any(c => c.Combined) ? 5 : 4];
-        for (int i = 0; i < n; i++)
-        {
-            var c = sig.Cache[i];
-            _pastNames[i] = new Utf8Name(c.Input);
-            _presentNames[i] = new Utf8Name(c.Output);
-            _elementSize[i] = ElementSize(c.Type);
-            _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * _elementSize[i];
-        }
-        if (sig.AttentionMask is not null) _maskName = new Utf8Name(sig.AttentionMask);
-
-        _capacity = Math.Min(maxLength, promptLength + Math.Max(headroom, 1));
-        _front = Allocate(_capacity);
-        _back = Allocate(_capacity);
-
-        _binding = session.CreateIoBinding();
-        _binding.BindInput(sig.InputIds, ids);
-        if (sig.PositionIds is not null && positions is not null) _binding.BindInput(sig.PositionIds, positions);
-        if (sig.UseCacheBranch is not null)
-        {
-            // Optimum's merged decoder: every decode step takes the with-past branch of its If.
-            _owned.Add(OrtValue.CreateTensorValueFromMemory(new[] { true }, [1]));
-            _binding.BindInput(sig.UseCacheBranch, _owned[^1]);
-        }
-        foreach (var (name, value) in steering) _binding.BindInput(name, value);
-
-        // Logits for one position per row, in the model's dtype, read in place after each step.
         long[] logitsShape = logitsRank2 ? [batch, vocab] : [batch, 1, vocab];
-        (_logits, var logitsValue) = sig.LogitsType switch
+        try
         {
-            TensorElementType.Float => Pinned<float>(),
-            TensorElementType.Float16 => Pinned<Float16>(),
-            TensorElementType.BFloat16 => Pinned<BFloat16>(),
-            _ => throw new InvalidOperationException($"logits of type {sig.LogitsType}"),
-        };
-        _owned.Add(logitsValue);
-        _binding.BindOutput(sig.LogitsOutput, logitsValue);
+            if (device.Kind == CacheDeviceKind.Host) _memory = OrtMemoryInfo.DefaultInstance;
+            else
+            {
+                _memory = _ownedMemory = device.Kind switch
+                {
+                    CacheDeviceKind.Cuda => new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
+                    CacheDeviceKind.DirectML => new OrtMemoryInfo("DML", OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
+                    _ => new OrtMemoryInfo(OrtMemoryInfo.allocatorCPU, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default),
+                };
+                _allocator = new OrtAllocator(session, _memory);
+                _rebindHostInputs = true;
+            }
+            _prefill = prefillPresents;
+            _idsName = new Utf8Name(sig.InputIds);
+            _stepShape = [batch, 1];
+            _idsPointer = RawPointer(ids);
+            if (sig.PositionIds is not null && positions is not null)
+            {
+                _positionsName = new Utf8Name(sig.PositionIds);
+                _positionsPointer = RawPointer(positions);
+            }
+            _sessionHandle = OrtNative.SessionHandle(session); _sig = sig; _batch = batch; _maxLength = maxLength;
+            int n = sig.Cache.Count;
+            _pastNames = new Utf8Name[n];
+            _presentNames = new Utf8Name[n];
+            _elementSize = new int[n];
+            _tokenBytes = new long[n];
+            _cacheShape = new long[sig.Cache.Any(c => c.Combined) ? 5 : 4];
+            for (int i = 0; i < n; i++)
+            {
+                var c = sig.Cache[i];
+                _pastNames[i] = new Utf8Name(c.Input);
+                _presentNames[i] = new Utf8Name(c.Output);
+                _elementSize[i] = ElementSize(c.Type);
+                _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * _elementSize[i];
+            }
+            if (sig.AttentionMask is not null) _maskName = new Utf8Name(sig.AttentionMask);
+
+            _capacity = Math.Min(maxLength, promptLength + Math.Max(headroom, 1));
+            _front = Allocate(_capacity);
+            _back = Allocate(_capacity);
+
+            _binding = session.CreateIoBinding();
+            _binding.BindInput(sig.InputIds, ids);
+            if (sig.PositionIds is not null && positions is not null) _binding.BindInput(sig.PositionIds, positions);
+            if (sig.UseCacheBranch is not null)
+            {
+                // Optimum's merged decoder: every decode step takes the with-past branch of its If.
+                _owned.Add(OrtValue.CreateTensorValueFromMemory(new[] { true }, [1]));
+                _binding.BindInput(sig.UseCacheBranch, _owned[^1]);
+            }
+            foreach (var (name, value) in steering) _binding.BindInput(name, value);
+
+            // Logits for one position per row, in the model's dtype, read in place after each step.
+            (_logits, var logitsValue) = sig.LogitsType switch
+            {
+                TensorElementType.Float => Pinned<float>(),
+                TensorElementType.Float16 => Pinned<Float16>(),
+                TensorElementType.BFloat16 => Pinned<BFloat16>(),
+                _ => throw new InvalidOperationException($"logits of type {sig.LogitsType}"),
+            };
+            _owned.Add(logitsValue);
+            _binding.BindOutput(sig.LogitsOutput, logitsValue);
+        }
+        catch
+        {
+            // Whatever was allocated before the failure (cache buffers, the binding, pinned logits, the allocator): a
+            // model this path cannot bind falls back to the plain loop, which must not leak the attempt.
+            Dispose();
+            throw;
+        }
 
         (Array, OrtValue) Pinned<T>() where T : unmanaged
         {
@@ -253,8 +263,9 @@ internal sealed unsafe class BoundDecoder : IDisposable
         return buffers;
     }
 
-    private static void Free(ICacheBuffer?[] buffers)
+    private static void Free(ICacheBuffer?[]? buffers)
     {
+        if (buffers is null) return;
         foreach (var b in buffers) b?.Dispose();
     }
 
@@ -269,10 +280,12 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _ => 0,
     };
 
+    /// <summary>Releases the binding, the buffers and the allocator; also what a constructor that failed part-way had made.</summary>
     public void Dispose()
     {
-        _binding.Dispose();
+        _binding?.Dispose();
         foreach (var v in _owned) v.Dispose();
+        _owned.Clear();
         Free(_front); Free(_back);
         _allocator?.Dispose();
         _ownedMemory?.Dispose();

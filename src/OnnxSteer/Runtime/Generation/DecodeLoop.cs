@@ -40,7 +40,8 @@ internal sealed class DecodeLoop : IDisposable
     private readonly List<string> _inputNames = [];
     private readonly List<OrtValue> _inputValues = [];
     private readonly List<string> _outputNames = [];
-    private int _maskIndex = -1, _idsIndex = -1, _positionsIndex = -1, _pastIndex = -1, _useCacheIndex = -1;
+    // Where the plain loop's steps after the first replace the mask (-1: the model has none) and the pasts in _inputValues.
+    private int _maskIndex = -1, _pastIndex = -1;
     private readonly RunOptions _runOptions = new();
 
     private readonly RowState[] _state;
@@ -209,7 +210,7 @@ internal sealed class DecodeLoop : IDisposable
                 if (first || _sig.Layout == CacheLayout.None) { BuildInputs(ids, pos, maskValue, useCache: true, steering); first = false; }
                 else
                 {
-                    _inputValues[_maskIndex] = maskValue;
+                    if (_maskIndex >= 0) _inputValues[_maskIndex] = maskValue;
                     for (int i = 0; i < _past.Length; i++) _inputValues[_pastIndex + i] = _past[i];
                 }
                 using var outputs = RunOnce();
@@ -286,11 +287,10 @@ internal sealed class DecodeLoop : IDisposable
     private void BuildInputs(OrtValue ids, OrtValue positions, OrtValue mask, bool useCache, SteeringFeed steering)
     {
         _inputNames.Clear(); _inputValues.Clear();
-        _idsIndex = Add(_sig.InputIds, ids);
-        if (_sig.AttentionMask is not null) _maskIndex = Add(_sig.AttentionMask, mask);
-        if (_sig.PositionIds is not null) _positionsIndex = Add(_sig.PositionIds, positions);
-        if (_sig.UseCacheBranch is not null)
-            _useCacheIndex = Add(_sig.UseCacheBranch, Own(OrtValue.CreateTensorValueFromMemory(new[] { useCache }, [1])));
+        Add(_sig.InputIds, ids);
+        _maskIndex = _sig.AttentionMask is not null ? Add(_sig.AttentionMask, mask) : -1;
+        if (_sig.PositionIds is not null) Add(_sig.PositionIds, positions);
+        if (_sig.UseCacheBranch is not null) Add(_sig.UseCacheBranch, Own(OrtValue.CreateTensorValueFromMemory(new[] { useCache }, [1])));
         _pastIndex = _inputNames.Count;
         for (int i = 0; i < _past.Length; i++) Add(_sig.Cache[i].Input, _past[i]);
         foreach (var (name, value) in steering.Inputs) Add(name, value);
