@@ -137,7 +137,7 @@ public sealed record SweepResult
 
 /// <summary>Chooses, per instruction, the layer, mode and weight on validation prompts (the paper's procedure,
 /// with validation prompts disjoint from the extraction pairs and a quality guard).</summary>
-public static class Sweeper
+internal static class Sweeper
 {
     /// <summary>The paper's candidates: every other layer from n_layers/5 to the last. Models of 8 layers or fewer
     /// try every layer, since skipping half of six layers leaves too little to choose from.</summary>
