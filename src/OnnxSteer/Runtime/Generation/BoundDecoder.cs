@@ -47,7 +47,6 @@ internal sealed unsafe class BoundDecoder : IDisposable
     private readonly Utf8Name[] _pastNames, _presentNames;
     private readonly long[] _maskShape = new long[2];
     private readonly long[] _cacheShape;
-    private readonly int[] _elementSize;
     private readonly long[] _tokenBytes; // bytes per cache position in each buffer (all of batch, heads, head size, K and V)
     private ICacheBuffer[] _front, _back; // _front holds the current past (after the first step)
     private int _capacity;
@@ -89,7 +88,6 @@ internal sealed unsafe class BoundDecoder : IDisposable
             int n = sig.Cache.Count;
             _pastNames = new Utf8Name[n];
             _presentNames = new Utf8Name[n];
-            _elementSize = new int[n];
             _tokenBytes = new long[n];
             _cacheShape = new long[sig.Cache.Any(c => c.Combined) ? 5 : 4];
             for (int i = 0; i < n; i++)
@@ -97,8 +95,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
                 var c = sig.Cache[i];
                 _pastNames[i] = new Utf8Name(c.Input);
                 _presentNames[i] = new Utf8Name(c.Output);
-                _elementSize[i] = ElementSize(c.Type);
-                _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * _elementSize[i];
+                _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * ElementSize(c.Type);
             }
             if (sig.AttentionMask is not null) _maskName = new Utf8Name(sig.AttentionMask);
 
