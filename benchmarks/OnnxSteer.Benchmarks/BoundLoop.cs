@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Generation;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Benchmarks;
 
@@ -15,13 +16,13 @@ namespace OnnxSteer.Benchmarks;
 internal sealed class BoundLoop : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly ModelSignature _sig;
+    private readonly DecoderSignature _sig;
     private readonly int[][] _prompts;
     private readonly int _batch, _prompt, _newTokens;
     private readonly RunOptions _runOptions = new();
     private readonly List<IDisposable> _owned = [];
 
-    public BoundLoop(InferenceSession session, ModelSignature sig, int[][] prompts, int newTokens)
+    public BoundLoop(InferenceSession session, DecoderSignature sig, int[][] prompts, int newTokens)
     {
         _session = session; _sig = sig; _prompts = prompts; _batch = prompts.Length; _prompt = prompts[0].Length; _newTokens = newTokens;
         if (sig.UseCacheBranch is not null || sig.Layout == CacheLayout.None || sig.LogitsType != TensorElementType.Float)
@@ -90,7 +91,7 @@ internal sealed class BoundLoop : IDisposable
                 using (var pastValue = View(c, from, past)) b.BindInput(c.Input, pastValue);
                 using (var presentValue = View(c, to, past + 1)) b.BindOutput(c.Output, presentValue);
             }
-            b.BindOutput(_sig.Logits, logitsValue);
+            b.BindOutput(_sig.LogitsOutput, logitsValue);
             bindings[n] = b;
         }
         double setupMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Benchmarks;
 
@@ -107,7 +108,7 @@ internal static class DecodeBench
 internal sealed class BareLoop : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly ModelSignature _sig;
+    private readonly DecoderSignature _sig;
     private readonly int _batch, _prompt, _newTokens;
     private readonly List<OrtValue> _owned = [];
     private readonly OrtValue _prefillIds, _prefillPositions, _stepIds, _stepPositions;
@@ -120,7 +121,7 @@ internal sealed class BareLoop : IDisposable
     private readonly int _maskAt, _idsAt, _posAt, _pastAt;
     private readonly RunOptions _runOptions = new();
 
-    public BareLoop(InferenceSession session, ModelSignature sig, int[][] prompts, int newTokens, IReadOnlyList<(string Name, OrtValue Value)>? extra = null)
+    public BareLoop(InferenceSession session, DecoderSignature sig, int[][] prompts, int newTokens, IReadOnlyList<(string Name, OrtValue Value)>? extra = null)
     {
         _session = session; _sig = sig; _batch = prompts.Length; _prompt = prompts[0].Length; _newTokens = newTokens;
         int total = _prompt + newTokens;
@@ -159,7 +160,7 @@ internal sealed class BareLoop : IDisposable
         _inputNames = [.. names];
         _inputs = new OrtValue[_inputNames.Length];
         if (extra is not null) for (int i = 0; i < extra.Count; i++) _inputs[extraAt + i] = extra[i].Value;
-        _outputNames = [sig.Logits, .. sig.Cache.Select(c => c.Output)];
+        _outputNames = [sig.LogitsOutput, .. sig.Cache.Select(c => c.Output)];
     }
 
     private OrtValue Own(OrtValue v) { _owned.Add(v); return v; }

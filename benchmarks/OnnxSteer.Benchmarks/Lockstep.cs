@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Benchmarks;
 
@@ -36,7 +37,7 @@ internal static class LockstepBench
             report.Row("case", "paired steps", "median overhead", "middle half of the per-step overheads", "total CPU ratio - 1", "original CPU ms/step", "load");
             report.Rule(7);
             using var original = Open(Directory.GetFiles(m.Original, "*.onnx").Single(), o);
-            var originalSig = ModelSignature.Discover(original, null, Directory.GetFiles(m.Original, "*.onnx").Single());
+            var originalSig = DecoderSignature.Discover(original, null, Directory.GetFiles(m.Original, "*.onnx").Single());
             foreach (var (name, folder) in new[] { ("our loop (SteeredModel.Generate) vs the bare Run loop, original", m.Original),
                          ("our loop with plain Run (--no-bind) vs the bare Run loop, original", m.Original + DecodeBench.PlainSuffix) })
             {
@@ -47,7 +48,7 @@ internal static class LockstepBench
             {
                 var modelFile = Directory.GetFiles(folder, "*.onnx").Single();
                 using var session = Open(modelFile, o);
-                var sig = ModelSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
+                var sig = DecoderSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
                 var resolved = Enumerable.Repeat(SteeringFeed.Resolve(steering, prefill: false, m.Hidden), batch).ToList();
                 using var feed = SteeringFeed.Create(resolved, sig, m.Hidden);
                 var ratios = new List<double>();
@@ -89,7 +90,7 @@ internal static class LockstepBench
     /// loop's step of the same index on its own session. Our side includes everything a streaming caller pays for
     /// (binding, sampling, detokenizing, the piece itself).</summary>
     private static (List<double> Ratios, double SumOurs, double SumBare, List<double> Loads) OursVsBare(
-        SteeredModel ours, InferenceSession bareSession, ModelSignature sig, int[][] prompts, Options o)
+        SteeredModel ours, InferenceSession bareSession, DecoderSignature sig, int[][] prompts, Options o)
     {
         var ratios = new List<double>();
         var loads = new List<double>();

@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.ML.OnnxRuntime;
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Benchmarks;
 
@@ -33,7 +34,7 @@ internal static class ProfileBench
             if (o.Threads is int t) so.IntraOpNumThreads = t;
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
             using var session = new InferenceSession(modelFile, so);
-            var sig = ModelSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
+            var sig = DecoderSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
             var resolved = new[] { SteeringFeed.Resolve(steering, prefill: false, m.Hidden) };
             using var feed = SteeringFeed.Create(resolved, sig, m.Hidden);
             using (var loop = new BareLoop(session, sig, prompts, o.Tokens, feed.Inputs))

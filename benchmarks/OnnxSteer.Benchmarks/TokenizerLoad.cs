@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using OnnxSteer.ModelBuilder;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
 
 namespace OnnxSteer.Benchmarks;
 

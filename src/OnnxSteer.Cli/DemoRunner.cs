@@ -4,6 +4,7 @@ using OnnxSteer.Decoder;
 using OnnxSteer.Evaluation;
 using OnnxSteer.Runtime;
 using OnnxSteer.Vectors;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Cli;
 

@@ -4,6 +4,8 @@ using System.Text.Json.Serialization;
 using OnnxSteer.Onnx;
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.Cli;
 

@@ -7,8 +7,9 @@ using Microsoft.ML.OnnxRuntimeGenAI;
 using OnnxSteer.Contract;
 using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
-using OnnxSteer.Runtime.Chat;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.GenAI;
 

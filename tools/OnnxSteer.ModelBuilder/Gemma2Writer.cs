@@ -80,28 +80,7 @@ internal static class Gemma2Writer
         }
 
         // The builder's additive causal + padding mask (MultiHeadAttention), or seqlens_k and total length (GQA).
-        const string m = "/model/attn_mask_reformat";
-        string? seqlensK = null, totalLen = null;
-        if (gqa)
-        {
-            var sum = g.OpA("ReduceSum", $"{m}/attn_mask_subgraph/ReduceSum", ["attention_mask", g.Int64(false, 1)], ("keepdims", 0L));
-            seqlensK = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_2", [g.Op("Sub", $"{m}/attn_mask_subgraph/Sub", sum, g.Int64(true, 1))], ("to", (long)DT.Int32));
-            var totalG = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather_1", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape_1", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-            totalLen = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_1", [totalG], ("to", (long)DT.Int32));
-        }
-        string? bias = null;
-        if (!gqa)
-        {
-            var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
-            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-            var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
-            var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
-            var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
-            var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
-            var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
-                g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
-            bias = g.Op("Where", $"{m}/Where", g.Op("And", $"{m}/And", causal, padding), g.Scalar(0f, T), g.Scalar(fp16 ? -65504f : float.MinValue, T));
-        }
+        var mask = MaskInputs(g, T, fp16, gqa);
 
         string Linear(string hfName, int outDim, int inDim, string onnxName) =>
             g.Initializer(onnxName, LlamaNames.Transpose(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim), [inDim, outDim], T);
@@ -135,27 +114,7 @@ internal static class Gemma2Writer
             var q = Proj($"{p}/attn/q_proj/MatMul", normed, LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight");
             var k = Proj($"{p}/attn/k_proj/MatMul", normed, LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight");
             var v = Proj($"{p}/attn/v_proj/MatMul", normed, LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight");
-            string attn;
-            if (gqa)
-            {
-                attn = g.Node("GroupQueryAttention", $"{p}/attn/GroupQueryAttention",
-                    [q, k, v, $"past_key_values.{i}.key", $"past_key_values.{i}.value", seqlensK!, totalLen!, cos, sin], 3, "com.microsoft",
-                    [$"{p}/attn/GroupQueryAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                    ("num_heads", (long)s.Heads), ("kv_num_heads", (long)s.KvHeads), ("scale", scale),
-                    ("local_window_size", Gemma2Names.IsSliding(i) ? (long)Gemma2Names.SlidingWindow : -1L),
-                    ("softcap", Gemma2Names.AttentionSoftcap), ("do_rotary", 1L), ("rotary_interleaved", 0L))[0];
-            }
-            else
-            {
-                var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
-                    ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-                var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
-                    ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-                attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
-                    [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
-                    [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                    ("num_heads", (long)s.Heads), ("scale", scale))[0];
-            }
+            var attn = Attention(g, s, i, q, k, v, cos, sin, mask, scale);
             var o = Proj($"{p}/attn/o_proj/MatMul", attn, LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight");
             var postAttn = g.Node("SimplifiedLayerNormalization", $"{p}/post_attention_layernorm/LayerNorm",
                 [ToR($"{p}/post_attention_layernorm", o), Norm(LlamaNames.PostAttentionNorm(i), $"model.layers.{i}.post_attention_layernorm.weight")], 1, "",
@@ -194,10 +153,74 @@ internal static class Gemma2Writer
         var tanh = g.Op("Tanh", "/lm_head/softcap/Tanh", g.Op("Div", "/lm_head/softcap/Div", raw, cap));
         g.Node("Mul", "/lm_head/softcap/Mul", [tanh, cap], 1, "", ["logits"]);
 
+        store.Dispose();
+        Save(g, s, dir);
+    }
+
+    /// <summary>The builder's additive causal + padding mask (MultiHeadAttention), or seqlens_k and total length (GQA).</summary>
+    private static (string? Bias, string? SeqlensK, string? TotalLength) MaskInputs(GraphBuilder g, DT T, bool fp16, bool gqa)
+    {
+        const string m = "/model/attn_mask_reformat";
+        string? seqlensK = null, totalLen = null;
+        if (gqa)
+        {
+            var sum = g.OpA("ReduceSum", $"{m}/attn_mask_subgraph/ReduceSum", ["attention_mask", g.Int64(false, 1)], ("keepdims", 0L));
+            seqlensK = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_2", [g.Op("Sub", $"{m}/attn_mask_subgraph/Sub", sum, g.Int64(true, 1))], ("to", (long)DT.Int32));
+            var totalG = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather_1", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape_1", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+            totalLen = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_1", [totalG], ("to", (long)DT.Int32));
+        }
+        string? bias = null;
+        if (!gqa)
+        {
+            var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
+            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+            var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
+            var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
+            var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
+            var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
+            var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
+                g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
+            bias = g.Op("Where", $"{m}/Where", g.Op("And", $"{m}/And", causal, padding), g.Scalar(0f, T), g.Scalar(fp16 ? -65504f : float.MinValue, T));
+        }
+        return (bias, seqlensK, totalLen);
+    }
+
+    /// <summary>Layer <paramref name="i"/>'s attention: GroupQueryAttention with Gemma 2's sliding window on alternate
+    /// layers and its softcap, or rotary embeddings then MultiHeadAttention.</summary>
+    private static string Attention(GraphBuilder g, DecoderSpec s, int i, string q, string k, string v, string cos, string sin,
+        (string? Bias, string? SeqlensK, string? TotalLength) mask, float scale)
+    {
+        var p = $"/model/layers.{i}";
+        string attn;
+        if (s.Attention == AttentionKind.GroupQuery)
+        {
+            attn = g.Node("GroupQueryAttention", $"{p}/attn/GroupQueryAttention",
+                [q, k, v, $"past_key_values.{i}.key", $"past_key_values.{i}.value", mask.SeqlensK!, mask.TotalLength!, cos, sin], 3, "com.microsoft",
+                [$"{p}/attn/GroupQueryAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                ("num_heads", (long)s.Heads), ("kv_num_heads", (long)s.KvHeads), ("scale", scale),
+                ("local_window_size", Gemma2Names.IsSliding(i) ? (long)Gemma2Names.SlidingWindow : -1L),
+                ("softcap", Gemma2Names.AttentionSoftcap), ("do_rotary", 1L), ("rotary_interleaved", 0L))[0];
+        }
+        else
+        {
+            var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
+                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+            var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
+                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+            attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
+                [qr, kr, v, "", "", mask.Bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
+                [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                ("num_heads", (long)s.Heads), ("scale", scale))[0];
+        }
+        return attn;
+    }
+
+    /// <summary>The model file, and genai_config.json with the model type gemma2.</summary>
+    private static void Save(GraphBuilder g, DecoderSpec s, string dir)
+    {
         var model = new ModelProto { IrVersion = 10, ProducerName = "onnxruntime-genai", ProducerVersion = "0.0.0", Graph = g.Graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
-        store.Dispose();
         OnnxModelFile.SaveAtomic(model, Path.Combine(dir, GenAiWriter.ModelFile));
         GenAiWriter.WriteConfig(s, dir);
         var configPath = Path.Combine(dir, "genai_config.json");

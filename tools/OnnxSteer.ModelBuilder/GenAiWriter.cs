@@ -39,29 +39,7 @@ internal static class GenAiWriter
         }
 
         // Attention-mask preprocessing shared by all layers.
-        string? bias = null, seqlensK = null, totalLen = null;
-        const string m = "/model/attn_mask_reformat";
-        if (!gqa)
-        {
-            var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
-            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-            var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
-            var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
-            var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
-            var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
-            var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
-                g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
-            var allowed = g.Op("And", $"{m}/And", causal, padding);
-            var min = T == DT.Float16 ? -65504f : float.MinValue;
-            bias = g.Op("Where", $"{m}/Where", allowed, g.Scalar(0f, T), g.Scalar(min, T));
-        }
-        else
-        {
-            var sum = g.OpA("ReduceSum", $"{m}/attn_mask_subgraph/ReduceSum", ["attention_mask", g.Int64(false, 1)], ("keepdims", 0L));
-            seqlensK = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", [g.Op("Sub", $"{m}/attn_mask_subgraph/Sub", sum, g.Int64(true, 1))], ("to", (long)DT.Int32));
-            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-            totalLen = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_1", [total], ("to", (long)DT.Int32));
-        }
+        var mask = MaskInputs(g, T, gqa);
 
         string Linear(string hfName, int outDim, int inDim, string onnxName)
         {
@@ -97,50 +75,7 @@ internal static class GenAiWriter
             var q = Proj($"{p}/attn/q_proj/MatMul", normed, LlamaNames.Attn(i, 'q'), s.QWidth, s.Hidden, $"model.layers.{i}.attn.q_proj.MatMul.weight");
             var k = Proj($"{p}/attn/k_proj/MatMul", normed, LlamaNames.Attn(i, 'k'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.k_proj.MatMul.weight");
             var v = Proj($"{p}/attn/v_proj/MatMul", normed, LlamaNames.Attn(i, 'v'), s.KvWidth, s.Hidden, $"model.layers.{i}.attn.v_proj.MatMul.weight");
-            string attn;
-            if (!gqa)
-            {
-                var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
-                    ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-                var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
-                    ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
-                if (s.KvHeads == s.Heads)
-                {
-                    attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
-                        [qr, kr, v, "", "", bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
-                        [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                        ("num_heads", (long)s.Heads), ("scale", scale))[0];
-                }
-                else
-                {
-                    // What the builder's make_repeat_kv does for MultiHeadAttention with fewer KV heads: concatenate the
-                    // cache outside the op (present = Concat(past, new) in BNSH), repeat each KV head, and feed the full
-                    // 4-D BNSH key/value to MultiHeadAttention without past inputs.
-                    var group = s.Heads / s.KvHeads;
-                    string CacheAndRepeat(string x, string kind)
-                    {
-                        var r = $"{p}/attn/{kind}_repeat_kv";
-                        var bnsh = g.OpA("Transpose", $"{r}/Transpose", [g.Op("Reshape", $"{r}/Reshape", x, g.Int64(false, 0, 0, s.KvHeads, s.HeadDim))],
-                            ("perm", new long[] { 0, 2, 1, 3 }));
-                        var present = g.Node("Concat", $"{r}/Concat", [$"past_key_values.{i}.{kind}", bnsh], 1, "", [$"present.{i}.{kind}"], ("axis", 2L))[0];
-                        var expanded = g.Op("Expand", $"{r}/Expand", g.Op("Unsqueeze", $"{r}/Unsqueeze", present, g.Int64(false, 2)),
-                            g.Int64(false, 1, 1, group, 1, 1));
-                        return g.Op("Reshape", $"{r}/Reshape_1", expanded, g.Int64(false, 0, s.Heads, -1, s.HeadDim));
-                    }
-                    var kFull = CacheAndRepeat(kr, "key");
-                    var vFull = CacheAndRepeat(v, "value");
-                    attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention", [qr, kFull, vFull, "", "", bias!], 1, "com.microsoft", null,
-                        ("num_heads", (long)s.Heads), ("scale", scale))[0];
-                }
-            }
-            else
-            {
-                attn = g.Node("GroupQueryAttention", $"{p}/attn/GroupQueryAttention",
-                    [q, k, v, $"past_key_values.{i}.key", $"past_key_values.{i}.value", seqlensK!, totalLen!, cos, sin], 3, "com.microsoft",
-                    [$"{p}/attn/GroupQueryAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
-                    ("num_heads", (long)s.Heads), ("kv_num_heads", (long)s.KvHeads), ("scale", scale), ("local_window_size", -1L),
-                    ("do_rotary", 1L), ("rotary_interleaved", 0L))[0];
-            }
+            var attn = Attention(g, s, i, q, k, v, cos, sin, mask, scale);
             var o = Proj($"{p}/attn/o_proj/MatMul", attn, LlamaNames.Attn(i, 'o'), s.Hidden, s.QWidth, $"model.layers.{i}.attn.o_proj.MatMul.weight");
             var post = g.Node("SkipSimplifiedLayerNormalization", $"{p}/post_attention_layernorm/SkipLayerNorm",
                 [residual, o, Vector(LlamaNames.PostAttentionNorm(i), $"model.layers.{i}.post_attention_layernorm.weight")], 4, "com.microsoft",
@@ -183,6 +118,89 @@ internal static class GenAiWriter
         store.Dispose();
         OnnxModelFile.SaveAtomic(model, modelPath);
         WriteConfig(s, dir);
+    }
+
+    /// <summary>The attention-mask preprocessing the builder shares between layers: an additive causal and padding bias
+    /// for MultiHeadAttention, or GroupQueryAttention's seqlens_k and total length.</summary>
+    private static (string? Bias, string? SeqlensK, string? TotalLength) MaskInputs(GraphBuilder g, DT T, bool gqa)
+    {
+        string? bias = null, seqlensK = null, totalLen = null;
+        const string m = "/model/attn_mask_reformat";
+        if (!gqa)
+        {
+            var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
+            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+            var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
+            var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
+            var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
+            var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
+            var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
+                g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
+            var allowed = g.Op("And", $"{m}/And", causal, padding);
+            var min = T == DT.Float16 ? -65504f : float.MinValue;
+            bias = g.Op("Where", $"{m}/Where", allowed, g.Scalar(0f, T), g.Scalar(min, T));
+        }
+        else
+        {
+            var sum = g.OpA("ReduceSum", $"{m}/attn_mask_subgraph/ReduceSum", ["attention_mask", g.Int64(false, 1)], ("keepdims", 0L));
+            seqlensK = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", [g.Op("Sub", $"{m}/attn_mask_subgraph/Sub", sum, g.Int64(true, 1))], ("to", (long)DT.Int32));
+            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+            totalLen = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_1", [total], ("to", (long)DT.Int32));
+        }
+        return (bias, seqlensK, totalLen);
+    }
+
+    /// <summary>Layer <paramref name="i"/>'s attention as the builder writes it: rotary embeddings then MultiHeadAttention
+    /// (with the KV heads repeated outside the op when there are fewer), or GroupQueryAttention with rotary inside.</summary>
+    private static string Attention(GraphBuilder g, DecoderSpec s, int i, string q, string k, string v, string cos, string sin,
+        (string? Bias, string? SeqlensK, string? TotalLength) mask, float scale)
+    {
+        var p = $"/model/layers.{i}";
+        string attn;
+        if (s.Attention != AttentionKind.GroupQuery)
+        {
+            var qr = g.Node("RotaryEmbedding", $"{p}/attn/q_rotary/RotaryEmbedding", [q, "position_ids", cos, sin], 1, "com.microsoft", null,
+                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+            var kr = g.Node("RotaryEmbedding", $"{p}/attn/k_rotary/RotaryEmbedding", [k, "position_ids", cos, sin], 1, "com.microsoft", null,
+                ("interleaved", 0L), ("num_heads", 0L), ("rotary_embedding_dim", 0L))[0];
+            if (s.KvHeads == s.Heads)
+            {
+                attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention",
+                    [qr, kr, v, "", "", mask.Bias!, $"past_key_values.{i}.key", $"past_key_values.{i}.value"], 3, "com.microsoft",
+                    [$"{p}/attn/MultiHeadAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                    ("num_heads", (long)s.Heads), ("scale", scale))[0];
+            }
+            else
+            {
+                // What the builder's make_repeat_kv does for MultiHeadAttention with fewer KV heads: concatenate the
+                // cache outside the op (present = Concat(past, new) in BNSH), repeat each KV head, and feed the full
+                // 4-D BNSH key/value to MultiHeadAttention without past inputs.
+                var group = s.Heads / s.KvHeads;
+                string CacheAndRepeat(string x, string kind)
+                {
+                    var r = $"{p}/attn/{kind}_repeat_kv";
+                    var bnsh = g.OpA("Transpose", $"{r}/Transpose", [g.Op("Reshape", $"{r}/Reshape", x, g.Int64(false, 0, 0, s.KvHeads, s.HeadDim))],
+                        ("perm", new long[] { 0, 2, 1, 3 }));
+                    var present = g.Node("Concat", $"{r}/Concat", [$"past_key_values.{i}.{kind}", bnsh], 1, "", [$"present.{i}.{kind}"], ("axis", 2L))[0];
+                    var expanded = g.Op("Expand", $"{r}/Expand", g.Op("Unsqueeze", $"{r}/Unsqueeze", present, g.Int64(false, 2)),
+                        g.Int64(false, 1, 1, group, 1, 1));
+                    return g.Op("Reshape", $"{r}/Reshape_1", expanded, g.Int64(false, 0, s.Heads, -1, s.HeadDim));
+                }
+                var kFull = CacheAndRepeat(kr, "key");
+                var vFull = CacheAndRepeat(v, "value");
+                attn = g.Node("MultiHeadAttention", $"{p}/attn/MultiHeadAttention", [qr, kFull, vFull, "", "", mask.Bias!], 1, "com.microsoft", null,
+                    ("num_heads", (long)s.Heads), ("scale", scale))[0];
+            }
+        }
+        else
+        {
+            attn = g.Node("GroupQueryAttention", $"{p}/attn/GroupQueryAttention",
+                [q, k, v, $"past_key_values.{i}.key", $"past_key_values.{i}.value", mask.SeqlensK!, mask.TotalLength!, cos, sin], 3, "com.microsoft",
+                [$"{p}/attn/GroupQueryAttention/output_0", $"present.{i}.key", $"present.{i}.value"],
+                ("num_heads", (long)s.Heads), ("kv_num_heads", (long)s.KvHeads), ("scale", scale), ("local_window_size", -1L),
+                ("do_rotary", 1L), ("rotary_interleaved", 0L))[0];
+        }
+        return attn;
     }
 
     /// <summary>genai_config.json with exactly the keys the real builder writes for this model (GenAI rejects unknown keys).</summary>

@@ -111,38 +111,8 @@ internal static class OptimumWriter
     private static void BuildDecoder(GraphBuilder g, DecoderSpec s, Weights w, DT T, bool usePast)
     {
         var fp16 = T == DT.Float16;
-        // Sequence sizes.
-        var seq1 = g.InA("/model", "Slice", [g.In("/model", "Shape", "input_ids"), g.Int64(false, 1), g.Int64(false, 2), g.Int64(false, 0)]);
-        var total = g.InA("/model", "Gather", [g.In("/model", "Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-        var seq = g.InA("/model", "Gather", [g.In("/model", "Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
-        var past = g.In("/model", "Sub", total, seq);
-
-        // Additive causal + padding mask [batch, 1, seq, total], float32 (so masked rows stay finite in float16 models).
-        var rows = g.In("/model", "Unsqueeze", g.In("/model", "Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
-        var cols = g.In("/model", "Unsqueeze", g.In("/model", "Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
-        var causal = g.In("/model", "LessOrEqual", cols, rows);
-        var padding = g.In("/model", "Unsqueeze", g.InA("/model", "Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
-        var mask = g.In("/model", "Where", g.In("/model", "And", causal, padding), g.Scalar(0f, DT.Float), g.Scalar(float.MinValue, DT.Float));
-
-        // Positions: the input, or cumsum(mask) - 1 with padding at 1 (what HF's generate feeds), last seq columns.
-        string positions;
-        if (s.PositionIds) positions = "position_ids";
-        else
-        {
-            var cum = g.In("/model", "Sub", g.In("/model", "CumSum", "attention_mask", g.Int64(true, 1)), g.Int64(true, 1));
-            var isPad = g.In("/model", "Equal", "attention_mask", g.Int64(true, 0));
-            var all = g.In("/model", "Where", isPad, g.Int64(true, 1), cum);
-            positions = g.In("/model", "Slice", all, g.In("/model", "Neg", seq1), g.Int64(false, long.MaxValue), g.Int64(false, 1));
-        }
-
-        // Rotary (transformers >= 4.38 style): freqs = positions x inv_freq, emb = cat(freqs, freqs), cos/sin [b, 1, s, d].
-        const string r = "/model/rotary_emb";
-        var posF = g.In(r, "Unsqueeze", g.InA(r, "Cast", [positions], ("to", (long)DT.Float)), g.Int64(false, 2));
-        var freqs = g.In(r, "MatMul", posF, w.InvFreq);
-        var emb = g.InA(r, "Concat", [freqs, freqs], ("axis", -1L));
         string CastT(string scope, string x) => fp16 ? g.InA(scope, "Cast", [x], ("to", (long)T)) : x;
-        var cos = g.In(r, "Unsqueeze", CastT(r, g.In(r, "Cos", emb)), g.Int64(false, 1));
-        var sin = g.In(r, "Unsqueeze", CastT(r, g.In(r, "Sin", emb)), g.Int64(false, 1));
+        var (mask, cos, sin) = MaskAndRotary(g, s, w, T);
 
         var x = g.Op("Gather", "/model/embed_tokens/Gather", w.Embed, "input_ids");
         var scale = (float)(1.0 / Math.Sqrt(s.HeadDim));
@@ -213,6 +183,46 @@ internal static class OptimumWriter
         }
         var normed = RmsNorm(g, "/model/norm", x, w.FinalNorm, s, fp16);
         g.Node("MatMul", "/lm_head/MatMul", [normed, w.LmHead], 1, "", ["logits"]);
+    }
+
+    /// <summary>What every layer shares: the additive causal + padding mask, the positions (input or derived from the
+    /// mask) and the rotary cos/sin computed from them.</summary>
+    private static (string Mask, string Cos, string Sin) MaskAndRotary(GraphBuilder g, DecoderSpec s, Weights w, DT T)
+    {
+        var fp16 = T == DT.Float16;
+        // Sequence sizes.
+        var seq1 = g.InA("/model", "Slice", [g.In("/model", "Shape", "input_ids"), g.Int64(false, 1), g.Int64(false, 2), g.Int64(false, 0)]);
+        var total = g.InA("/model", "Gather", [g.In("/model", "Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
+        var seq = g.InA("/model", "Gather", [g.In("/model", "Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
+        var past = g.In("/model", "Sub", total, seq);
+
+        // Additive causal + padding mask [batch, 1, seq, total], float32 (so masked rows stay finite in float16 models).
+        var rows = g.In("/model", "Unsqueeze", g.In("/model", "Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
+        var cols = g.In("/model", "Unsqueeze", g.In("/model", "Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
+        var causal = g.In("/model", "LessOrEqual", cols, rows);
+        var padding = g.In("/model", "Unsqueeze", g.InA("/model", "Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
+        var mask = g.In("/model", "Where", g.In("/model", "And", causal, padding), g.Scalar(0f, DT.Float), g.Scalar(float.MinValue, DT.Float));
+
+        // Positions: the input, or cumsum(mask) - 1 with padding at 1 (what HF's generate feeds), last seq columns.
+        string positions;
+        if (s.PositionIds) positions = "position_ids";
+        else
+        {
+            var cum = g.In("/model", "Sub", g.In("/model", "CumSum", "attention_mask", g.Int64(true, 1)), g.Int64(true, 1));
+            var isPad = g.In("/model", "Equal", "attention_mask", g.Int64(true, 0));
+            var all = g.In("/model", "Where", isPad, g.Int64(true, 1), cum);
+            positions = g.In("/model", "Slice", all, g.In("/model", "Neg", seq1), g.Int64(false, long.MaxValue), g.Int64(false, 1));
+        }
+
+        // Rotary (transformers >= 4.38 style): freqs = positions x inv_freq, emb = cat(freqs, freqs), cos/sin [b, 1, s, d].
+        const string r = "/model/rotary_emb";
+        var posF = g.In(r, "Unsqueeze", g.InA(r, "Cast", [positions], ("to", (long)DT.Float)), g.Int64(false, 2));
+        var freqs = g.In(r, "MatMul", posF, w.InvFreq);
+        var emb = g.InA(r, "Concat", [freqs, freqs], ("axis", -1L));
+        string CastT(string scope, string x) => fp16 ? g.InA(scope, "Cast", [x], ("to", (long)T)) : x;
+        var cos = g.In(r, "Unsqueeze", CastT(r, g.In(r, "Cos", emb)), g.Int64(false, 1));
+        var sin = g.In(r, "Unsqueeze", CastT(r, g.In(r, "Sin", emb)), g.Int64(false, 1));
+        return (mask, cos, sin);
     }
 
     /// <summary>HF LlamaRMSNorm as TorchScript exports it: to float32, x * 1/sqrt(mean(x^2) + eps), back, times weight.</summary>

@@ -123,6 +123,12 @@ internal static class OrtFusedGpt2Writer
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
         store.Dispose();
         OnnxModelFile.SaveAtomic(model, Path.Combine(dir, "model.onnx"));
+        WriteConfig(s, dir);
+    }
+
+    /// <summary>The Hugging Face config.json of the GPT-2 the graph is (what the runtime reads: sizes, EOS, pad).</summary>
+    private static void WriteConfig(DecoderSpec s, string dir)
+    {
         var config = new JsonObject
         {
             ["architectures"] = new JsonArray("GPT2LMHeadModel"),

@@ -131,7 +131,15 @@ internal sealed class VerificationSession : IDisposable
     private readonly InferenceSession _session;
     private readonly SessionOptions _options;
 
-    private VerificationSession(InferenceSession session, SessionOptions options) { _session = session; _options = options; }
+    private VerificationSession(InferenceSession session, SessionOptions options, string modelFile)
+    {
+        _session = session;
+        _options = options;
+        ModelFile = modelFile;
+    }
+
+    /// <summary>The .onnx file this session runs.</summary>
+    public string ModelFile { get; }
 
     /// <summary>Opens <paramref name="modelFile"/> on <paramref name="threads"/> CPU threads (one by default, for reproducible
     /// results), with or without graph optimizations.</summary>
@@ -145,7 +153,7 @@ internal sealed class VerificationSession : IDisposable
         try
         {
             SessionThreads.Apply(options, threads);
-            return new VerificationSession(new InferenceSession(modelFile, options), options);
+            return new VerificationSession(new InferenceSession(modelFile, options), options, modelFile);
         }
         catch (OnnxRuntimeException e)
         {

@@ -3,6 +3,7 @@ using System.Text.Json.Serialization;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
+using OnnxSteer.Modeling;
 using OnnxSteer.Onnx;
 
 namespace OnnxSteer.Decoder;
@@ -364,85 +365,57 @@ public static class PatchVerifier
     }
 }
 
-/// <summary>Makes decoder inputs from a session's input metadata: token ids, attention mask, position ids, the KV cache
-/// (empty at prefill, the previous step's presents after), use_cache_branch, token_type_ids. Steering inputs are left out.</summary>
+/// <summary>Makes decoder inputs for a session from its <see cref="DecoderSignature"/>: token ids, attention mask, position
+/// ids, token_type_ids, use_cache_branch, the KV cache (empty at prefill, the previous step's presents after). Steering
+/// inputs are left out.</summary>
 internal sealed class InputGenerator
 {
-    private readonly VerificationSession _session;
+    private readonly DecoderSignature _signature;
     private readonly Random _random;
     private readonly int _vocab;
 
     public InputGenerator(VerificationSession session, int seed)
     {
-        _session = session;
+        _signature = DecoderSignature.Read(session.Inputs, session.Outputs, overridable: null, manifest: null, session.ModelFile, requireOutputs: true);
         _random = new Random(seed);
-        var logits = session.Outputs.FirstOrDefault(o => o.Key == "logits").Value ?? session.Outputs.First().Value;
-        _vocab = logits.Dimensions.Length > 0 && logits.Dimensions[^1] > 0 ? Math.Min(logits.Dimensions[^1], 1000) : 100;
+        // Random ids below the vocabulary (at most 1,000, so an embedding row past a small model's table is never asked for).
+        _vocab = _signature.VocabularySize is int v ? Math.Min(v, 1000) : 100;
     }
 
     /// <summary>Inputs for a run over <paramref name="length"/> new tokens after <paramref name="pastLength"/> cached ones.</summary>
     public Dictionary<string, HostTensor> Inputs(int batch, int pastLength, int length, IReadOnlyDictionary<string, HostTensor>? previous)
     {
         var result = new Dictionary<string, HostTensor>();
-        foreach (var (name, meta) in _session.Inputs)
+        foreach (var input in _signature.Inputs)
         {
-            if (SteeringContract.IsSteeringInput(name)) continue;
-            var type = meta.ElementDataType;
-            switch (name)
+            var (name, type) = (input.Name, input.Type);
+            switch (input.Role)
             {
-                case "input_ids":
+                case DecoderInputRole.InputIds:
                     result[name] = HostTensor.Integer(type, [batch, length], _ => _random.Next(_vocab));
-                    continue;
-                case "attention_mask":
+                    break;
+                case DecoderInputRole.AttentionMask:
                     result[name] = HostTensor.Integer(type, [batch, pastLength + length], _ => 1);
-                    continue;
-                case "position_ids":
+                    break;
+                case DecoderInputRole.PositionIds:
                     result[name] = HostTensor.Integer(type, [batch, length], i => pastLength + i % length);
-                    continue;
-                case "token_type_ids":
+                    break;
+                case DecoderInputRole.TokenTypeIds:
                     result[name] = HostTensor.Integer(type, [batch, length], _ => 0);
-                    continue;
-                case "use_cache_branch":
+                    break;
+                case DecoderInputRole.UseCacheBranch:
                     result[name] = HostTensor.Integer(type, [1], _ => pastLength > 0 ? 1 : 0);
-                    continue;
+                    break;
+                case DecoderInputRole.Cache:
+                    var cache = input.Cache!;
+                    result[name] = pastLength > 0 && previous is not null && previous.TryGetValue(cache.Output, out var cached)
+                        ? cached
+                        : HostTensor.Zeros(type, cache.Shape(batch, 0));
+                    break;
+                case DecoderInputRole.Steering:
+                    break;
             }
-            if (name.StartsWith("past", StringComparison.Ordinal))
-            {
-                var present = PresentName(name);
-                if (pastLength > 0 && previous is not null && previous.TryGetValue(present, out var cached))
-                {
-                    result[name] = cached;
-                    continue;
-                }
-                result[name] = HostTensor.Zeros(type, PastShape(meta, batch));
-                continue;
-            }
-            throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"verify cannot generate a value for input '{name}'.");
         }
         return result;
-    }
-
-    /// <summary>present.N.key for past_key_values.N.key, present_N for past_N.</summary>
-    public static string PresentName(string past) =>
-        past.StartsWith("past_key_values", StringComparison.Ordinal) ? "present" + past["past_key_values".Length..] : "present" + past["past".Length..];
-
-    /// <summary>An empty cache shape: batch where the metadata says batch, 0 for the sequence axis, fixed sizes kept.</summary>
-    private static long[] PastShape(NodeMetadata meta, int batch)
-    {
-        var dims = meta.Dimensions;
-        var symbols = meta.SymbolicDimensions;
-        var shape = new long[dims.Length];
-        var batchAxis = dims.Length == 5 ? 1 : 0;
-        var sequenceAxis = dims.Length - 2;
-        for (var i = 0; i < dims.Length; i++)
-        {
-            var symbol = i < symbols.Length ? symbols[i] ?? "" : "";
-            if (i == batchAxis || symbol.Contains("batch", StringComparison.OrdinalIgnoreCase)) shape[i] = batch;
-            else if (i == sequenceAxis) shape[i] = 0;
-            else if (dims[i] > 0) shape[i] = dims[i];
-            else if (dims.Length == 5 && i == 0) shape[i] = 2;
-            else throw new OnnxSteerException(ErrorKind.UnsupportedModel, $"verify cannot tell dimension {i} ('{symbol}') of the cache input '{meta}'.");
-        }
-        return shape;
     }
 }

@@ -3,7 +3,7 @@ namespace OnnxSteer.Evaluation;
 /// <summary>IFEval's two scorings of a response (its <c>evaluation_lib.py</c>): strict checks the response as
 /// generated; loose accepts the response if any of eight variants passes: the response, without its first line,
 /// without its last line, without both, and each of those with every <c>*</c> removed. A blank variant never passes.</summary>
-public static class IfEval
+internal static class IfEval
 {
     /// <summary>Strict: the response as generated follows the instruction.</summary>
     public static bool FollowsStrict(InstructionCheck check, string response) =>

@@ -24,7 +24,7 @@ public static class InstructionIds
         [Lowercase, Capital, Json, BulletLists, Title, EndChecker, Quotation, NoComma, NumberSentences, KeywordExistence, ForbiddenWords];
 
     /// <summary>Which steering family an instruction belongs to (decides the modes a sweep tries).</summary>
-    public static InstructionFamily FamilyOf(string id) => id switch
+    internal static InstructionFamily FamilyOf(string id) => id switch
     {
         NumberSentences => InstructionFamily.Length,
         KeywordExistence => InstructionFamily.WordInclusion,
@@ -35,7 +35,7 @@ public static class InstructionIds
 }
 
 /// <summary>How the paper steers an instruction family.</summary>
-public enum InstructionFamily
+internal enum InstructionFamily
 {
     /// <summary>Format instructions: projection onto the instruction direction (x' = x + (z̄ − x·û)û).</summary>
     Format,
@@ -48,7 +48,7 @@ public enum InstructionFamily
 }
 
 /// <summary>Arguments of an instruction (IFEval's <c>kwargs</c>); only the ones the id needs are set.</summary>
-public sealed record InstructionArgs
+internal sealed record InstructionArgs
 {
     /// <summary>detectable_format:number_bullet_lists: the exact number of bullet lines.</summary>
     public int? NumBullets { get; init; }
@@ -140,14 +140,14 @@ public sealed class InstructionCheck
     public string Id { get; }
 
     /// <summary>The instruction's arguments.</summary>
-    public InstructionArgs Args { get; }
+    internal InstructionArgs Args { get; }
 
     /// <summary>The steering family of this instruction.</summary>
-    public InstructionFamily Family => InstructionIds.FamilyOf(Id);
+    internal InstructionFamily Family => InstructionIds.FamilyOf(Id);
 
     /// <summary>Builds the check for <paramref name="id"/>, validating the arguments it needs.</summary>
     /// <exception cref="OnnxSteerException">(InvalidData) unknown id, or a missing or invalid argument.</exception>
-    public static InstructionCheck Create(string id, InstructionArgs? args = null)
+    internal static InstructionCheck Create(string id, InstructionArgs? args = null)
     {
         args ??= InstructionArgs.None;
         Func<string, bool> check = id switch

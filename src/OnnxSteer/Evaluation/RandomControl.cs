@@ -7,7 +7,7 @@ namespace OnnxSteer.Evaluation;
 /// <c>random.&lt;name&gt;</c>. Steering along it with the same layer, mode and weight shows what an intervention of the
 /// same size does when it carries no instruction: a gain that the random direction also gives is not the instruction's.
 /// For projection, keeping z̄ moves the random component to the value the real direction's component is moved to.</summary>
-public static class RandomControl
+internal static class RandomControl
 {
     /// <summary>The seed the evaluation uses unless told otherwise.</summary>
     public const int DefaultSeed = 20251205;

@@ -3,7 +3,7 @@ namespace OnnxSteer.Evaluation;
 /// <summary>The evaluation's uncertainty: Wilson score intervals for accuracies and McNemar's exact test for paired
 /// comparisons (the same prompts steered and unsteered). Test sets here are small (10-40 prompts per instruction), so
 /// a normal-approximation interval would leave [0, 1] and say nothing at 0 or 1; Wilson's does not.</summary>
-public static class Statistics
+internal static class Statistics
 {
     /// <summary>z for a two-sided 95% interval.</summary>
     public const double Z95 = 1.959963984540054;

@@ -125,7 +125,7 @@ public sealed record SteeringSelection
 }
 
 /// <summary>Helpers on <see cref="SelectionEntry"/>.</summary>
-public static class SelectionEntryExtensions
+internal static class SelectionEntryExtensions
 {
     /// <summary>Checks that a steered entry names a vector and a layer, and an additive one a weight or scale.</summary>
     /// <exception cref="OnnxSteerException">(InvalidData) what is missing.</exception>

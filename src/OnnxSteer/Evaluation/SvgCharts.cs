@@ -5,7 +5,7 @@ using System.Text;
 namespace OnnxSteer.Evaluation;
 
 /// <summary>Small hand-written SVG charts for reports (no plotting dependency). Values are accuracies in [0, 1].</summary>
-public static class SvgCharts
+internal static class SvgCharts
 {
     private static readonly string[] Palette = ["#9e9e9e", "#1f77b4", "#ffbb78", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8"];
 

@@ -137,7 +137,7 @@ public sealed record SweepResult
 
 /// <summary>Chooses, per instruction, the layer, mode and weight on validation prompts (the paper's procedure,
 /// with validation prompts disjoint from the extraction pairs and a quality guard).</summary>
-public static class Sweeper
+internal static class Sweeper
 {
     /// <summary>The paper's candidates: every other layer from n_layers/5 to the last. Models of 8 layers or fewer
     /// try every layer, since skipping half of six layers leaves too little to choose from.</summary>
@@ -160,6 +160,51 @@ public static class Sweeper
         var single = items.Where(i => i.Checks.Count == 1).ToList();
         var ids = (options.Instructions ?? InstructionIds.All.Where(id => single.Any(i => i.Checks[0].Id == id)).ToList()).ToList();
         var skipped = new Dictionary<string, string>();
+        var plans = Plan(single, ids, layers, catalog, options, skipped);
+
+        var both = options.Objective != SweepObjective.WithoutInstruction;
+        var requests = new List<(int Plan, EvalItem Item, EvalSetting Setting, EvalRequest Request)>();
+        for (var p = 0; p < plans.Count; p++)
+            foreach (var item in plans[p].Items)
+            {
+                var ops = plans[p].Entry.OpsFor(item.Checks[0], catalog);
+                requests.Add((p, item, EvalSetting.NoInstruction, new EvalRequest(item.Prompt, ops)));
+                if (both) requests.Add((p, item, EvalSetting.WithInstruction, new EvalRequest(item.PromptWithInstruction, ops)));
+            }
+        var responses = await GenerationPool.RunAsync(requests.Select(r => r.Request), generator, options.Progress, cancellationToken).ConfigureAwait(false);
+
+        var candidates = Score(plans, requests, responses, options, both);
+
+        var selection = new Dictionary<string, SelectionEntry>();
+        foreach (var id in ids.Where(id => candidates.Any(c => c.Instruction == id)))
+        {
+            var mine = candidates.Where(c => c.Instruction == id).ToList();
+            var best = SweepResult.Best(mine)!;
+            selection[id] = best.ToEntry(mine[0].Score);
+        }
+        return new SweepResult
+        {
+            Layers = layers,
+            Candidates = candidates,
+            Selection = new SteeringSelection
+            {
+                Objective = options.Objective switch
+                {
+                    SweepObjective.Both => "mean of loose accuracy without and with the instruction, degenerate = 0",
+                    SweepObjective.Guarded => $"loose accuracy without the instruction, degenerate = 0, with-instruction accuracy at most {options.MaxWithInstructionDrop:0.##} below unsteered",
+                    _ => "loose accuracy without the instruction, degenerate = 0",
+                },
+                Instructions = selection,
+            },
+            Skipped = skipped,
+        };
+    }
+
+    /// <summary>What to score, per instruction: "none" first (the baseline), then each layer the vectors cover with the
+    /// family's modes and scales. Instructions without prompts or vectors go to <paramref name="skipped"/>.</summary>
+    private static List<(SweepCandidate Template, SelectionEntry Entry, List<EvalItem> Items)> Plan(List<EvalItem> single, List<string> ids,
+        IReadOnlyList<int> layers, IVectorCatalog catalog, SweepOptions options, Dictionary<string, string> skipped)
+    {
         var plans = new List<(SweepCandidate Template, SelectionEntry Entry, List<EvalItem> Items)>();
         foreach (var id in ids)
         {
@@ -187,18 +232,15 @@ public static class Sweeper
                             new SelectionEntry { Mode = "add", Vector = vector, Layer = layer, Scale = scale }, mine));
             }
         }
+        return plans;
+    }
 
-        var both = options.Objective != SweepObjective.WithoutInstruction;
-        var requests = new List<(int Plan, EvalItem Item, EvalSetting Setting, EvalRequest Request)>();
-        for (var p = 0; p < plans.Count; p++)
-            foreach (var item in plans[p].Items)
-            {
-                var ops = plans[p].Entry.OpsFor(item.Checks[0], catalog);
-                requests.Add((p, item, EvalSetting.NoInstruction, new EvalRequest(item.Prompt, ops)));
-                if (both) requests.Add((p, item, EvalSetting.WithInstruction, new EvalRequest(item.PromptWithInstruction, ops)));
-            }
-        var responses = await GenerationPool.RunAsync(requests.Select(r => r.Request), generator, options.Progress, cancellationToken).ConfigureAwait(false);
-
+    /// <summary>Each plan's accuracy (without and, when the objective needs it, with the instruction), degenerate rate and
+    /// score under the objective.</summary>
+    private static List<SweepCandidate> Score(List<(SweepCandidate Template, SelectionEntry Entry, List<EvalItem> Items)> plans,
+        List<(int Plan, EvalItem Item, EvalSetting Setting, EvalRequest Request)> requests, IReadOnlyDictionary<string, GeneratedResponse> responses,
+        SweepOptions options, bool both)
+    {
         var candidates = new List<SweepCandidate>();
         double? baselineWith = null;
         for (var p = 0; p < plans.Count; p++)
@@ -228,29 +270,6 @@ public static class Sweeper
                 Score = score,
             });
         }
-
-        var selection = new Dictionary<string, SelectionEntry>();
-        foreach (var id in ids.Where(id => candidates.Any(c => c.Instruction == id)))
-        {
-            var mine = candidates.Where(c => c.Instruction == id).ToList();
-            var best = SweepResult.Best(mine)!;
-            selection[id] = best.ToEntry(mine[0].Score);
-        }
-        return new SweepResult
-        {
-            Layers = layers,
-            Candidates = candidates,
-            Selection = new SteeringSelection
-            {
-                Objective = options.Objective switch
-                {
-                    SweepObjective.Both => "mean of loose accuracy without and with the instruction, degenerate = 0",
-                    SweepObjective.Guarded => $"loose accuracy without the instruction, degenerate = 0, with-instruction accuracy at most {options.MaxWithInstructionDrop:0.##} below unsteered",
-                    _ => "loose accuracy without the instruction, degenerate = 0",
-                },
-                Instructions = selection,
-            },
-            Skipped = skipped,
-        };
+        return candidates;
     }
 }

@@ -1,3 +1,4 @@
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Runtime;
 
@@ -41,11 +42,6 @@ public sealed record GeneratorOptions
         if (!(TopP > 0 && TopP <= 1)) throw new OnnxSteerException(ErrorKind.Usage, $"top-p must be in (0, 1], got {TopP}");
     }
 }
-
-/// <summary>One message of a conversation.</summary>
-/// <param name="Role">"system", "user" or "assistant".</param>
-/// <param name="Content">The message text.</param>
-public sealed record ChatTurn(string Role, string Content);
 
 /// <summary>One prompt of a batch with its own steering.</summary>
 public sealed record GenerationRequest

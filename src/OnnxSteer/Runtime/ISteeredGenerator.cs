@@ -1,6 +1,7 @@
 using OnnxSteer.Contract;
-using OnnxSteer.Runtime.Chat;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.Runtime;
 

@@ -3,9 +3,10 @@ using System.Threading.Channels;
 using Microsoft.ML.OnnxRuntime;
 using OnnxSteer.Onnx;
 using OnnxSteer.Contract;
-using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Runtime.Generation;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.Runtime;
 
@@ -44,7 +45,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
     [ThreadStatic] private static List<SteeredModel>? t_inside;
     private readonly int? _contextLength;
 
-    private SteeredModel(string directory, string modelPath, InferenceSession session, ModelSignature signature, SteeringManifest? manifest,
+    private SteeredModel(string directory, string modelPath, InferenceSession session, DecoderSignature signature, SteeringManifest? manifest,
         ModelConfig config, TextTokenizer tokenizer, ChatTemplate template, ExecutionProvider provider, RuntimeOptions options,
         (int Tokens, string Source)? context)
     {
@@ -62,7 +63,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         _padId = config.PadTokenId ?? tokenizer.PadTokenId ?? _eos.DefaultIfEmpty(0).First();
     }
 
-    internal ModelSignature Signature { get; }
+    internal DecoderSignature Signature { get; }
 
     /// <summary>"ort": OnnxSteer's decode loop on ONNX Runtime.</summary>
     public string Engine => "ort";
@@ -120,7 +121,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         // The tokenizer and template loaders check their own file names against the folder's path rule.
         var tokenizer = TextTokenizer.Load(directory);
         var template = ChatTemplate.Load(directory, tokenizer);
-        var graph = ModelSignature.InspectGraph(modelPath);
+        var graph = DecoderSignature.InspectGraph(modelPath);
         var context = config.ContextLength;
         if (graph.RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
             context = (rotary, $"the rotary cache (cos_cache) in {Path.GetFileName(modelPath)}");
@@ -134,7 +135,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
             {
                 throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
             }
-            var signature = ModelSignature.Discover(session, manifest, modelPath, graph.GroupQueryAttention);
+            var signature = DecoderSignature.Discover(session, manifest, modelPath, graph.GroupQueryAttention);
             if (manifest is not null)
             {
                 var feedable = new Dictionary<string, NodeMetadata>(session.InputMetadata);

@@ -50,6 +50,25 @@ internal static class Gguf
     public static GgufControlVector Parse(byte[] file, string displayName)
     {
         var r = new Reader(file, displayName);
+        var (tensorCount, kvCount) = ReadHeader(r, file);
+        var metadata = ReadMetadata(r, kvCount);
+        var alignment = Alignment(r, metadata);
+        var infos = ReadTensorInfos(r, tensorCount);
+
+        // The data section starts at the next multiple of the alignment after the tensor infos.
+        var dataStart = (long)((ulong)r.Position + alignment - 1) / alignment * alignment;
+        if (dataStart > file.Length) throw r.Bad($"the tensor data section would start at byte {dataStart}, past the end of the {file.Length}-byte file.");
+        var directions = ReadDirections(r, file, infos, dataStart, alignment);
+
+        string? StringKey(string key) => metadata.TryGetValue(key, out var v)
+            ? v as string ?? throw r.Bad($"{key} is {TypeName(v)}; it must be a string.")
+            : null;
+        return new GgufControlVector(StringKey("general.architecture"), StringKey("controlvector.model_hint"), LayerCount(r, metadata), directions, metadata);
+    }
+
+    /// <summary>Magic, version (2 or 3, little-endian) and the two counts, each checked against the bytes left.</summary>
+    private static (ulong TensorCount, ulong KvCount) ReadHeader(Reader r, byte[] file)
+    {
         if (file.Length < 4 || BinaryPrimitives.ReadUInt32LittleEndian(file) != Magic)
             throw r.Bad("it does not start with the GGUF magic bytes.");
         r.Position = 4;
@@ -64,7 +83,11 @@ internal static class Gguf
         // Each key/value needs at least 8 (key length) + 4 (type) + 1 bytes, each tensor info at least 8 + 4 + 8 + 4 + 8.
         if (kvCount > (ulong)r.Remaining / 13) throw r.Bad($"kv_count {kvCount} cannot fit in the {r.Remaining} bytes left.");
         if (tensorCount > (ulong)r.Remaining / 32) throw r.Bad($"tensor_count {tensorCount} cannot fit in the {r.Remaining} bytes left.");
+        return (tensorCount, kvCount);
+    }
 
+    private static Dictionary<string, object> ReadMetadata(Reader r, ulong kvCount)
+    {
         var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
         for (ulong i = 0; i < kvCount; i++)
         {
@@ -73,15 +96,20 @@ internal static class Gguf
             var value = r.Value(type, key, depth: 0);
             if (!metadata.TryAdd(key, value)) throw r.Bad($"key '{key}' appears twice.");
         }
+        return metadata;
+    }
 
-        var alignment = DefaultAlignment;
-        if (metadata.TryGetValue("general.alignment", out var alignValue))
-        {
-            if (alignValue is not uint a) throw r.Bad($"general.alignment is {TypeName(alignValue)}; it must be a uint32.");
-            if (a == 0 || (a & (a - 1)) != 0) throw r.Bad($"general.alignment {a} is not a power of two.");
-            alignment = a;
-        }
+    /// <summary>general.alignment (a power of two) or the default.</summary>
+    private static uint Alignment(Reader r, Dictionary<string, object> metadata)
+    {
+        if (!metadata.TryGetValue("general.alignment", out var alignValue)) return DefaultAlignment;
+        if (alignValue is not uint a) throw r.Bad($"general.alignment is {TypeName(alignValue)}; it must be a uint32.");
+        if (a == 0 || (a & (a - 1)) != 0) throw r.Bad($"general.alignment {a} is not a power of two.");
+        return a;
+    }
 
+    private static List<(string Name, long Count, uint Type, ulong Offset)> ReadTensorInfos(Reader r, ulong tensorCount)
+    {
         var infos = new List<(string Name, long Count, uint Type, ulong Offset)>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (ulong i = 0; i < tensorCount; i++)
@@ -106,12 +134,14 @@ internal static class Gguf
             var offset = r.U64($"offset of '{name}'");
             infos.Add((name, count, ggmlType, offset));
         }
+        return infos;
+    }
 
-        // The data section starts at the next multiple of the alignment after the tensor infos.
-        var dataStart = (long)((ulong)r.Position + alignment - 1) / alignment * alignment;
-        if (dataStart > file.Length) throw r.Bad($"the tensor data section would start at byte {dataStart}, past the end of the {file.Length}-byte file.");
+    /// <summary>Each tensor as a float32 direction by layer: types, alignment, bounds, names and overlaps checked.</summary>
+    private static SortedDictionary<int, float[]> ReadDirections(Reader r, byte[] file, List<(string Name, long Count, uint Type, ulong Offset)> infos,
+        long dataStart, uint alignment)
+    {
         var dataLength = file.Length - dataStart;
-
         var directions = new SortedDictionary<int, float[]>();
         var ranges = new List<(ulong Begin, ulong End, string Name)>();
         foreach (var (name, count, type, offset) in infos)
@@ -143,24 +173,19 @@ internal static class Gguf
             if (ranges[i].Begin < ranges[i - 1].End) throw r.Bad($"tensors '{ranges[i - 1].Name}' and '{ranges[i].Name}' overlap.");
         var widths = directions.Values.Select(v => v.Length).Distinct().ToList();
         if (widths.Count > 1) throw r.Bad($"its directions have different lengths ({string.Join(", ", widths)}).");
+        return directions;
+    }
 
-        string? StringKey(string key) => metadata.TryGetValue(key, out var v)
-            ? v as string ?? throw r.Bad($"{key} is {TypeName(v)}; it must be a string.")
-            : null;
-        var architecture = StringKey("general.architecture");
-        var hint = StringKey("controlvector.model_hint");
-        long? layerCount = null;
-        if (metadata.TryGetValue("controlvector.layer_count", out var lc))
+    private static long? LayerCount(Reader r, Dictionary<string, object> metadata)
+    {
+        if (!metadata.TryGetValue("controlvector.layer_count", out var lc)) return null;
+        // llama.cpp's cvector-generator writes int32, repeng writes uint32.
+        return lc switch
         {
-            // llama.cpp's cvector-generator writes int32, repeng writes uint32.
-            layerCount = lc switch
-            {
-                int s when s >= 0 => s,
-                uint u => u,
-                _ => throw r.Bad($"controlvector.layer_count is {TypeName(lc)} {lc}; it must be a non-negative int32 or uint32."),
-            };
-        }
-        return new GgufControlVector(architecture, hint, layerCount, directions, metadata);
+            int s when s >= 0 => s,
+            uint u => u,
+            _ => throw r.Bad($"controlvector.layer_count is {TypeName(lc)} {lc}; it must be a non-negative int32 or uint32."),
+        };
     }
 
     /// <summary>Parses "direction.N" (N a plain decimal number) into N.</summary>

@@ -1,5 +1,6 @@
 using OnnxSteer.Contract;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Vectors;
 

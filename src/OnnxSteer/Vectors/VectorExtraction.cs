@@ -1,6 +1,6 @@
-using OnnxSteer.Runtime;
-using OnnxSteer.Runtime.Chat;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.Vectors;
 
@@ -43,7 +43,7 @@ public static class VectorExtraction
 
 /// <summary>Turns a user prompt into the token ids a generation would see: the model's chat template with the assistant
 /// turn opened (or the raw text with the tokenizer's special tokens when the template is off), by the same
-/// <see cref="PromptEncoder"/> rule as <see cref="SteeredModel.EncodePrompt"/>, without loading a second inference session.</summary>
+/// <see cref="PromptEncoder"/> rule as <c>SteeredModel.EncodePrompt</c>, without loading a second inference session.</summary>
 internal static class PromptEncoding
 {
     /// <summary>The encoder; <paramref name="cancellationToken"/> stops a slow template render.</summary>

@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
 using OnnxSteer.Onnx;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Vectors;
 
@@ -46,6 +47,8 @@ public sealed record ExtractionOptions
 public sealed class VectorExtractor : IDisposable
 {
     private InferenceSession _session;
+    // The decoder signature of _session, read at its first run.
+    private DecoderSignature? _signature;
     private string _sessionKey;
     private readonly SessionOptions? _options;
     private readonly bool _ownsOptions;
@@ -63,8 +66,8 @@ public sealed class VectorExtractor : IDisposable
         _ownsOptions = ownsOptions;
         // The config files first: a bad value there fails before any session is opened.
         var folder = Path.GetDirectoryName(Path.GetFullPath(modelFile))!;
-        var context = Runtime.ModelConfig.Load(folder).ContextLength;
-        if (Runtime.ModelSignature.InspectGraph(modelFile).RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
+        var context = ModelConfig.Load(folder).ContextLength;
+        if (DecoderSignature.InspectGraph(modelFile).RotaryCacheLength is int rotary && (context is null || rotary < context.Value.Tokens))
             context = (rotary, $"the rotary cache (cos_cache) in {Path.GetFileName(modelFile)}");
         (ContextLength, _contextSource) = context is { } c ? (c.Tokens, c.Source) : ((int?)null, (string?)null);
         // The session the first Extract will need, opened now so a model ONNX Runtime cannot load fails at Load, and opened
@@ -214,6 +217,7 @@ public sealed class VectorExtractor : IDisposable
         // One session at a time: a second copy of the weights would double the memory of a large model.
         _session.Dispose();
         (_session, Pruning) = OpenSession(layers, prune);
+        _signature = null;
         _sessionKey = key;
     }
 
@@ -345,10 +349,13 @@ public sealed class VectorExtractor : IDisposable
         var values = new List<OrtValue>();
         try
         {
-            foreach (var (name, meta) in _session.InputMetadata)
+            // The signature of the session in use (a pruned graph may have dropped inputs the full one has).
+            var signature = _signature ??= DecoderSignature.Read(_session.InputMetadata, _session.OutputMetadata, _session.OverridableInitializerMetadata,
+                manifest: null, ModelFile, requireOutputs: false);
+            foreach (var input in signature.Inputs)
             {
-                names.Add(name);
-                values.Add(CreateInput(name, meta, batch, length, ids, mask, positions));
+                names.Add(input.Name);
+                values.Add(CreateInput(input, batch, length, ids, mask, positions));
             }
             var outputNames = layers.Select(SteeringContract.HiddenStateOutput).ToList();
             using var runOptions = new RunOptions();
@@ -417,41 +424,29 @@ public sealed class VectorExtractor : IDisposable
         return row;
     }
 
-    private OrtValue CreateInput(string name, NodeMetadata meta, int batch, int length, long[] ids, long[] mask, long[] positions)
+    private OrtValue CreateInput(DecoderInput input, int batch, int length, long[] ids, long[] mask, long[] positions)
     {
-        switch (name)
+        switch (input.Role)
         {
-            case "input_ids":
+            case DecoderInputRole.InputIds:
                 return OrtValue.CreateTensorValueFromMemory(ids, [batch, length]);
-            case "attention_mask":
+            case DecoderInputRole.AttentionMask:
                 return OrtValue.CreateTensorValueFromMemory(mask, [batch, length]);
-            case "position_ids":
+            case DecoderInputRole.PositionIds:
                 return OrtValue.CreateTensorValueFromMemory(positions, [batch, length]);
-            case "use_cache_branch":
+            case DecoderInputRole.TokenTypeIds:
+                return OrtValue.CreateTensorValueFromMemory(new long[batch * length], [batch, length]);
+            case DecoderInputRole.UseCacheBranch:
                 // Optimum's merged decoder: the no-cache branch is the prefill.
                 return OrtValue.CreateTensorValueFromMemory(new[] { false }, [1]);
+            case DecoderInputRole.Cache:
+                // An empty KV cache: the prompts run as one prefill.
+                return Zeros(input.Type, input.Cache!.Shape(batch, 0));
+            default:
+                // Required steering inputs (--steer-input required) are fed zeros: extraction reads the unsteered model.
+                var shape = input.Name.EndsWith(".target", StringComparison.Ordinal) ? new long[] { 1, 1, 1 } : [1, 1, Manifest.HiddenSize];
+                return Zeros(input.Type, shape);
         }
-        if (SteeringContract.IsSteeringInput(name))
-        {
-            // Required steering inputs (--steer-input required) are fed zeros: extraction reads the unsteered model.
-            var shape = name.EndsWith(".target", StringComparison.Ordinal) ? new long[] { 1, 1, 1 } : [1, 1, Manifest.HiddenSize];
-            return Zeros(meta.ElementDataType, shape);
-        }
-        if (name.StartsWith("past", StringComparison.Ordinal))
-        {
-            // An empty KV cache: the first symbolic dimension is the batch, every other symbolic one (past length) is 0.
-            var dims = meta.Dimensions.Select(d => (long)d).ToArray();
-            var seenBatch = false;
-            for (var i = 0; i < dims.Length; i++)
-            {
-                if (dims[i] >= 0) continue;
-                dims[i] = seenBatch ? 0 : batch;
-                seenBatch = true;
-            }
-            return Zeros(meta.ElementDataType, dims);
-        }
-        throw new OnnxSteerException(ErrorKind.UnsupportedModel,
-            $"the model has an input '{name}' that extract does not know how to feed (it feeds input_ids, attention_mask, position_ids, past_* and steering.*).");
     }
 
     private static OrtValue Zeros(TensorElementType type, long[] shape)

@@ -13,6 +13,7 @@ public class LayeringTests
     [
         "OnnxSteer.Onnx",
         "OnnxSteer.Contract",
+        "OnnxSteer.Modeling",
         "OnnxSteer.Decoder",
         "OnnxSteer.Runtime",
         "OnnxSteer.Vectors",
@@ -36,6 +37,21 @@ public class LayeringTests
             }
         }
         Assert.True(violations.Count == 0, "dependency back-edges:\n" + string.Join("\n", violations));
+    }
+
+    [Fact]
+    public void ExtractionNeedsNoRuntime()
+    {
+        // Extraction encodes prompts and reads the decoder signature through the Modeling layer; only the extension over a
+        // loaded SteeredModel (SteeredModelExtraction) belongs to the runtime's world.
+        var library = typeof(OnnxSteerException).Assembly;
+        foreach (var name in new[] { "OnnxSteer.Vectors.VectorExtractor", "OnnxSteer.Vectors.VectorExtraction", "OnnxSteer.Vectors.PromptEncoding" })
+        {
+            var type = library.GetType(name, throwOnError: true)!;
+            var uses = type.GetNestedTypes(Everything).Prepend(type).SelectMany(Dependencies)
+                .Where(t => t.Namespace?.StartsWith("OnnxSteer.Runtime", StringComparison.Ordinal) == true).Select(t => t.FullName).Distinct().ToList();
+            Assert.True(uses.Count == 0, $"{name} uses {string.Join(", ", uses)}");
+        }
     }
 
     [Fact]

@@ -6,6 +6,7 @@ using OnnxSteer.Decoder;
 using OnnxSteer.GenAI;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.GenAI;
 

@@ -3,6 +3,7 @@ using OnnxSteer.ModelBuilder;
 using OnnxSteer.Runtime;
 using OnnxSteer.Tests.Runtime;
 using MbLayout = OnnxSteer.ModelBuilder.DecoderLayout;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Layouts;
 

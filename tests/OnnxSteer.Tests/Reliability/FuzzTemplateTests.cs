@@ -2,10 +2,11 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
 using OnnxSteer.Runtime;
-using OnnxSteer.Runtime.Chat;
-using OnnxSteer.Runtime.Chat.Jinja;
+using OnnxSteer.Modeling.Chat.Jinja;
 using OnnxSteer.Tests.Runtime;
 using Xunit.Abstractions;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
 
 namespace OnnxSteer.Tests.Reliability;
 

@@ -3,6 +3,7 @@ using OnnxSteer.Cli;
 using OnnxSteer.Decoder;
 using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Reliability;
 
@@ -297,7 +298,7 @@ public sealed class ModelFolderTests
         using var model = SteeredModel.Load(Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"));
         Assert.Equal(256, model.ContextLength);
         // the rotary cache in the graph is at least as long, else it would be the limit
-        Assert.True(ModelSignature.InspectGraph(model.ModelPath).RotaryCacheLength is null or >= 256);
+        Assert.True(DecoderSignature.InspectGraph(model.ModelPath).RotaryCacheLength is null or >= 256);
     }
 
     [Fact]

@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
 using OnnxSteer.Tests.Runtime;
 
 namespace OnnxSteer.Tests.Reliability;

@@ -3,6 +3,7 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -126,11 +127,11 @@ public sealed class ChatClientTests(PatchedFixtureModel fixture) : IClassFixture
     {
         using var dir = TestPaths.NewTempDir();
         File.WriteAllText(dir.Combine("config.json"), """{"_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct", "model_type": "qwen2"}""");
-        Assert.Equal("Qwen/Qwen2.5-0.5B-Instruct", OnnxSteer.Runtime.ModelConfig.Load(dir.Path).NameOrPath);
+        Assert.Equal("Qwen/Qwen2.5-0.5B-Instruct", ModelConfig.Load(dir.Path).NameOrPath);
         // A local path says nothing about the model.
         File.WriteAllText(dir.Combine("config.json"), """{"_name_or_path": "/tmp/checkpoints/run3"}""");
         File.WriteAllText(dir.Combine("tokenizer_config.json"), """{"name_or_path": "meta-llama/Llama-3.2-1B"}""");
-        Assert.Equal("meta-llama/Llama-3.2-1B", OnnxSteer.Runtime.ModelConfig.Load(dir.Path).NameOrPath);
+        Assert.Equal("meta-llama/Llama-3.2-1B", ModelConfig.Load(dir.Path).NameOrPath);
     }
 
     [Fact]

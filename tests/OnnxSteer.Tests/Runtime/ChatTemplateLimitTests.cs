@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using OnnxSteer.Runtime;
-using OnnxSteer.Runtime.Chat;
-using OnnxSteer.Runtime.Chat.Jinja;
+using OnnxSteer.Modeling.Chat.Jinja;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
+using OnnxSteer.Modeling.Tokenization;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -274,7 +276,7 @@ public sealed class ChatTemplateLimitTests
         using var dir = TestPaths.NewTempDir();
         foreach (var f in Directory.GetFiles(TestPaths.GenAiTinyLlamaFp16, "tokenizer.json")) File.Copy(f, Path.Combine(dir.Path, Path.GetFileName(f)));
         File.WriteAllText(Path.Combine(dir.Path, file), content);
-        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Runtime.Tokenization.TextTokenizer.Load(dir.Path));
+        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Modeling.Tokenization.TextTokenizer.Load(dir.Path));
         Assert.False(t.IsModelTemplate);
         Assert.Contains("no chat_template", t.Warning);
     }
@@ -285,7 +287,7 @@ public sealed class ChatTemplateLimitTests
         using var dir = TestPaths.NewTempDir();
         File.Copy(Path.Combine(TestPaths.GenAiTinyLlamaFp16, "tokenizer.json"), Path.Combine(dir.Path, "tokenizer.json"));
         using (var f = File.Create(Path.Combine(dir.Path, "chat_template.jinja"))) f.SetLength(5L << 20);
-        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Runtime.Tokenization.TextTokenizer.Load(dir.Path));
+        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Modeling.Tokenization.TextTokenizer.Load(dir.Path));
         var e = Assert.Throws<OnnxSteerException>(() => t.Apply(Conversation));
         Assert.Equal(ErrorKind.InvalidModel, e.Kind);
         Assert.Contains("chat_template.jinja is refused: 5,242,880 bytes", e.Message);
@@ -300,7 +302,7 @@ public sealed class ChatTemplateLimitTests
         var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
         node["chat_template"] = "{{ 1 % 0 }}";
         File.WriteAllText(config, node.ToJsonString());
-        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Runtime.Tokenization.TextTokenizer.Load(dir.Path));
+        var t = ChatTemplate.Load(dir.Path, OnnxSteer.Modeling.Tokenization.TextTokenizer.Load(dir.Path));
         var e = Assert.Throws<OnnxSteerException>(() => t.Apply(Conversation));
         Assert.Equal(ErrorKind.InvalidModel, e.Kind);
         Assert.Contains("tokenizer_config.json", e.Message);

@@ -1,5 +1,7 @@
 using OnnxSteer.Runtime;
-using OnnxSteer.Runtime.Chat;
+using OnnxSteer.Modeling;
+using OnnxSteer.Modeling.Chat;
+using OnnxSteer.Modeling.Tokenization;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -116,7 +118,7 @@ public sealed class ChatTemplateTests
     [Fact]
     public void Fixture_template_is_llama2()
     {
-        var template = ChatTemplate.Load(TestPaths.GenAiTinyLlamaFp16, OnnxSteer.Runtime.Tokenization.TextTokenizer.Load(TestPaths.GenAiTinyLlamaFp16));
+        var template = ChatTemplate.Load(TestPaths.GenAiTinyLlamaFp16, OnnxSteer.Modeling.Tokenization.TextTokenizer.Load(TestPaths.GenAiTinyLlamaFp16));
         Assert.True(template.IsModelTemplate);
         Assert.Equal("<s>[INST] Hi there [/INST]", template.Apply([User]));
     }

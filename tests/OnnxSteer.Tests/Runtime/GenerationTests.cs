@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Runtime;
 

@@ -2,6 +2,7 @@ using OnnxSteer.Decoder;
 using OnnxSteer.ModelBuilder;
 using DecoderLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 using OnnxSteer.Runtime;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Runtime;
 

@@ -4,6 +4,7 @@ using OnnxSteer.Runtime;
 using OnnxSteer.Runtime.Chat;
 using OnnxSteer.Vectors;
 using Xunit.Abstractions;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Tests.Runtime;
 

@@ -5,7 +5,7 @@ using OnnxSteer.Decoder;
 using OnnxSteer.ModelBuilder;
 using DecoderLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 using OnnxSteer.Runtime;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
 using OnnxSteer.Vectors;
 
 namespace OnnxSteer.Tests.Vectors;

@@ -1,6 +1,6 @@
 using OnnxSteer.Decoder;
 using OnnxSteer.Onnx;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
 using OnnxSteer.Vectors;
 
 namespace OnnxSteer.Tests.Vectors;

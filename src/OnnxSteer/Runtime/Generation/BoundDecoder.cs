@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Runtime.Generation;
 
@@ -29,7 +30,7 @@ namespace OnnxSteer.Runtime.Generation;
 internal sealed unsafe class BoundDecoder : IDisposable
 {
     private readonly IntPtr _sessionHandle; // the session outlives every loop that runs on it
-    private readonly ModelSignature _sig;
+    private readonly DecoderSignature _sig;
     private readonly int _batch;
     private readonly int _maxLength;
     private readonly OrtIoBinding _binding;
@@ -46,7 +47,6 @@ internal sealed unsafe class BoundDecoder : IDisposable
     private readonly Utf8Name[] _pastNames, _presentNames;
     private readonly long[] _maskShape = new long[2];
     private readonly long[] _cacheShape;
-    private readonly int[] _elementSize;
     private readonly long[] _tokenBytes; // bytes per cache position in each buffer (all of batch, heads, head size, K and V)
     private ICacheBuffer[] _front, _back; // _front holds the current past (after the first step)
     private int _capacity;
@@ -55,75 +55,83 @@ internal sealed unsafe class BoundDecoder : IDisposable
 
     /// <summary>Creates the binding; the first step reads the prefill's presents (each [.., prompt, ..]), which must stay
     /// alive until that step has run.</summary>
-    public BoundDecoder(InferenceSession session, ModelSignature sig, int batch, int promptLength, int maxLength, int vocab, bool logitsRank2,
+    public BoundDecoder(InferenceSession session, DecoderSignature sig, int batch, int promptLength, int maxLength, int vocab, bool logitsRank2,
         IReadOnlyList<OrtValue> prefillPresents, OrtValue ids, OrtValue? positions, IEnumerable<(string Name, OrtValue Value)> steering,
         int headroom = 256, CacheDevice device = default)
     {
         OrtNative.EnsureLoaded();
-        if (device.Kind == CacheDeviceKind.Host) _memory = OrtMemoryInfo.DefaultInstance;
-        else
-        {
-            _memory = _ownedMemory = device.Kind switch
-            {
-                CacheDeviceKind.Cuda => new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
-                CacheDeviceKind.DirectML => new OrtMemoryInfo("DML", OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
-                _ => new OrtMemoryInfo(OrtMemoryInfo.allocatorCPU, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default),
-            };
-            _allocator = new OrtAllocator(session, _memory);
-            _rebindHostInputs = true;
-        }
-        _prefill = prefillPresents;
-        _idsName = new Utf8Name(sig.InputIds);
-        _stepShape = [batch, 1];
-        _idsPointer = RawPointer(ids);
-        if (sig.PositionIds is not null && positions is not null)
-        {
-            _positionsName = new Utf8Name(sig.PositionIds);
-            _positionsPointer = RawPointer(positions);
-        }
-        _sessionHandle = OrtNative.SessionHandle(session); _sig = sig; _batch = batch; _maxLength = maxLength;
-        int n = sig.Cache.Count;
-        _pastNames = new Utf8Name[n];
-        _presentNames = new Utf8Name[n];
-        _elementSize = new int[n];
-        _tokenBytes = new long[n];
-        _cacheShape = new long[sig.Cache.Any(c => c.Combined) ? 5 : 4];
-        for (int i = 0; i < n; i++)
-        {
-            var c = sig.Cache[i];
-            _pastNames[i] = new Utf8Name(c.Input);
-            _presentNames[i] = new Utf8Name(c.Output);
-            _elementSize[i] = ElementSize(c.Type);
-            _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * _elementSize[i];
-        }
-        if (sig.AttentionMask is not null) _maskName = new Utf8Name(sig.AttentionMask);
-
-        _capacity = Math.Min(maxLength, promptLength + Math.Max(headroom, 1));
-        _front = Allocate(_capacity);
-        _back = Allocate(_capacity);
-
-        _binding = session.CreateIoBinding();
-        _binding.BindInput(sig.InputIds, ids);
-        if (sig.PositionIds is not null && positions is not null) _binding.BindInput(sig.PositionIds, positions);
-        if (sig.UseCacheBranch is not null)
-        {
-            // Optimum's merged decoder: every decode step takes the with-past branch of its If.
-            _owned.Add(OrtValue.CreateTensorValueFromMemory(new[] { true }, [1]));
-            _binding.BindInput(sig.UseCacheBranch, _owned[^1]);
-        }
-        foreach (var (name, value) in steering) _binding.BindInput(name, value);
-
-        // Logits for one position per row, in the model's dtype, read in place after each step.
         long[] logitsShape = logitsRank2 ? [batch, vocab] : [batch, 1, vocab];
-        (_logits, var logitsValue) = sig.LogitsType switch
+        try
         {
-            TensorElementType.Float => Pinned<float>(),
-            TensorElementType.Float16 => Pinned<Float16>(),
-            TensorElementType.BFloat16 => Pinned<BFloat16>(),
-            _ => throw new InvalidOperationException($"logits of type {sig.LogitsType}"),
-        };
-        _owned.Add(logitsValue);
-        _binding.BindOutput(sig.Logits, logitsValue);
+            if (device.Kind == CacheDeviceKind.Host) _memory = OrtMemoryInfo.DefaultInstance;
+            else
+            {
+                _memory = _ownedMemory = device.Kind switch
+                {
+                    CacheDeviceKind.Cuda => new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
+                    CacheDeviceKind.DirectML => new OrtMemoryInfo("DML", OrtAllocatorType.DeviceAllocator, device.DeviceId, OrtMemType.Default),
+                    _ => new OrtMemoryInfo(OrtMemoryInfo.allocatorCPU, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default),
+                };
+                _allocator = new OrtAllocator(session, _memory);
+                _rebindHostInputs = true;
+            }
+            _prefill = prefillPresents;
+            _idsName = new Utf8Name(sig.InputIds);
+            _stepShape = [batch, 1];
+            _idsPointer = RawPointer(ids);
+            if (sig.PositionIds is not null && positions is not null)
+            {
+                _positionsName = new Utf8Name(sig.PositionIds);
+                _positionsPointer = RawPointer(positions);
+            }
+            _sessionHandle = OrtNative.SessionHandle(session); _sig = sig; _batch = batch; _maxLength = maxLength;
+            int n = sig.Cache.Count;
+            _pastNames = new Utf8Name[n];
+            _presentNames = new Utf8Name[n];
+            _tokenBytes = new long[n];
+            _cacheShape = new long[sig.Cache.Any(c => c.Combined) ? 5 : 4];
+            for (int i = 0; i < n; i++)
+            {
+                var c = sig.Cache[i];
+                _pastNames[i] = new Utf8Name(c.Input);
+                _presentNames[i] = new Utf8Name(c.Output);
+                _tokenBytes[i] = (c.Combined ? 2L : 1L) * batch * c.Heads * c.HeadSize * ElementSize(c.Type);
+            }
+            if (sig.AttentionMask is not null) _maskName = new Utf8Name(sig.AttentionMask);
+
+            _capacity = Math.Min(maxLength, promptLength + Math.Max(headroom, 1));
+            _front = Allocate(_capacity);
+            _back = Allocate(_capacity);
+
+            _binding = session.CreateIoBinding();
+            _binding.BindInput(sig.InputIds, ids);
+            if (sig.PositionIds is not null && positions is not null) _binding.BindInput(sig.PositionIds, positions);
+            if (sig.UseCacheBranch is not null)
+            {
+                // Optimum's merged decoder: every decode step takes the with-past branch of its If.
+                _owned.Add(OrtValue.CreateTensorValueFromMemory(new[] { true }, [1]));
+                _binding.BindInput(sig.UseCacheBranch, _owned[^1]);
+            }
+            foreach (var (name, value) in steering) _binding.BindInput(name, value);
+
+            // Logits for one position per row, in the model's dtype, read in place after each step.
+            (_logits, var logitsValue) = sig.LogitsType switch
+            {
+                TensorElementType.Float => Pinned<float>(),
+                TensorElementType.Float16 => Pinned<Float16>(),
+                TensorElementType.BFloat16 => Pinned<BFloat16>(),
+                _ => throw new InvalidOperationException($"logits of type {sig.LogitsType}"),
+            };
+            _owned.Add(logitsValue);
+            _binding.BindOutput(sig.LogitsOutput, logitsValue);
+        }
+        catch
+        {
+            // Whatever was allocated before the failure (cache buffers, the binding, pinned logits, the allocator): a
+            // model this path cannot bind falls back to the plain loop, which must not leak the attempt.
+            Dispose();
+            throw;
+        }
 
         (Array, OrtValue) Pinned<T>() where T : unmanaged
         {
@@ -133,7 +141,7 @@ internal sealed unsafe class BoundDecoder : IDisposable
     }
 
     /// <summary>Whether the bound loop can run this model: a KV cache, presents of the prefill's length (so present = past + 1), cache and logits in float32/float16/bfloat16.</summary>
-    public static bool Supports(ModelSignature sig, IReadOnlyList<OrtValue> prefillPresents, int batch, int promptLength)
+    public static bool Supports(DecoderSignature sig, IReadOnlyList<OrtValue> prefillPresents, int batch, int promptLength)
     {
         if (sig.Layout == CacheLayout.None) return false;
         if (ElementSize(sig.LogitsType) == 0) return false;
@@ -252,8 +260,9 @@ internal sealed unsafe class BoundDecoder : IDisposable
         return buffers;
     }
 
-    private static void Free(ICacheBuffer?[] buffers)
+    private static void Free(ICacheBuffer?[]? buffers)
     {
+        if (buffers is null) return;
         foreach (var b in buffers) b?.Dispose();
     }
 
@@ -268,10 +277,12 @@ internal sealed unsafe class BoundDecoder : IDisposable
         _ => 0,
     };
 
+    /// <summary>Releases the binding, the buffers and the allocator; also what a constructor that failed part-way had made.</summary>
     public void Dispose()
     {
-        _binding.Dispose();
+        _binding?.Dispose();
         foreach (var v in _owned) v.Dispose();
+        _owned.Clear();
         Free(_front); Free(_back);
         _allocator?.Dispose();
         _ownedMemory?.Dispose();

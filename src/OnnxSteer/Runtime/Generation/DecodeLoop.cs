@@ -2,7 +2,8 @@ using System.Diagnostics;
 using System.Text;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Runtime.Generation;
 
@@ -19,7 +20,7 @@ internal sealed record PreparedRow(int[] PromptIds, string? PromptText, Steering
 internal sealed class DecodeLoop : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly ModelSignature _sig;
+    private readonly DecoderSignature _sig;
     private readonly TextTokenizer _tokenizer;
     private readonly IReadOnlyList<PreparedRow> _rows;
     private readonly GeneratorOptions _options;
@@ -39,7 +40,8 @@ internal sealed class DecodeLoop : IDisposable
     private readonly List<string> _inputNames = [];
     private readonly List<OrtValue> _inputValues = [];
     private readonly List<string> _outputNames = [];
-    private int _maskIndex = -1, _idsIndex = -1, _positionsIndex = -1, _pastIndex = -1, _useCacheIndex = -1;
+    // Where the plain loop's steps after the first replace the mask (-1: the model has none) and the pasts in _inputValues.
+    private int _maskIndex = -1, _pastIndex = -1;
     private readonly RunOptions _runOptions = new();
 
     private readonly RowState[] _state;
@@ -68,7 +70,7 @@ internal sealed class DecodeLoop : IDisposable
         public FinishReason Reason = FinishReason.Length;
     }
 
-    public DecodeLoop(InferenceSession session, ModelSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
+    public DecodeLoop(InferenceSession session, DecoderSignature signature, TextTokenizer tokenizer, IReadOnlyList<PreparedRow> rows,
         GeneratorOptions options, IReadOnlySet<int> eos, int padId, bool allowBinding = false, int cacheHeadroom = 256,
         CacheDevice cacheDevice = default, int? contextLength = null)
     {
@@ -119,8 +121,8 @@ internal sealed class DecodeLoop : IDisposable
     public int SteadySteps { get; private set; }
 
     /// <summary>Runs prefill and decode until every row is done; <paramref name="onPiece"/> sees each token's text.</summary>
-    /// <remarks>Compiled fully optimised at once, as are the bound step's methods that call into ONNX Runtime: the method
-    /// runs once per generation, so tiered compilation would keep it at tier 0 and replace it mid-loop (on-stack
+    /// <remarks>Compiled fully optimised at once, as are <see cref="Decode"/> and the bound step's methods that call into
+    /// ONNX Runtime: the decode loop runs once per generation, so tiered compilation would keep it at tier 0 and replace it mid-loop (on-stack
     /// replacement), and that compilation allocates on the generating thread. The sampling and text methods stay tiered:
     /// they run before the first token, where a fully optimising compile of each would add to the time to first token.</remarks>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
@@ -131,101 +133,105 @@ internal sealed class DecodeLoop : IDisposable
         ct.ThrowIfCancellationRequested();
 
         // Prefill: the whole (left-padded) prompt, empty pasts.
-        using (var steering = steeringForPhase(true))
-        {
-            long start = Stopwatch.GetTimestamp();
-            var prefillIds = new long[_batch * _promptLength];
-            var prefillPositions = new long[_batch * _promptLength];
-            for (int b = 0; b < _batch; b++)
-            {
-                var s = _state[b];
-                for (int j = 0; j < _promptLength; j++)
-                {
-                    int k = b * _promptLength + j;
-                    bool real = j >= s.Pad;
-                    prefillIds[k] = real ? _rows[b].PromptIds[j - s.Pad] : _padId;
-                    // Hugging Face's convention: cumulative mask − 1, and 1 on padding (masked anyway).
-                    prefillPositions[k] = real ? j - s.Pad : 1;
-                }
-            }
-            WriteMask(_promptLength);
-            var idsValue = Own(OrtValue.CreateTensorValueFromMemory(prefillIds, [_batch, _promptLength]));
-            var posValue = Own(OrtValue.CreateTensorValueFromMemory(prefillPositions, [_batch, _promptLength]));
-            var maskValue = MaskValue(_promptLength);
-            for (int i = 0; i < _past.Length; i++)
-            {
-                var c = _sig.Cache[i];
-                long[] shape = c.Combined ? [2, _batch, c.Heads, 0, c.HeadSize] : [_batch, c.Heads, 0, c.HeadSize];
-                _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, c.Type, shape);
-            }
-            BuildInputs(idsValue, posValue, maskValue, useCache: false, steering);
-            using var outputs = RunOnce();
-            maskValue.Dispose();
-            PickTokens(outputs[0], SequenceLength(outputs[0]), onPiece);
-            FirstTokenTimestamp = Stopwatch.GetTimestamp();
-            PrefillTime = Stopwatch.GetElapsedTime(start, FirstTokenTimestamp);
-        }
+        using (var steering = steeringForPhase(true)) Prefill(steering, onPiece);
 
         // Decode: one token per row per run, the cache carried over.
         if (AllDone()) return Results();
-        using (var steering = steeringForPhase(false))
-        {
-            long start = Stopwatch.GetTimestamp();
-            var idsValue = Own(OrtValue.CreateTensorValueFromMemory(_stepIds, [_batch, 1]));
-            var posValue = Own(OrtValue.CreateTensorValueFromMemory(_stepPositions, [_batch, 1]));
-            bool first = true;
-            if (_allowBinding) _bound = TryBind(idsValue, posValue, steering);
-            long steadyFrom = 0;
-            while (!AllDone())
-            {
-                ct.ThrowIfCancellationRequested();
-                if (DecodeSteps == 1) steadyFrom = GC.GetAllocatedBytesForCurrentThread();
-                // Tokens so far per running row: one from prefill plus one per decode run (a row that already hit EOS
-                // stops counting, so no row's own count can be used).
-                int generated = 1 + DecodeSteps;
-                int length = _promptLength + generated;
-                for (int b = 0; b < _batch; b++)
-                {
-                    var s = _state[b];
-                    _stepIds[b] = s.Done ? _padId : s.Tokens[^1];
-                    _stepPositions[b] = s.PromptLength + generated - 1;
-                }
-                WriteMask(length);
-                if (_bound is not null && BoundStep(length))
-                {
-                    PickTokens(null, 1, onPiece);
-                    DecodeSteps++;
-                    continue;
-                }
-                var maskValue = MaskValue(length);
-                OrtValue ids = idsValue, pos = posValue;
-                OrtValue? fullIds = null, fullPos = null;
-                if (_sig.Layout == CacheLayout.None)
-                {
-                    (fullIds, fullPos) = FullSequence(length);
-                    ids = fullIds; pos = fullPos;
-                }
-                if (first || _sig.Layout == CacheLayout.None) { BuildInputs(ids, pos, maskValue, useCache: true, steering); first = false; }
-                else
-                {
-                    _inputValues[_maskIndex] = maskValue;
-                    for (int i = 0; i < _past.Length; i++) _inputValues[_pastIndex + i] = _past[i];
-                }
-                using var outputs = RunOnce();
-                maskValue.Dispose();
-                fullIds?.Dispose(); fullPos?.Dispose();
-                // With a cache each decode run sees one position; without, the whole sequence.
-                PickTokens(outputs[0], _sig.Layout == CacheLayout.None ? SequenceLength(outputs[0]) : 1, onPiece);
-                DecodeSteps++;
-            }
-            if (DecodeSteps > 1)
-            {
-                SteadyAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - steadyFrom;
-                SteadySteps = DecodeSteps - 1;
-            }
-            DecodeTime = Stopwatch.GetElapsedTime(start);
-        }
+        using (var steering = steeringForPhase(false)) Decode(steering, onPiece, ct);
         return Results();
+    }
+
+    /// <summary>The prompt in one run (left-padded rows, empty pasts), and the first token of each row.</summary>
+    private void Prefill(SteeringFeed steering, Action<GeneratedPiece>? onPiece)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var prefillIds = new long[_batch * _promptLength];
+        var prefillPositions = new long[_batch * _promptLength];
+        for (int b = 0; b < _batch; b++)
+        {
+            var s = _state[b];
+            for (int j = 0; j < _promptLength; j++)
+            {
+                int k = b * _promptLength + j;
+                bool real = j >= s.Pad;
+                prefillIds[k] = real ? _rows[b].PromptIds[j - s.Pad] : _padId;
+                // Hugging Face's convention: cumulative mask − 1, and 1 on padding (masked anyway).
+                prefillPositions[k] = real ? j - s.Pad : 1;
+            }
+        }
+        WriteMask(_promptLength);
+        var idsValue = Own(OrtValue.CreateTensorValueFromMemory(prefillIds, [_batch, _promptLength]));
+        var posValue = Own(OrtValue.CreateTensorValueFromMemory(prefillPositions, [_batch, _promptLength]));
+        var maskValue = MaskValue(_promptLength);
+        for (int i = 0; i < _past.Length; i++)
+            _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _sig.Cache[i].Type, _sig.Cache[i].Shape(_batch, 0));
+        BuildInputs(idsValue, posValue, maskValue, useCache: false, steering);
+        using var outputs = RunOnce();
+        maskValue.Dispose();
+        PickTokens(outputs[0], SequenceLength(outputs[0]), onPiece);
+        FirstTokenTimestamp = Stopwatch.GetTimestamp();
+        PrefillTime = Stopwatch.GetElapsedTime(start, FirstTokenTimestamp);
+    }
+
+    /// <summary>One token per row per run until every row is done: bound steps where <see cref="TryBind"/> succeeded, else
+    /// plain runs whose presents become the next pasts.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // per-step code: see Run
+    private void Decode(SteeringFeed steering, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var idsValue = Own(OrtValue.CreateTensorValueFromMemory(_stepIds, [_batch, 1]));
+        var posValue = Own(OrtValue.CreateTensorValueFromMemory(_stepPositions, [_batch, 1]));
+        bool first = true;
+        if (_allowBinding) _bound = TryBind(idsValue, posValue, steering);
+        long steadyFrom = 0;
+        while (!AllDone())
+        {
+            ct.ThrowIfCancellationRequested();
+            if (DecodeSteps == 1) steadyFrom = GC.GetAllocatedBytesForCurrentThread();
+            // Tokens so far per running row: one from prefill plus one per decode run (a row that already hit EOS
+            // stops counting, so no row's own count can be used).
+            int generated = 1 + DecodeSteps;
+            int length = _promptLength + generated;
+            for (int b = 0; b < _batch; b++)
+            {
+                var s = _state[b];
+                _stepIds[b] = s.Done ? _padId : s.Tokens[^1];
+                _stepPositions[b] = s.PromptLength + generated - 1;
+            }
+            WriteMask(length);
+            if (_bound is not null && BoundStep(length))
+            {
+                PickTokens(null, 1, onPiece);
+                DecodeSteps++;
+                continue;
+            }
+            var maskValue = MaskValue(length);
+            OrtValue ids = idsValue, pos = posValue;
+            OrtValue? fullIds = null, fullPos = null;
+            if (_sig.Layout == CacheLayout.None)
+            {
+                (fullIds, fullPos) = FullSequence(length);
+                ids = fullIds; pos = fullPos;
+            }
+            if (first || _sig.Layout == CacheLayout.None) { BuildInputs(ids, pos, maskValue, useCache: true, steering); first = false; }
+            else
+            {
+                if (_maskIndex >= 0) _inputValues[_maskIndex] = maskValue;
+                for (int i = 0; i < _past.Length; i++) _inputValues[_pastIndex + i] = _past[i];
+            }
+            using var outputs = RunOnce();
+            maskValue.Dispose();
+            fullIds?.Dispose(); fullPos?.Dispose();
+            // With a cache each decode run sees one position; without, the whole sequence.
+            PickTokens(outputs[0], _sig.Layout == CacheLayout.None ? SequenceLength(outputs[0]) : 1, onPiece);
+            DecodeSteps++;
+        }
+        if (DecodeSteps > 1)
+        {
+            SteadyAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - steadyFrom;
+            SteadySteps = DecodeSteps - 1;
+        }
+        DecodeTime = Stopwatch.GetElapsedTime(start);
     }
 
     /// <summary>Sets up the bound decode when the model allows it; null keeps the plain loop.</summary>
@@ -285,17 +291,16 @@ internal sealed class DecodeLoop : IDisposable
     private void BuildInputs(OrtValue ids, OrtValue positions, OrtValue mask, bool useCache, SteeringFeed steering)
     {
         _inputNames.Clear(); _inputValues.Clear();
-        _idsIndex = Add(_sig.InputIds, ids);
-        if (_sig.AttentionMask is not null) _maskIndex = Add(_sig.AttentionMask, mask);
-        if (_sig.PositionIds is not null) _positionsIndex = Add(_sig.PositionIds, positions);
-        if (_sig.UseCacheBranch is not null)
-            _useCacheIndex = Add(_sig.UseCacheBranch, Own(OrtValue.CreateTensorValueFromMemory(new[] { useCache }, [1])));
+        Add(_sig.InputIds, ids);
+        _maskIndex = _sig.AttentionMask is not null ? Add(_sig.AttentionMask, mask) : -1;
+        if (_sig.PositionIds is not null) Add(_sig.PositionIds, positions);
+        if (_sig.UseCacheBranch is not null) Add(_sig.UseCacheBranch, Own(OrtValue.CreateTensorValueFromMemory(new[] { useCache }, [1])));
         _pastIndex = _inputNames.Count;
         for (int i = 0; i < _past.Length; i++) Add(_sig.Cache[i].Input, _past[i]);
         foreach (var (name, value) in steering.Inputs) Add(name, value);
         if (_outputNames.Count == 0)
         {
-            _outputNames.Add(_sig.Logits);
+            _outputNames.Add(_sig.LogitsOutput);
             foreach (var c in _sig.Cache) _outputNames.Add(c.Output);
         }
 

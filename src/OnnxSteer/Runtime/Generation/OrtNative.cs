@@ -129,22 +129,33 @@ internal sealed class Utf8Name(string name)
     public byte[] Bytes { get; } = [.. System.Text.Encoding.UTF8.GetBytes(name), 0];
 }
 
-/// <summary>Native memory (64-byte aligned) that ONNX Runtime reads and writes through tensor views; freed on dispose.</summary>
-internal sealed unsafe class NativeBuffer : ICacheBuffer
+/// <summary>Native memory (64-byte aligned) that ONNX Runtime reads and writes through tensor views. A
+/// <see cref="SafeHandle"/>: freed on dispose, and by the finalizer should an owner fail before it could dispose it.</summary>
+internal sealed unsafe class NativeBuffer : SafeHandle, ICacheBuffer
 {
-    public NativeBuffer(long bytes)
+    // Buffers allocated minus buffers freed, counted on the thread that does each (so a test can see that a failed
+    // constructor freed what it allocated, whatever other tests and the finalizer thread do meanwhile).
+    [ThreadStatic] private static long t_live;
+
+    public NativeBuffer(long bytes) : base(IntPtr.Zero, ownsHandle: true)
     {
         Size = bytes;
-        Pointer = (IntPtr)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+        SetHandle((IntPtr)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64));
+        t_live++;
     }
 
-    public IntPtr Pointer { get; private set; }
+    /// <summary>Buffers allocated and not yet freed by the current thread.</summary>
+    internal static long LiveOnThisThread => t_live;
+
+    public IntPtr Pointer => handle;
     public long Size { get; }
 
-    public void Dispose()
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
     {
-        if (Pointer == IntPtr.Zero) return;
-        NativeMemory.AlignedFree((void*)Pointer);
-        Pointer = IntPtr.Zero;
+        NativeMemory.AlignedFree((void*)handle);
+        t_live--;
+        return true;
     }
 }

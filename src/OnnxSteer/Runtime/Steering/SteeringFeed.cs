@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxSteer.Contract;
+using OnnxSteer.Modeling;
 
 namespace OnnxSteer.Runtime;
 
@@ -24,7 +25,7 @@ internal sealed class SteeringFeed : IDisposable
     public List<(string Name, OrtValue Value)> Inputs { get; } = [];
 
     /// <summary>Checks every term against the model: patched, layer steered, vector length = hidden size.</summary>
-    public static void Validate(Steering steering, ModelSignature signature, int? hiddenSize, string modelPath, int? numLayers = null)
+    public static void Validate(Steering steering, DecoderSignature signature, int? hiddenSize, string modelPath, int? numLayers = null)
     {
         if (steering.IsEmpty) return;
         if (signature.SteeringInputs.Count == 0)
@@ -77,7 +78,7 @@ internal sealed class SteeringFeed : IDisposable
 
     /// <summary>Builds the feed for one phase. Layers no row steers are left out (their graph defaults are zero),
     /// unless the model requires every steering input. steer_batch is 1 when all rows steer alike, else the batch.</summary>
-    public static SteeringFeed Create(IReadOnlyList<Dictionary<int, ResolvedLayer>> rows, ModelSignature signature, int hidden)
+    public static SteeringFeed Create(IReadOnlyList<Dictionary<int, ResolvedLayer>> rows, DecoderSignature signature, int hidden)
     {
         var feed = new SteeringFeed();
         try

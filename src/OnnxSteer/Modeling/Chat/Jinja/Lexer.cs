@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 internal enum SegmentKind { Text, Output, Statement }
 

@@ -1,4 +1,4 @@
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 /// <summary>An expression. <see cref="Depth"/> is the height of its tree, which the parser bounds because evaluation
 /// recurses through it.</summary>

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 /// <summary>A statement or piece of text; rendering writes to the scope's <see cref="RenderContext"/>.</summary>
 internal abstract class Node

@@ -4,7 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace OnnxSteer.Runtime.Tokenization;
+namespace OnnxSteer.Modeling.Tokenization;
 
 /// <summary>Reading the tokenizer files of a model folder as hostile input: sizes are checked before a file is read,
 /// every value is checked for its type and range before it is used, and every failure is one

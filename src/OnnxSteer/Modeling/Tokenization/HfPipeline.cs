@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
-namespace OnnxSteer.Runtime.Tokenization;
+namespace OnnxSteer.Modeling.Tokenization;
 
 /// <summary>A Hugging Face BPE model (tokenizer.json's <c>model</c> with type BPE, or vocab.json + merges.txt):
 /// characters become vocabulary tokens, unknown characters become their UTF-8 bytes as <c>&lt;0xXX&gt;</c> tokens (byte

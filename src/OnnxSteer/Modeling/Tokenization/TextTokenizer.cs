@@ -6,7 +6,7 @@ using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 using OnnxSteer.Onnx;
 
-namespace OnnxSteer.Runtime.Tokenization;
+namespace OnnxSteer.Modeling.Tokenization;
 
 /// <summary>A model's tokenizer, loaded from the files in its folder: a Hugging Face <c>tokenizer.json</c>
 /// (SentencePiece-style BPE with byte fallback as in Llama/Mistral, or byte-level BPE as in GPT-2/Qwen),

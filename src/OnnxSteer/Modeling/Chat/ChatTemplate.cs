@@ -2,10 +2,11 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxSteer.Onnx;
-using OnnxSteer.Runtime.Chat.Jinja;
-using OnnxSteer.Runtime.Tokenization;
+using OnnxSteer.Modeling.Chat.Jinja;
+using OnnxSteer.Modeling.Tokenization;
+using OnnxSteer.Modeling;
 
-namespace OnnxSteer.Runtime.Chat;
+namespace OnnxSteer.Modeling.Chat;
 
 /// <summary>A model's chat template: the Jinja <c>chat_template</c> of tokenizer_config.json (or chat_template.jinja /
 /// chat_template.json), rendered by a Jinja-subset interpreter the way transformers' apply_chat_template renders it.

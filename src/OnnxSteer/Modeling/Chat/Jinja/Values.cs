@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 /// <summary>Jinja's undefined: prints as nothing, is falsy, and any attribute or item of it is undefined again.</summary>
 internal sealed class Undefined

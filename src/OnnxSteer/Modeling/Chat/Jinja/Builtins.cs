@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 /// <summary>The globals (raise_exception, namespace, range, dict, strftime_now), string/dict/list methods, filters and
 /// tests that chat templates use. Arguments are checked (a missing one is a template error, never an index

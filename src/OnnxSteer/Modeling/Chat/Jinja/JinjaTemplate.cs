@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 /// <summary>The subset of Jinja2 that Hugging Face chat templates use, rendered the way transformers renders them
 /// (trim_blocks and lstrip_blocks on). Statements: for (with loop.*, tuple unpacking, else), if/elif/else, set

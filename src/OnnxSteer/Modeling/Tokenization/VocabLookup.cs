@@ -1,4 +1,4 @@
-namespace OnnxSteer.Runtime.Tokenization;
+namespace OnnxSteer.Modeling.Tokenization;
 
 /// <summary>Looks a token up in a vocabulary by a span of characters. .NET 9+ does it without allocating through the
 /// dictionary's alternate lookup; the library also targets .NET 8, which lacks it, and there a string is made per lookup

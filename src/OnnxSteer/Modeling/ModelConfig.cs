@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxSteer.Onnx;
 
-namespace OnnxSteer.Runtime;
+namespace OnnxSteer.Modeling;
 
 /// <summary>What the runtime needs from genai_config.json, config.json and generation_config.json. Every value read is
 /// checked for its type and range: a value of the wrong kind is an <see cref="ErrorKind.InvalidModel"/> error naming the
@@ -125,7 +125,7 @@ internal sealed record ModelConfig
         return eos;
     }
 
-    /// <summary>The model's name (<see cref="ISteeredGenerator.ModelId"/>): <see cref="NameOrPath"/>, else the name of the
+    /// <summary>The model's name (what an engine reports as its ModelId): <see cref="NameOrPath"/>, else the name of the
     /// folder it was patched from (a patched folder's own name, often "patched" or a temp name, says nothing), else the
     /// folder's own name.</summary>
     public string ModelId(string directory, OnnxSteer.Contract.SteeringManifest? manifest) =>

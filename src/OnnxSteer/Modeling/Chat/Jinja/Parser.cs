@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
 
-namespace OnnxSteer.Runtime.Chat.Jinja;
+namespace OnnxSteer.Modeling.Chat.Jinja;
 
 /// <summary>Builds the node tree from segments. Block statements nest by recursion, so their depth is bounded
 /// (<see cref="JinjaLimits.MaxBlockDepth"/>): a template of 100,000 nested ifs is refused, not a stack overflow.</summary>
