@@ -2,7 +2,7 @@
 # Rebuilds OnnxSteer's bundled tiny models from nothing (no downloads):
 #   corpus -> tokenizer -> tiny-base -> tiny-instruct (fine-tuned from tiny-base) -> ONNX export.
 # Usage: tools/train/build_models.sh [--no-export]
-# The step budgets (2,400 base + 4,000 instruct + 1,500 copy-stage steps of 16 sequences) end the runs. The CPU-time
+# The step budgets (2,400 base + 4,000 instruct + 1,500 copy-stage + 1,500 hiding-stage steps of 16 sequences) end the runs. The CPU-time
 # and wall-clock caps are guards for a busy machine only.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -20,9 +20,14 @@ cd "$HERE"
 # Copy stage: made-up topics glued from the tokenizer's own pieces, so every piece is copied in training.
 "$PY" corpus.py --seed "$SEED" --copy-stage 30000
 "$PY" train.py --variant instruct --seed "$SEED" --steps 1500 --batch 16 --lr 1e-3 --max-minutes 30 --max-cpu-minutes 30 \
-  --probe-every 250 --init work/tiny-instruct-stage1/ckpt.pt --corpus instruct_copy.jsonl
+  --probe-every 250 --init work/tiny-instruct-stage1/ckpt.pt --corpus instruct_copy.jsonl --out tiny-instruct-copy
+# Hiding stage: in 90% of the instructed examples the response tokens may not attend to the instruction, and from
+# layer 2 on neither may the chat-template tokens after it, so the instruction is summarised at the end of the
+# prompt in layers 0-1 (where steering vectors are extracted). Without it nothing is steerable (README).
+"$PY" train.py --variant instruct --seed "$SEED" --steps 1500 --batch 16 --lr 1e-3 --max-minutes 20 --max-cpu-minutes 20 \
+  --probe-every 500 --init work/tiny-instruct-copy/ckpt.pt --corpus instruct_copy.jsonl --instr-mask 0.9 --instr-late-from 2
 "$PY" sample.py --variant instruct --n 3 || true
-for v in tiny-base tiny-instruct-stage1 tiny-instruct; do
+for v in tiny-base tiny-instruct-stage1 tiny-instruct-copy tiny-instruct; do
   mkdir -p "results/$v"
   cp "work/$v/train_log.json" "work/$v/train.log" "work/$v/reference.json" "results/$v/"
 done

@@ -517,6 +517,16 @@ def base_query(rng, t):
     return fill(rng.choice(BASE_QUERIES), t)
 
 
+def split_instruction(content):
+    """(query, instruction) of a user turn ``query + " " + instruction``; instruction "" when there is none.
+    Every base query is one sentence ending in "." or "?" and a topic is one word, so the first ". " or "? "
+    ends the query (train.py uses this to find the instruction's tokens)."""
+    for i in range(len(content) - 1):
+        if content[i] in ".?" and content[i + 1] == " ":
+            return content[:i + 1], content[i + 2:]
+    return content, ""
+
+
 def chat(prompt, response):
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}
 

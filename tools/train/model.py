@@ -170,8 +170,11 @@ class LlamaForCausalLM(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, input_ids, attention_mask=None, return_hidden=False, skip_head=False):
-        """Logits [b, t, vocab]. ``attention_mask`` [b, t] (1 = real token) supports left padding."""
+    def forward(self, input_ids, attention_mask=None, return_hidden=False, skip_head=False, block=None):
+        """Logits [b, t, vocab]. ``attention_mask`` [b, t] (1 = real token) supports left padding.
+        ``block`` [b, t, t] bool (training only): True where query position i may not attend to key j, on top of
+        the causal mask (used to hide the instruction from the response tokens; see train.py); or a list with one
+        such tensor (or None) per layer."""
         b, t = input_ids.shape
         if attention_mask is None:
             positions = torch.arange(t).unsqueeze(0).expand(b, t)
@@ -188,10 +191,14 @@ class LlamaForCausalLM(nn.Module):
             # Padded query rows would be all -inf; give them their own position so softmax stays finite.
             eye = torch.eye(t, dtype=torch.bool)
             mask = mask.masked_fill(eye[None, None] & pad[:, None, :, None], 0.0)
+        masks = [mask] * len(self.model.layers)
+        if block is not None:
+            blocks = block if isinstance(block, list) else [block] * len(masks)
+            masks = [mask if blk is None else mask.masked_fill(blk[:, None], float("-inf")) for blk in blocks]
         x = self.model.embed_tokens(input_ids)
         hidden = []
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask)
+        for layer, m in zip(self.model.layers, masks):
+            x = layer(x, cos, sin, m)
             hidden.append(x)
         x = self.model.norm(x)
         if skip_head:

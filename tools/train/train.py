@@ -32,34 +32,75 @@ def log(f, msg):
     f.flush()
 
 
-def encode_example(tok, ex, max_len):
-    """(ids, loss mask): loss on the assistant response and its closing <|im_end|> only;
-    plain documents are trained on every token."""
+def instruction_span(tok, messages, p):
+    """Token span [a, b) of the instruction in the prompt ids ``p`` of a one-turn chat, or None.
+    The user content is ``query + " " + instruction``; the GPT-2 pre-tokenizer starts a new piece at the
+    space, so the query's tokens are a prefix of the prompt's."""
+    from corpus import split_instruction
+    if len(messages) != 2 or messages[0]["role"] != "user":
+        return None
+    query, instr = split_instruction(messages[0]["content"])
+    if not instr:
+        return None
+    a = len(tok.encode(render_chat([{"role": "user", "content": query}], False)[:-len("<|im_end|>\n")]))
+    b = len(tok.encode(render_chat(messages[:1], False)[:-len("<|im_end|>\n")]))
+    assert 0 < a < b < len(p) and p[:b] == tok.encode(render_chat(messages[:1], False)[:-len("<|im_end|>\n")])
+    return a, b
+
+
+def encode_example(tok, ex, max_len, mask_rng=None, mask_frac=0.0):
+    """(ids, loss mask, block): loss on the assistant response and its closing <|im_end|> only;
+    plain documents are trained on every token. ``block`` is None or (response start, a, b): in a share
+    ``mask_frac`` of the instructed examples the response tokens may not attend to the instruction's tokens
+    [a, b), so the instruction has to reach the response through the positions after it (the chat template's
+    ``<|im_end|>\n<|im_start|>assistant\n``, where steering vectors are extracted)."""
+    block = None
     if "messages" in ex:
         prompt = render_chat(ex["messages"][:-1], add_generation_prompt=True)
         p = tok.encode(prompt)
         r = tok.encode(ex["messages"][-1]["content"]) + [IM_END]
         ids, mask = p + r, [0] * len(p) + [1] * len(r)
+        if mask_frac > 0:
+            span = instruction_span(tok, ex["messages"], p)
+            # Draw for every example (instructed or not) so the choice does not depend on the others' spans.
+            if mask_rng.random() < mask_frac and span is not None and len(p) < max_len:
+                block = (len(p), span[0], span[1])
     else:
         ids = [ENDOFTEXT] + tok.encode(ex["text"]) + [ENDOFTEXT]
         mask = [0] + [1] * (len(ids) - 1)
-    return ids[:max_len], mask[:max_len]
+    return ids[:max_len], mask[:max_len], block
 
 
-def make_batch(examples, idx):
+def make_batch(examples, idx, late_from=None, layers=0):
+    """ids, loss mask and attention block. With ``late_from`` = K, from layer K on the chat-template tokens after
+    the instruction may not attend to it either, so the instruction is summarised there in layers 0..K-1."""
     rows = [examples[i] for i in idx]
     t = max(len(r[0]) for r in rows)
     ids = torch.zeros(len(rows), t, dtype=torch.long)
     mask = torch.zeros(len(rows), t, dtype=torch.float32)
-    for j, (a, m) in enumerate(rows):
+    block = None
+    for j, (a, m, blk) in enumerate(rows):
         ids[j, : len(a)] = torch.tensor(a)
         mask[j, : len(m)] = torch.tensor(m, dtype=torch.float32)
-    return ids, mask
+        if blk is not None:
+            if block is None:
+                block = torch.zeros(len(rows), t - 1, t - 1, dtype=torch.bool)  # the model sees ids[:, :-1]
+            rs, s0, s1 = blk
+            block[j, rs:, s0:s1] = True
+    if block is not None and late_from is not None:
+        late = block.clone()
+        for j, (_, _, blk) in enumerate(rows):
+            if blk is not None:
+                late[j, blk[2]:, blk[1]:blk[2]] = True
+        block = [block if i < late_from else late for i in range(layers)]
+    return ids, mask, block
 
 
-def loss_fn(model, ids, mask):
+def loss_fn(model, ids, mask, block=None):
     # The lm_head only runs on positions that carry loss (the prompt is most of each sequence).
-    _, hidden = model(ids[:, :-1], return_hidden=True, skip_head=True)
+    # The first response token is predicted at the last prompt position (rs - 1), which still sees the
+    # instruction; the response tokens themselves (rows >= rs) do not where ``block`` says so.
+    _, hidden = model(ids[:, :-1], return_hidden=True, skip_head=True, block=block)
     sel = mask[:, 1:].reshape(-1) > 0
     h = hidden.reshape(-1, hidden.shape[-1])[sel]
     logits = model.lm_head(h)
@@ -102,6 +143,11 @@ def main():
     ap.add_argument("--out", default=None, help="output folder in work/ (default tiny-<variant>)")
     ap.add_argument("--probe-every", type=int, default=0,
                     help="every N steps, log the topic fidelity of greedy answers to validation prompts")
+    ap.add_argument("--instr-mask", type=float, default=0.0,
+                    help="share of instructed examples whose response tokens may not attend to the instruction")
+    ap.add_argument("--instr-late-from", type=int, default=None,
+                    help="with --instr-mask: from this layer on, the template tokens after the instruction may not "
+                         "attend to it either (the instruction must be summarised there in the layers before)")
     ap.add_argument("--probe-data", default=os.path.join(HERE, "..", "..", "models", "data", "eval", "validation.jsonl"))
     args = ap.parse_args()
 
@@ -116,9 +162,12 @@ def main():
     tok = Tokenizer.load(os.path.join(args.work, "tokenizer"))
     corpus_file = os.path.join(args.work, "corpus", args.corpus or ("instruct.jsonl" if args.variant == "instruct" else "base.jsonl"))
     with open(corpus_file, encoding="utf-8") as f:
-        examples = [encode_example(tok, json.loads(line), args.max_len) for line in f]
+        mask_rng = random.Random(args.seed + 29)
+        examples = [encode_example(tok, json.loads(line), args.max_len, mask_rng, args.instr_mask) for line in f]
     n_tok = sum(len(e[0]) for e in examples)
     log(logf, f"{name}: {len(examples)} examples, {n_tok} tokens, from {corpus_file}")
+    if args.instr_mask:
+        log(logf, f"instruction hidden from the response in {sum(e[2] is not None for e in examples)} examples")
 
     cfg = LlamaConfig(vocab_size=len(tok.vocab), hidden_size=args.hidden, intermediate_size=args.intermediate,
                       num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
@@ -161,8 +210,8 @@ def main():
             g["lr"] = lr
         if not epoch:
             epoch = batches(examples, rng, args.batch)
-        ids, mask = make_batch(examples, epoch.pop())
-        loss = loss_fn(model, ids, mask)
+        ids, mask, block = make_batch(examples, epoch.pop(), args.instr_late_from, cfg.num_hidden_layers)
+        loss = loss_fn(model, ids, mask, block)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -197,7 +246,8 @@ def main():
                    "max_minutes": args.max_minutes, "max_cpu_minutes": args.max_cpu_minutes,
                    "train_seconds": round(train_s, 1), "train_cpu_seconds": round(cpu_s, 1),
                    "load_average_at_end": list(os.getloadavg()), "batch": args.batch,
-                   "lr": args.lr, "init": args.init, "final_ema_loss": round(ema, 4),
+                   "lr": args.lr, "init": args.init, "instr_mask": args.instr_mask,
+                   "instr_late_from": args.instr_late_from, "final_ema_loss": round(ema, 4),
                    "parameters": model.num_parameters(), "history": history}, f, indent=1)
     write_reference(model, tok, out)
     log(logf, f"wrote {out}")

@@ -136,14 +136,20 @@ public sealed class GenAiEngineTests(GenAiModels models) : IClassFixture<GenAiMo
     [Fact]
     public void Stop_strings_and_streaming_match_the_ort_engine()
     {
-        var options = new GeneratorOptions { MaxNewTokens = 24, StopStrings = ["water"] };
+        // The stop string is a word from the middle of the unstopped answer, so the test does not depend on what the
+        // bundled model happens to write (the retrained model answers this prompt in capitals).
+        var plain = models.Ort["tiny-instruct"].Generate("Write about rivers.", null, new GeneratorOptions { MaxNewTokens = 24 });
+        var words = plain.Text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(words.Length >= 4, plain.Text);
+        var stop = words[words.Length / 2];
+        var options = new GeneratorOptions { MaxNewTokens = 24, StopStrings = [stop] };
         var ort = models.Ort["tiny-instruct"].Generate("Write about rivers.", null, options);
         var pieces = new List<string>();
         var genai = models.GenAi["tiny-instruct"].Generate([GenerationRequest.FromPrompt("Write about rivers.")], options, p => pieces.Add(p.Text))[0];
         Assert.Equal(FinishReason.StopString, genai.FinishReason);
         Assert.Equal(ort.Text, genai.Text);
         Assert.Equal(genai.Text, string.Concat(pieces));
-        Assert.DoesNotContain("water", genai.Text);
+        Assert.DoesNotContain(stop, genai.Text);
     }
 
     [Fact]
