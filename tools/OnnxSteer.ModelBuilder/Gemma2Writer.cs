@@ -80,7 +80,7 @@ internal static class Gemma2Writer
         }
 
         // The builder's additive causal + padding mask (MultiHeadAttention), or seqlens_k and total length (GQA).
-        var mask = MaskInputs(g, T, fp16, gqa);
+        var mask = MaskInputs(g, T, gqa);
 
         string Linear(string hfName, int outDim, int inDim, string onnxName) =>
             g.Initializer(onnxName, LlamaNames.Transpose(w.Get(hfName, [outDim, inDim]).Data, outDim, inDim), [inDim, outDim], T);
@@ -158,7 +158,7 @@ internal static class Gemma2Writer
     }
 
     /// <summary>The builder's additive causal + padding mask (MultiHeadAttention), or seqlens_k and total length (GQA).</summary>
-    private static (string? Bias, string? SeqlensK, string? TotalLength) MaskInputs(GraphBuilder g, DT T, bool fp16, bool gqa)
+    private static (string? Bias, string? SeqlensK, string? TotalLength) MaskInputs(GraphBuilder g, DT T, bool gqa)
     {
         const string m = "/model/attn_mask_reformat";
         string? seqlensK = null, totalLen = null;
@@ -169,19 +169,8 @@ internal static class Gemma2Writer
             var totalG = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather_1", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape_1", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
             totalLen = g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast_1", [totalG], ("to", (long)DT.Int32));
         }
-        string? bias = null;
-        if (!gqa)
-        {
-            var seq = g.OpA("Gather", $"{m}/input_ids_subgraph/Gather", [g.Op("Shape", $"{m}/input_ids_subgraph/Shape", "input_ids"), g.Int64(true, 1)], ("axis", 0L));
-            var total = g.OpA("Gather", $"{m}/attn_mask_subgraph/Gather", [g.Op("Shape", $"{m}/attn_mask_subgraph/Shape", "attention_mask"), g.Int64(true, 1)], ("axis", 0L));
-            var past = g.Op("Sub", $"{m}/past_key_subgraph/Sub", total, seq);
-            var rows = g.Op("Unsqueeze", $"{m}/input_ids_subgraph/Unsqueeze", g.Op("Range", $"{m}/input_ids_subgraph/Range", past, total, g.Int64(true, 1)), g.Int64(false, 1));
-            var cols = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze", g.Op("Range", $"{m}/attn_mask_subgraph/Range", g.Int64(true, 0), total, g.Int64(true, 1)), g.Int64(false, 0));
-            var causal = g.Op("LessOrEqual", $"{m}/input_ids_subgraph/LessOrEqual", cols, rows);
-            var padding = g.Op("Unsqueeze", $"{m}/attn_mask_subgraph/Unsqueeze_2",
-                g.OpA("Cast", $"{m}/attn_mask_subgraph/Cast", ["attention_mask"], ("to", (long)DT.Bool)), g.Int64(false, 1, 2));
-            bias = g.Op("Where", $"{m}/Where", g.Op("And", $"{m}/And", causal, padding), g.Scalar(0f, T), g.Scalar(fp16 ? -65504f : float.MinValue, T));
-        }
+        // The MultiHeadAttention bias is the genai builder's, node for node.
+        var bias = gqa ? null : GenAiWriter.MaskInputs(g, T, gqa: false).Bias;
         return (bias, seqlensK, totalLen);
     }
 

@@ -122,7 +122,7 @@ internal static class GenAiWriter
 
     /// <summary>The attention-mask preprocessing the builder shares between layers: an additive causal and padding bias
     /// for MultiHeadAttention, or GroupQueryAttention's seqlens_k and total length.</summary>
-    private static (string? Bias, string? SeqlensK, string? TotalLength) MaskInputs(GraphBuilder g, DT T, bool gqa)
+    internal static (string? Bias, string? SeqlensK, string? TotalLength) MaskInputs(GraphBuilder g, DT T, bool gqa)
     {
         string? bias = null, seqlensK = null, totalLen = null;
         const string m = "/model/attn_mask_reformat";
