@@ -1,4 +1,5 @@
 using System.Text;
+using OnnxSteer.Modeling.Tokenization;
 using System.Text.Json;
 
 namespace OnnxSteer.ModelBuilder;
@@ -23,10 +24,9 @@ internal static class TokenizerFixtures
     public static void WriteByteLevelBpe(string directory, int vocabSize, int seed = 1, bool arrayMerges = true)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(vocabSize, 257);
-        var byteChars = ByteToUnicode();
         var tokens = new List<string>(vocabSize);
         var known = new HashSet<string>(StringComparer.Ordinal);
-        for (int b = 0; b < 256; b++) { tokens.Add(byteChars[b].ToString()); known.Add(tokens[b]); }
+        for (int b = 0; b < 256; b++) { tokens.Add(ByteLevelMap.CharFor(b).ToString()); known.Add(tokens[b]); }
         // Letters and the space marker dominate real merges; drawing the right side mostly from them keeps tokens word-like.
         var common = "abcdefghijklmnopqrstuvwxyzĠ".Select(c => c.ToString()).ToArray();
         var rng = new Random(seed);
@@ -99,18 +99,5 @@ internal static class TokenizerFixtures
         w.WriteString("type", "ByteLevel");
         w.WriteBoolean("add_prefix_space", false); w.WriteBoolean("trim_offsets", true); w.WriteBoolean("use_regex", false);
         w.WriteEndObject();
-    }
-
-    /// <summary>GPT-2's bytes_to_unicode: the printable character that stands for each byte.</summary>
-    public static char[] ByteToUnicode()
-    {
-        var map = new char[256];
-        int n = 0;
-        for (int b = 0; b < 256; b++)
-        {
-            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-            map[b] = printable ? (char)b : (char)(256 + n++);
-        }
-        return map;
     }
 }

@@ -181,6 +181,9 @@ internal static class ByteLevelMap
         return map;
     }
 
+    /// <summary>The printable character that stands for byte <paramref name="b"/> (fixture writers use it).</summary>
+    public static char CharFor(int b) => ByteToChar[b];
+
     public static string Encode(string text)
     {
         var bytes = Encoding.UTF8.GetBytes(text);
