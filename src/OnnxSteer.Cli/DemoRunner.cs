@@ -184,10 +184,13 @@ internal static class DemoRunner
     /// <c>models/tiny-instruct</c> above any of <paramref name="checkoutStarts"/>, else the copy in
     /// <paramref name="toolDemoFolder"/>. The checkout wins over the packed copy so that a tool run inside a clone shows
     /// that clone's (possibly retrained) model.</summary>
-    /// <exception cref="OnnxSteerException">(NotFound) no explicit model and neither place has one.</exception>
+    /// <exception cref="OnnxSteerException">(NotFound) an explicit model folder that does not exist, or no explicit model
+    /// and neither place has one.</exception>
     internal static string ResolveModel(string? explicitModel, IReadOnlyList<string> checkoutStarts, string toolDemoFolder)
     {
-        if (explicitModel is not null) return Path.GetFullPath(explicitModel);
+        if (explicitModel is not null)
+            return Directory.Exists(explicitModel) ? Path.GetFullPath(explicitModel)
+                : throw new OnnxSteerException(ErrorKind.NotFound, $"the model folder '{explicitModel}' does not exist.");
         foreach (var start in checkoutStarts)
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
                 if (IsModelFolder(Path.Combine(dir.FullName, "models", "tiny-instruct")) is { } found) return found;

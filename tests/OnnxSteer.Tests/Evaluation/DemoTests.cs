@@ -76,7 +76,12 @@ public sealed class DemoTests
             """{"format_version": 1, "instructions": {"punctuation:no_comma": {"mode": "project", "vector": "punctuation.no_comma", "layer": 3}}}""");
         var elsewhere = Directory.CreateDirectory(dir.Combine("elsewhere")).FullName;
 
-        Assert.Equal(Path.GetFullPath(dir.Combine("mine")), DemoRunner.ResolveModel(dir.Combine("mine"), [inClone], tool));
+        var mine = Directory.CreateDirectory(dir.Combine("mine")).FullName;
+        Assert.Equal(mine, DemoRunner.ResolveModel(dir.Combine("mine"), [inClone], tool));
+        // A --model that does not exist is named as such, not reported as missing demo data beside it.
+        var missing = Assert.Throws<OnnxSteerException>(() => DemoRunner.ResolveModel(dir.Combine("nope"), [inClone], tool));
+        Assert.Equal(ErrorKind.NotFound, missing.Kind);
+        Assert.Contains("model folder", missing.Message);
         Assert.Equal(checkoutModel, DemoRunner.ResolveModel(null, [elsewhere, inClone], tool));
         Assert.Equal(toolModel, DemoRunner.ResolveModel(null, [elsewhere], tool));
         // The packed selection is found from the packed model the same way the repository's is from models/tiny-instruct.
@@ -99,5 +104,7 @@ public sealed class DemoTests
         var code = CliApp.Run(["demo", "--model", dir.Combine("nothing")], new StringWriter(), stderr);
         Assert.NotEqual(0, code);
         Assert.StartsWith("onnxsteer: error: ", stderr.ToString());
+        Assert.Contains("the model folder", stderr.ToString());
+        Assert.Equal(3, code);
     }
 }
