@@ -80,6 +80,11 @@ public sealed class GenAiSteeringInputs
     public void Validate(Steering steering)
     {
         ArgumentNullException.ThrowIfNull(steering);
+        // GenAI runs the whole prompt in one AppendTokens with one set of inputs; a term for one prompt position needs the
+        // prompt run in pieces, which only OnnxSteer's own loop does.
+        if (steering.HeaderLength > 0)
+            throw new OnnxSteerException(ErrorKind.Usage,
+                "header steering (terms scoped to one prompt position) runs on OnnxSteer's own engine only (--engine ort), not inside ONNX Runtime GenAI");
         foreach (var term in steering.Terms)
         {
             if (!Manifest.SteeredLayers.Contains(term.Layer))

@@ -320,10 +320,9 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
             return results;
         }
         int hidden = HiddenSize ?? 0;
-        var resolvedPrefill = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: true, hidden)).ToList();
-        var resolvedDecode = rows.Select(r => SteeringFeed.Resolve(r.Steering, prefill: false, hidden)).ToList();
+        int header = rows.Max(r => r.Steering.HeaderLength);
         using var loop = new DecodeLoop(_session, Signature, Tokenizer, rows, options, _eos, _padId, _boundDecode, _cacheHeadroom, _cacheDevice, _contextLength) { CallStart = callStart };
-        return loop.Run(prefill => SteeringFeed.Create(prefill ? resolvedPrefill : resolvedDecode, Signature, hidden), onPiece, ct);
+        return loop.Run(phase => SteeringFeed.Create(rows.Select(r => SteeringFeed.Resolve(r.Steering, phase, hidden)).ToList(), Signature, hidden), onPiece, ct, header);
     }
 
     private List<PreparedRow> PrepareBatch(IReadOnlyList<GenerationRequest> batch, GeneratorOptions options, CancellationToken cancellationToken)

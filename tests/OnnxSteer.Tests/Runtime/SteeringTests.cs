@@ -356,6 +356,85 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     public void Bad_steer_specs_are_usage_errors(string text) =>
         Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => SteerSpec.Parse(text)).Kind);
 
+    // ------------------------------------------------------------------ header steering (one prompt position per term)
+
+    /// <summary>Terms scoped to prompt positions: the prompt runs up to the header, then each header position on its own
+    /// with its own steering (and any unscoped prompt steering), then plain decoding; a hand-written loop that does the same
+    /// is the reference, for scoped terms alone and mixed with unscoped ones at all positions.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Header_terms_steer_only_their_prompt_position(bool withUnscoped)
+    {
+        // Layer 0 for position 3: the fixture has two layers, and a change after the last one at an earlier position reaches nothing.
+        var header = Steering.None.AddAtPromptPosition(Vector(1), 1, 8f, 1).AddAtPromptPosition(Vector(4), 0, 12f, 3);
+        var unscoped = withUnscoped ? Steering.None.Add(Vector(9), 1, -5f) : Steering.None;
+        var steering = withUnscoped ? header.With(unscoped.Terms[0]) : header;
+        Assert.Equal(3, steering.HeaderLength);
+        var result = Model.Generate([new GenerationRequest { PromptTokenIds = Prompt, Steering = steering }], Raw)[0];
+
+        var all = Feeds(unscoped);
+        var atPosition = new[] { 3, 2, 1 }.Select(k => Feeds(Sum(unscoped, steering.Terms.Where(t => t.PromptPosition == k)))).ToList();
+        Assert.Equal(Reference(Prompt, Raw.MaxNewTokens, prefill: all, decode: all, useCache: true, header: atPosition), result.TokenIds);
+        Assert.NotEqual(Model.Generate([new GenerationRequest { PromptTokenIds = Prompt, Steering = unscoped }], Raw)[0].TokenIds, result.TokenIds);
+        // The same terms at every position are another steering.
+        var everywhere = Steering.None.Add(Vector(1), 1, 8f).Add(Vector(4), 0, 12f);
+        Assert.NotEqual(Model.Generate([new GenerationRequest { PromptTokenIds = Prompt, Steering = everywhere }], Raw)[0].TokenIds, result.TokenIds);
+
+        static Steering Sum(Steering start, IEnumerable<SteeringTerm> terms)
+        {
+            foreach (var t in terms) start = start.With(t with { PromptPosition = null });
+            return start;
+        }
+    }
+
+    /// <summary>Splitting the prompt changes nothing by itself: zero-weight header terms give the unsteered golden ids, and
+    /// prompt-only steering split at the header gives what it gives in one run.</summary>
+    [Fact]
+    public void Running_the_prompt_in_pieces_keeps_the_results()
+    {
+        var zero = Steering.None.AddAtPromptPosition(Vector(1), 0, 0f, 4);
+        var split = Model.Generate([new GenerationRequest { PromptTokenIds = Prompt, Steering = zero }], Raw with { MaxNewTokens = 12 })[0];
+        Assert.Equal(GenerationTests.GoldenHelloIds, split.TokenIds);
+
+        var prompt = Build("add").At(SteeringPositions.Prompt);
+        var whole = Model.Generate([new GenerationRequest { PromptTokenIds = Prompt, Steering = prompt }], Raw)[0];
+        var pieces = Model.Generate([new GenerationRequest { PromptTokenIds = Prompt, Steering = prompt.With(zero.Terms[0]) }], Raw)[0];
+        Assert.Equal(whole.TokenIds, pieces.TokenIds);
+    }
+
+    [Fact]
+    public void Header_steering_reads_its_position_vectors_from_the_source()
+    {
+        var source = new InMemoryVectorSource()
+            .Add("kw", 0, Vector(1) with { Norm = 4f })
+            .Add(Steering.HeaderVectorName("kw", 2), 0, Vector(2) with { Norm = 2f })
+            .Add(Steering.HeaderVectorName("kw", 3), 0, Vector(3) with { Norm = 1f })
+            .Add(Steering.HeaderVectorName("kw", 5), 0, Vector(5)); // after a gap: not part of the header
+        Assert.Equal("kw.header-2", Steering.HeaderVectorName("kw", 2));
+        var steering = Steering.From(source).AddHeader("kw", 0, 1.5f);
+        Assert.Equal([(1, 6f), (2, 3f), (3, 1.5f)], steering.Terms.Select(t => (t.PromptPosition!.Value, t.Weight)).ToArray());
+        Assert.Equal(3, steering.HeaderLength);
+        Assert.Contains("at prompt position -2", steering.ToString());
+        Assert.Contains("\"prompt_position\":3", System.Text.Json.JsonSerializer.Serialize(steering));
+    }
+
+    [Fact]
+    public void Bad_header_steering_is_refused()
+    {
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, 0)).Kind);
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, Steering.MaxHeaderPositions + 1)).Kind);
+        var projected = new SteeringTerm("p", 0, SteeringMode.Project, 0, 1f, Vector(2)) { PromptPosition = 1 };
+        Assert.Contains("only additive terms", Assert.Throws<OnnxSteerException>(() => Steering.None.With(projected)).Message);
+        var generated = Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, 1).At(SteeringPositions.Generated);
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => Model.Validate(generated)).Kind);
+        // A prompt no longer than the header cannot be split.
+        var tooShort = Assert.Throws<OnnxSteerException>(() => Model.Generate(
+            [new GenerationRequest { PromptTokenIds = Prompt[..3], Steering = Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, 3) }], Raw));
+        Assert.Equal(ErrorKind.InvalidData, tooShort.Kind);
+        Assert.Contains("3 tokens", tooShort.Message);
+    }
+
     // ------------------------------------------------------------------ reference
 
     /// <summary>The steering inputs a steering means for one layer set, computed directly from the terms (float16).</summary>
@@ -385,57 +464,71 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
 
     /// <summary>Greedy decoding written plainly against the patched model: with <paramref name="useCache"/> a prefix
     /// run over the prompt (fed <paramref name="prefill"/>) and then one run per token with the cache (fed
-    /// <paramref name="decode"/>); without, the whole sequence every step (fed <paramref name="decode"/>).</summary>
-    private int[] Reference(int[] prompt, int maxNew, List<(string Name, float[] Values, long[] Shape)> prefill, List<(string Name, float[] Values, long[] Shape)> decode, bool useCache)
+    /// <paramref name="decode"/>); without, the whole sequence every step (fed <paramref name="decode"/>). With
+    /// <paramref name="header"/> (one feed per header position, the farthest from the end first), the prompt's last
+    /// header.Count tokens run one at a time after the rest, each fed its own steering (header steering).</summary>
+    private int[] Reference(int[] prompt, int maxNew, List<(string Name, float[] Values, long[] Shape)> prefill, List<(string Name, float[] Values, long[] Shape)> decode, bool useCache,
+        IReadOnlyList<List<(string Name, float[] Values, long[] Shape)>>? header = null)
     {
         using var session = new InferenceSession(Path.Combine(fixture.Directory, "model.onnx"));
         var tokens = new List<int>(prompt);
         var generated = new List<int>();
         var cache = new Dictionary<string, OrtValue>();
         var cacheInputs = session.InputMetadata.Where(kv => kv.Key.StartsWith("past_key_values", StringComparison.Ordinal)).ToList();
+
+        // Runs tokens [start, end) with the cache so far (none when start is 0); returns the last position's argmax.
+        int Run(int start, int end, List<(string Name, float[] Values, long[] Shape)> feeds)
+        {
+            var ids = tokens.Skip(start).Take(end - start).Select(t => (long)t).ToArray();
+            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
+            using var mask = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, end).ToArray(), [1, end]);
+            using var pos = OrtValue.CreateTensorValueFromMemory(Enumerable.Range(start, ids.Length).Select(i => (long)i).ToArray(), [1, ids.Length]);
+            var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
+            var values = new List<OrtValue> { idsValue, mask, pos };
+            var temporary = new List<OrtValue>();
+            foreach (var (name, meta) in cacheInputs)
+            {
+                var past = start > 0 ? cache[name]
+                    : OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, meta.ElementDataType, [1, meta.Dimensions[1], 0, meta.Dimensions[3]]);
+                temporary.Add(past); names.Add(name); values.Add(past);
+            }
+            foreach (var (name, data, shape) in feeds)
+            {
+                var half = data.Select(x => new Float16(BitConverter.HalfToUInt16Bits((Half)x))).ToArray();
+                var v = OrtValue.CreateTensorValueFromMemory(half, shape);
+                temporary.Add(v); names.Add(name); values.Add(v);
+            }
+            var outputNames = new List<string> { "logits" };
+            outputNames.AddRange(cacheInputs.Select(c => c.Key.Replace("past_key_values", "present")));
+            using var outputs = session.Run(new RunOptions(), names, values, outputNames);
+            foreach (var t in temporary) t.Dispose();
+            cache.Clear();
+            for (int i = 0; i < cacheInputs.Count; i++)
+            {
+                // Copy the present out so it outlives the output collection.
+                var present = outputs[1 + i];
+                var shape = present.GetTensorTypeAndShape().Shape;
+                var copy = present.GetTensorDataAsSpan<Float16>().ToArray();
+                cache[cacheInputs[i].Key] = OrtValue.CreateTensorValueFromMemory(copy, shape);
+            }
+            var logitsShape = outputs[0].GetTensorTypeAndShape().Shape;
+            int seq = (int)logitsShape[1], vocab = (int)logitsShape[2];
+            return GenerationTests.ArgMaxHalf(outputs[0].GetTensorDataAsSpan<Float16>().Slice((seq - 1) * vocab, vocab));
+        }
+
         try
         {
             for (int step = 0; step < maxNew; step++)
             {
-                int n = tokens.Count;
-                bool first = step == 0;
-                int start = useCache && !first ? n - 1 : 0;
-                var ids = tokens.Skip(start).Select(t => (long)t).ToArray();
-                using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]);
-                using var mask = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, n).ToArray(), [1, n]);
-                using var pos = OrtValue.CreateTensorValueFromMemory(Enumerable.Range(start, ids.Length).Select(i => (long)i).ToArray(), [1, ids.Length]);
-                var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
-                var values = new List<OrtValue> { idsValue, mask, pos };
-                var temporary = new List<OrtValue>();
-                foreach (var (name, meta) in cacheInputs)
+                int n = tokens.Count, best;
+                if (!useCache) best = Run(0, n, decode);
+                else if (step > 0) best = Run(n - 1, n, decode);
+                else
                 {
-                    var past = useCache && !first ? cache[name]
-                        : OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, meta.ElementDataType, [1, meta.Dimensions[1], 0, meta.Dimensions[3]]);
-                    temporary.Add(past); names.Add(name); values.Add(past);
+                    int h = header?.Count ?? 0;
+                    best = Run(0, n - h, prefill);
+                    for (int k = h; k >= 1; k--) best = Run(n - k, n - k + 1, header![h - k]);
                 }
-                foreach (var (name, data, shape) in useCache && first ? prefill : decode)
-                {
-                    var half = data.Select(x => new Float16(BitConverter.HalfToUInt16Bits((Half)x))).ToArray();
-                    var v = OrtValue.CreateTensorValueFromMemory(half, shape);
-                    temporary.Add(v); names.Add(name); values.Add(v);
-                }
-                var outputNames = new List<string> { "logits" };
-                outputNames.AddRange(cacheInputs.Select(c => c.Key.Replace("past_key_values", "present")));
-                using var outputs = session.Run(new RunOptions(), names, values, outputNames);
-                foreach (var t in temporary) t.Dispose();
-                cache.Clear();
-                for (int i = 0; i < cacheInputs.Count; i++)
-                {
-                    // Copy the present out so it outlives the output collection.
-                    var present = outputs[1 + i];
-                    var shape = present.GetTensorTypeAndShape().Shape;
-                    var copy = present.GetTensorDataAsSpan<Float16>().ToArray();
-                    cache[cacheInputs[i].Key] = OrtValue.CreateTensorValueFromMemory(copy, shape);
-                }
-                var logitsShape = outputs[0].GetTensorTypeAndShape().Shape;
-                int seq = (int)logitsShape[1], vocab = (int)logitsShape[2];
-                var logits = outputs[0].GetTensorDataAsSpan<Float16>().Slice((seq - 1) * vocab, vocab);
-                int best = GenerationTests.ArgMaxHalf(logits);
                 generated.Add(best);
                 tokens.Add(best);
                 if (Model.EosTokenIds.Contains(best)) break;

@@ -126,51 +126,76 @@ internal sealed class DecodeLoop : IDisposable
     /// replacement), and that compilation allocates on the generating thread. The sampling and text methods stay tiered:
     /// they run before the first token, where a fully optimising compile of each would add to the time to first token.</remarks>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    public IReadOnlyList<GenerationResult> Run(Func<bool, SteeringFeed> steeringForPhase, Action<GeneratedPiece>? onPiece, CancellationToken ct)
+    public IReadOnlyList<GenerationResult> Run(Func<SteeringPhase, SteeringFeed> steeringFor, Action<GeneratedPiece>? onPiece, CancellationToken ct,
+        int headerLength = 0)
     {
         using var cancel = ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions);
         if (_maxNew == 0) return Results();
         ct.ThrowIfCancellationRequested();
 
-        // Prefill: the whole (left-padded) prompt, empty pasts.
-        using (var steering = steeringForPhase(true)) Prefill(steering, onPiece);
+        long start = Stopwatch.GetTimestamp();
+        if (headerLength == 0)
+        {
+            // Prefill: the whole (left-padded) prompt, empty pasts.
+            using var steering = steeringFor(SteeringPhase.Prompt);
+            PrefillChunk(0, _promptLength, steering, onPiece);
+        }
+        else
+        {
+            // Header steering: the prompt before the steered positions in one run, then each steered position on its own
+            // with its own steering, the cache carried over. Left padding keeps every row's last positions in the same
+            // columns, so one run per position serves the whole batch.
+            for (int b = 0; b < _batch; b++)
+                if (_state[b].PromptLength <= headerLength)
+                    throw new OnnxSteerException(ErrorKind.InvalidData,
+                        $"the prompt of row {b} has {_state[b].PromptLength} tokens; steering its last {headerLength} positions one by one needs more");
+            using (var steering = steeringFor(SteeringPhase.Prompt)) PrefillChunk(0, _promptLength - headerLength, steering, null);
+            for (int k = headerLength; k >= 1; k--)
+            {
+                ct.ThrowIfCancellationRequested();
+                using var steering = steeringFor(SteeringPhase.AtPromptPosition(k));
+                PrefillChunk(_promptLength - k, _promptLength - k + 1, steering, k == 1 ? onPiece : null);
+            }
+        }
+        FirstTokenTimestamp = Stopwatch.GetTimestamp();
+        PrefillTime = Stopwatch.GetElapsedTime(start, FirstTokenTimestamp);
 
         // Decode: one token per row per run, the cache carried over.
         if (AllDone()) return Results();
-        using (var steering = steeringForPhase(false)) Decode(steering, onPiece, ct);
+        using (var steering = steeringFor(SteeringPhase.Decode)) Decode(steering, onPiece, ct);
         return Results();
     }
 
-    /// <summary>The prompt in one run (left-padded rows, empty pasts), and the first token of each row.</summary>
-    private void Prefill(SteeringFeed steering, Action<GeneratedPiece>? onPiece)
+    /// <summary>Runs prompt columns [<paramref name="from"/>, <paramref name="to"/>) of the left-padded rows (from 0: empty
+    /// pasts; later: the cache so far) and, when <paramref name="to"/> is the prompt's end, picks each row's first token.</summary>
+    private void PrefillChunk(int from, int to, SteeringFeed steering, Action<GeneratedPiece>? onPiece)
     {
-        long start = Stopwatch.GetTimestamp();
-        var prefillIds = new long[_batch * _promptLength];
-        var prefillPositions = new long[_batch * _promptLength];
+        int width = to - from;
+        var prefillIds = new long[_batch * width];
+        var prefillPositions = new long[_batch * width];
         for (int b = 0; b < _batch; b++)
         {
             var s = _state[b];
-            for (int j = 0; j < _promptLength; j++)
+            for (int j = from; j < to; j++)
             {
-                int k = b * _promptLength + j;
+                int k = b * width + j - from;
                 bool real = j >= s.Pad;
                 prefillIds[k] = real ? _rows[b].PromptIds[j - s.Pad] : _padId;
                 // Hugging Face's convention: cumulative mask − 1, and 1 on padding (masked anyway).
                 prefillPositions[k] = real ? j - s.Pad : 1;
             }
         }
-        WriteMask(_promptLength);
-        var idsValue = Own(OrtValue.CreateTensorValueFromMemory(prefillIds, [_batch, _promptLength]));
-        var posValue = Own(OrtValue.CreateTensorValueFromMemory(prefillPositions, [_batch, _promptLength]));
-        var maskValue = MaskValue(_promptLength);
-        for (int i = 0; i < _past.Length; i++)
-            _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _sig.Cache[i].Type, _sig.Cache[i].Shape(_batch, 0));
-        BuildInputs(idsValue, posValue, maskValue, useCache: false, steering);
+        WriteMask(to);
+        var idsValue = Own(OrtValue.CreateTensorValueFromMemory(prefillIds, [_batch, width]));
+        var posValue = Own(OrtValue.CreateTensorValueFromMemory(prefillPositions, [_batch, width]));
+        var maskValue = MaskValue(to);
+        if (from == 0)
+            for (int i = 0; i < _past.Length; i++)
+                _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _sig.Cache[i].Type, _sig.Cache[i].Shape(_batch, 0));
+        BuildInputs(idsValue, posValue, maskValue, useCache: from > 0, steering);
         using var outputs = RunOnce();
         maskValue.Dispose();
-        PickTokens(outputs[0], SequenceLength(outputs[0]), onPiece);
-        FirstTokenTimestamp = Stopwatch.GetTimestamp();
-        PrefillTime = Stopwatch.GetElapsedTime(start, FirstTokenTimestamp);
+        if (to == _promptLength) PickTokens(outputs[0], SequenceLength(outputs[0]), onPiece);
     }
 
     /// <summary>One token per row per run until every row is done: bound steps where <see cref="TryBind"/> succeeded, else

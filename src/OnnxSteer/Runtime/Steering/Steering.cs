@@ -80,7 +80,13 @@ public sealed class InMemoryVectorSource : ISteeringVectorSource
 /// <param name="Weight">The weight of an add term (unused otherwise).</param>
 /// <param name="Target">The projection target (z̄ of the vector unless given; 0 for ablation).</param>
 /// <param name="Vector">The vector.</param>
-public sealed record SteeringTerm(string Name, int Layer, SteeringMode Mode, float Weight, float Target, SteeringVector Vector);
+public sealed record SteeringTerm(string Name, int Layer, SteeringMode Mode, float Weight, float Target, SteeringVector Vector)
+{
+    /// <summary>The one prompt position this term steers, counted from the end of the prompt (1 = the last prompt token),
+    /// or null for every position that <see cref="Steering.Positions"/> names. Set by <see cref="Steering.AddAtPromptPosition"/>
+    /// and <see cref="Steering.AddHeader"/> (additive terms only).</summary>
+    public int? PromptPosition { get; init; }
+}
 
 /// <summary>An immutable description of how to steer one generation: terms (each a vector, a layer and a mode)
 /// and the positions steered. Build it fluently:
@@ -127,6 +133,46 @@ public sealed class Steering
         return With(new SteeringTerm(name ?? "vector", layer, SteeringMode.Add, weight, 0, Checked(vector, name, layer)));
     }
 
+    /// <summary>Adds weight·u of <paramref name="vector"/> after <paramref name="layer"/> at one prompt position only,
+    /// <paramref name="fromEnd"/> tokens from the end of the prompt (1 = the last prompt token). The prompt then runs in
+    /// pieces (the positions before, then each steered position on its own, the KV cache carried over), which needs a
+    /// model with a KV cache and the OnnxSteer engine.</summary>
+    public Steering AddAtPromptPosition(SteeringVector vector, int layer, float weight, int fromEnd, string? name = null)
+    {
+        if (fromEnd < 1 || fromEnd > MaxHeaderPositions)
+            throw new OnnxSteerException(ErrorKind.Usage, $"prompt position {fromEnd} of '{name ?? "vector"}' is outside 1-{MaxHeaderPositions} (counted from the end of the prompt)");
+        if (!float.IsFinite(weight)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"weight of '{name ?? "vector"}' at layer {layer} is {weight}");
+        return With(new SteeringTerm(name ?? "vector", layer, SteeringMode.Add, weight, 0, Checked(vector, name, layer)) { PromptPosition = fromEnd });
+    }
+
+    /// <summary>Header steering: adds <paramref name="scale"/> × the mean difference of each answer-header position at that
+    /// position. The vector <paramref name="name"/> is the last prompt token's (position 1, the paper's vector) and
+    /// <see cref="HeaderVectorName"/>(name, k) position k's, as <c>extract --header-positions</c> writes them; every
+    /// position the source holds for <paramref name="layer"/> is used. Only the prompt's last positions are steered (the
+    /// chat template's "assistant" header, the same tokens in every prompt); the user's text and the answer run unsteered.</summary>
+    public Steering AddHeader(string name, int layer, float scale)
+    {
+        if (_source is null) throw new InvalidOperationException("named vectors need a source: start with Steering.From(vectors)");
+        if (!float.IsFinite(scale)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"header scale of '{name}' at layer {layer} is {scale}");
+        var last = Lookup(name, layer);
+        var steering = AddAtPromptPosition(last, layer, scale * last.Norm, 1, name);
+        for (int k = 2; k <= MaxHeaderPositions && _source.TryGet(HeaderVectorName(name, k), layer, out var v); k++)
+            steering = steering.AddAtPromptPosition(v, layer, scale * v.Norm, k, HeaderVectorName(name, k));
+        return steering;
+    }
+
+    /// <summary>The most prompt positions (from the end) a term may steer on its own.</summary>
+    public const int MaxHeaderPositions = 64;
+
+    /// <summary>The name of the vector for answer-header position <paramref name="position"/> (counted from the end of the
+    /// prompt) of the vector <paramref name="name"/>: the name itself for position 1 (the last token, the paper's vector),
+    /// <c>{name}.header-{k}</c> for k ≥ 2. One naming rule for extraction, files and steering.</summary>
+    public static string HeaderVectorName(string name, int position) =>
+        position == 1 ? name : $"{name}.header-{position.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+
+    /// <summary>How many prompt positions from the end this steering steers one by one (0 when no term is scoped to a position).</summary>
+    public int HeaderLength => Terms.Count == 0 ? 0 : Terms.Max(t => t.PromptPosition ?? 0);
+
     /// <summary>Sets the component along the named vector to <paramref name="target"/>, or to its stored z̄ when null.</summary>
     public Steering Project(string name, int layer, float? target = null) => Project(Lookup(name, layer), layer, target, name);
 
@@ -154,6 +200,9 @@ public sealed class Steering
     {
         ArgumentNullException.ThrowIfNull(term);
         if (term.Layer < 0) throw new OnnxSteerException(ErrorKind.InvalidVector, $"layer {term.Layer} of '{term.Name}' is negative");
+        if (term.PromptPosition is int k && (term.Mode != SteeringMode.Add || k < 1 || k > MaxHeaderPositions))
+            throw new OnnxSteerException(ErrorKind.Usage,
+                $"'{term.Name}' at layer {term.Layer}: only additive terms may steer one prompt position, counted 1-{MaxHeaderPositions} from the end (got {term.Mode.ToString().ToLowerInvariant()} at {k})");
         if (term.Mode != SteeringMode.Add)
             foreach (var other in Terms)
                 if (other.Layer == term.Layer && other.Mode != SteeringMode.Add)
@@ -167,7 +216,7 @@ public sealed class Steering
     public override string ToString() => IsEmpty ? "none" :
         string.Join(", ", Terms.Select(t => t.Mode switch
         {
-            SteeringMode.Add => $"add {t.Name}@{t.Layer} x{t.Weight:g}",
+            SteeringMode.Add => $"add {t.Name}@{t.Layer} x{t.Weight:g}" + (t.PromptPosition is int k ? $" at prompt position -{k}" : ""),
             SteeringMode.Project => $"project {t.Name}@{t.Layer} to {t.Target:g}",
             _ => $"ablate {t.Name}@{t.Layer}",
         })) + $" (positions {Positions.ToString().ToLowerInvariant()})";
@@ -216,6 +265,7 @@ internal sealed class SteeringJsonConverter : JsonConverter<Steering>
             writer.WriteNumber("layer", t.Layer);
             writer.WriteString("mode", t.Mode.ToString().ToLowerInvariant());
             if (t.Mode == SteeringMode.Add) writer.WriteNumber("weight", t.Weight);
+            if (t.PromptPosition is int k) writer.WriteNumber("prompt_position", k);
             if (t.Mode == SteeringMode.Project) writer.WriteNumber("target", t.Target);
             writer.WriteEndObject();
         }

@@ -16,6 +16,18 @@ internal sealed class ResolvedLayer(int hidden)
         other is not null && Target == other.Target && Add.AsSpan().SequenceEqual(other.Add) && Direction.AsSpan().SequenceEqual(other.Direction);
 }
 
+/// <summary>Which run of a generation a steering feed is for: the prompt (whole, or the positions before the steered
+/// header positions), one header position of the prompt (counted from the end, 1 = the last token), or decode.</summary>
+internal readonly record struct SteeringPhase(bool IsDecode, int? PromptPosition)
+{
+    /// <summary>The prompt, or the part of it before the header positions.</summary>
+    public static SteeringPhase Prompt => new(false, null);
+    /// <summary>The generated tokens.</summary>
+    public static SteeringPhase Decode => new(true, null);
+    /// <summary>The prompt position <paramref name="fromEnd"/> tokens from the end, run on its own.</summary>
+    public static SteeringPhase AtPromptPosition(int fromEnd) => new(false, fromEnd);
+}
+
 /// <summary>Turns per-row <see cref="Steering"/>s into the steering input tensors of one run (prefill or decode).
 /// Owns the OrtValues it creates; they stay valid until <see cref="Dispose"/>.</summary>
 internal sealed class SteeringFeed : IDisposable
@@ -31,6 +43,12 @@ internal sealed class SteeringFeed : IDisposable
         if (signature.SteeringInputs.Count == 0)
             throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                 $"{modelPath} takes no steering inputs (no steering.json with steered layers); patch it first: onnxsteer patch <model> -o <out>");
+        if (steering.HeaderLength > 0 && steering.Positions == SteeringPositions.Generated)
+            throw new OnnxSteerException(ErrorKind.Usage,
+                "terms scoped to a prompt position (header steering) steer the prompt; they cannot be combined with positions 'generated'");
+        if (steering.HeaderLength > 0 && signature.Layout == CacheLayout.None)
+            throw new OnnxSteerException(ErrorKind.UnsupportedModel,
+                $"{modelPath} has no KV cache; steering single prompt positions (header steering) runs the prompt in pieces, which needs one");
         foreach (var term in steering.Terms)
         {
             if (numLayers is int n && term.Layer >= n)
@@ -45,19 +63,24 @@ internal sealed class SteeringFeed : IDisposable
         }
     }
 
-    /// <summary>Sums a row's terms per layer, for the terms active in this phase.</summary>
-    public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, bool prefill, int hidden)
+    /// <summary>Sums a row's terms per layer, for the terms active in this phase (prefill: the whole prompt).</summary>
+    public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, bool prefill, int hidden) =>
+        Resolve(steering, prefill ? SteeringPhase.Prompt : SteeringPhase.Decode, hidden);
+
+    /// <summary>Sums a row's terms per layer, for the terms active in <paramref name="phase"/>: terms without a prompt
+    /// position by <see cref="Steering.Positions"/>, terms scoped to a prompt position only in that position's run.</summary>
+    public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, SteeringPhase phase, int hidden)
     {
         var result = new Dictionary<int, ResolvedLayer>();
-        bool active = steering.Positions switch
+        bool unscoped = steering.Positions switch
         {
             SteeringPositions.All => true,
-            SteeringPositions.Prompt => prefill,
-            _ => !prefill,
+            SteeringPositions.Prompt => !phase.IsDecode,
+            _ => phase.IsDecode,
         };
-        if (!active) return result;
         foreach (var term in steering.Terms)
         {
+            if (term.PromptPosition is int k ? k != phase.PromptPosition : !unscoped) continue;
             if (!result.TryGetValue(term.Layer, out var layer)) result[term.Layer] = layer = new ResolvedLayer(hidden);
             // Directions are meant to be unit; normalise anyway so a slightly off file cannot scale the projection.
             var u = term.Vector.Direction;
