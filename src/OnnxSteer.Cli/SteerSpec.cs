@@ -5,7 +5,7 @@ using OnnxSteer.Vectors;
 
 namespace OnnxSteer.Cli;
 
-/// <summary>One <c>--steer FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate]</c> argument, parsed.
+/// <summary>One <c>--steer FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate|=header:S]</c> argument, parsed.
 /// LAYERS is a <see cref="LayerSelection"/>: one layer, a list or range (<c>@3,5</c>, <c>@1-5</c>) or <c>@all</c>, every
 /// layer the vector has that the model steers (llama.cpp applies a control vector at every layer by default). Without a
 /// mode the vector is projected to its stored z̄ (the paper's setting for instruction vectors). <c>add:4x</c> weighs the
@@ -18,9 +18,12 @@ namespace OnnxSteer.Cli;
 /// <param name="Weight">The weight of an add (absolute, or a multiple of |u_L| when <paramref name="RelativeWeight"/>).</param>
 /// <param name="Target">An explicit projection target (null: the vector's z̄).</param>
 /// <param name="RelativeWeight">The weight is a multiple of |u_L| (<c>add:4x</c>).</param>
-internal sealed record SteerSpec(string File, string? Name, LayerSelection Layers, SteeringMode Mode, float Weight = 0, float? Target = null, bool RelativeWeight = false)
+/// <param name="Header">Header steering (<c>=header:S</c>): the vector's answer-header positions each add S × their own
+/// mean difference at their own prompt position (<see cref="Steering.AddHeader(ISteeringVectorSource, string, int, float)"/>).</param>
+internal sealed record SteerSpec(string File, string? Name, LayerSelection Layers, SteeringMode Mode, float Weight = 0, float? Target = null, bool RelativeWeight = false,
+    bool Header = false)
 {
-    private const string Syntax = "expected FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate], LAYERS like 12, 3,5, 1-5 or all";
+    private const string Syntax = "expected FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate|=header:S], LAYERS like 12, 3,5, 1-5 or all";
 
     /// <summary>Parses a spec.</summary>
     /// <exception cref="OnnxSteerException">The text does not follow the syntax (Usage), naming the part that is wrong.</exception>
@@ -65,6 +68,11 @@ internal sealed record SteerSpec(string File, string? Name, LayerSelection Layer
                 if (!TryFloat(argument, out var t))
                     throw new OnnxSteerException(ErrorKind.Usage, $"--steer '{text}': projection target '{argument}' is not a finite number; {Syntax}");
                 return new SteerSpec(file, name, layers, SteeringMode.Project, 0, t);
+            case "header":
+                var scaleText = argument is not null && argument.EndsWith('x') ? argument[..^1] : argument;
+                if (scaleText is null || !TryFloat(scaleText, out var scale))
+                    throw new OnnxSteerException(ErrorKind.Usage, $"--steer '{text}': header needs a finite scale of each position's |u| (=header:1 or =header:1x); {Syntax}");
+                return new SteerSpec(file, name, layers, SteeringMode.Add, scale, null, RelativeWeight: true, Header: true);
             case "ablate":
                 if (argument is not null) throw new OnnxSteerException(ErrorKind.Usage, $"--steer '{text}': ablate takes no argument; {Syntax}");
                 return new SteerSpec(file, name, layers, SteeringMode.Ablate);
@@ -111,6 +119,11 @@ internal sealed record SteerSpec(string File, string? Name, LayerSelection Layer
             foreach (var layer in layers)
             {
                 source.TryGet(name, layer, out var vector);
+                if (spec.Header)
+                {
+                    steering = steering.AddHeader(source, name, layer, spec.Weight);
+                    continue;
+                }
                 steering = spec.Mode switch
                 {
                     SteeringMode.Add => steering.Add(vector!, layer, spec.RelativeWeight ? spec.Weight * vector!.Norm : spec.Weight, name),

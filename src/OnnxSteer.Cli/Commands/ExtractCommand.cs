@@ -19,13 +19,19 @@ internal static class ExtractCommand
         CliValidators.Positive(batch);
         var noPrune = new Option<bool>("--no-prune") { Description = "Run the whole patched graph instead of one pruned to the requested hidden states (same vectors; slower: the LM head and the blocks above the highest layer run too)." };
         var sortWindow = new Option<int>("--sort-window") { Description = "Prompts read ahead and sorted by length before batching, to cut padding (0: input order).", DefaultValueFactory = _ => 64 };
+        var header = new Option<string>("--header-positions")
+        {
+            Description = "Also extract a vector for each of the prompt's last N positions (N, or template: every token the chat template puts after the " +
+                "user's message), named NAME.header-K, for header steering (generate --steer FILE@L=header:S). Default 1: the last token only (the paper).",
+            DefaultValueFactory = _ => "1",
+        };
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output file if it exists." };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
         var threads = ThreadsOption.Create();
         var command = new Command("extract", "Compute an instruction vector (diff-mean at the last prompt token) from with/without prompt pairs.");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { pairs, output, name, layers, batch, noPrune, sortWindow, noTemplate, overwrite, json, threads }) command.Options.Add(o);
+        foreach (var o in new Option[] { pairs, output, name, layers, batch, noPrune, sortWindow, header, noTemplate, overwrite, json, threads }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) =>
         {
             var outPath = parse.GetValue(output)!;
@@ -42,6 +48,7 @@ internal static class ExtractCommand
                 PruneGraph = !parse.GetValue(noPrune),
                 SortWindow = parse.GetValue(sortWindow),
                 Threads = parse.GetValue(threads),
+                HeaderPositions = ParseHeader(parse.GetValue(header)!),
             };
             var request = new ExtractionRequest(parse.GetValue(model)!, parse.GetValue(pairs)!, options);
             var result = RunWithProgress(request, stderr, cancellationToken);
@@ -55,13 +62,19 @@ internal static class ExtractCommand
             {
                 var v = result.File.Vectors[0];
                 var best = v.Layers.Values.OrderByDescending(l => l.Separability).ThenByDescending(l => l.Norm).First();
-                stdout.WriteLine($"wrote {outPath}: vector '{v.Name}' from {v.PairCount} pairs at layers {LayerSelection.Format(v.Layers.Keys)}; " +
+                var more = result.File.Vectors.Count > 1 ? $" (and {result.File.Vectors.Count - 1} header-position vectors)" : "";
+                stdout.WriteLine($"wrote {outPath}: vector '{v.Name}'{more} from {v.PairCount} pairs at layers {LayerSelection.Format(v.Layers.Keys)}; " +
                     $"best separability {best.Separability:F2} at layer {best.Layer}. Details: onnxsteer vectors show {outPath}");
             }
             return Task.FromResult(0);
         });
         return command;
     }
+
+    private static int ParseHeader(string text) =>
+        text == "template" ? ExtractionOptions.TemplateHeader
+        : int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n >= 1 ? n
+        : throw new OnnxSteerException(ErrorKind.Usage, $"--header-positions '{text}': expected a number of positions (1 or more) or template");
 
     /// <summary>Runs extraction with a progress bar on stderr when stderr is a terminal, silently otherwise.</summary>
     private static ExtractionResult RunWithProgress(ExtractionRequest request, TextWriter stderr, CancellationToken cancellationToken)

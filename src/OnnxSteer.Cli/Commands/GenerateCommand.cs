@@ -12,9 +12,10 @@ internal static class GenerateCommand
         var prompt = new Option<string>("--prompt") { Description = "The user message.", Required = true };
         var steer = new Option<string[]>("--steer")
         {
-            Description = "Steer with a vector: FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate]. LAYERS: 12, 3,5, 1-5 or all "
+            Description = "Steer with a vector: FILE[:NAME]@LAYERS[=add:W|=add:Wx|=project|=project:TARGET|=ablate|=header:S]. LAYERS: 12, 3,5, 1-5 or all "
                 + "(every layer the vector has that the model steers). Without =mode the vector is projected to its stored z_bar; add:4x adds 4 x |u_L| "
-                + "(the layer's mean-difference norm). Repeatable.",
+                + "(the layer's mean-difference norm); header:1 adds each answer-header position's own mean difference there only (vectors from "
+                + "extract --header-positions). Repeatable.",
             AllowMultipleArgumentsPerToken = false,
         };
         var positions = new Option<string>("--positions") { Description = "Positions steered: all, prompt or generated.", DefaultValueFactory = _ => "all" };

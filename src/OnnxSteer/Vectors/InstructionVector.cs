@@ -49,6 +49,10 @@ public sealed record InstructionVector
     /// <summary>Method string written by <c>extract</c>.</summary>
     public const string DiffMeanMethod = "diff-mean, last prompt token";
 
+    /// <summary>The method of a header vector: the mean difference at the <paramref name="fromEnd"/>-th prompt position
+    /// from the end (extract --header-positions).</summary>
+    public static string HeaderMethod(int fromEnd) => $"diff-mean, prompt position -{fromEnd.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+
     /// <summary>The vector's name (letters, digits, '.', '_', '-'), e.g. <c>format.lowercase</c>.</summary>
     public required string Name { get; init; }
     /// <summary>How it was computed ("diff-mean, last prompt token", "gguf import", "combination of ...").</summary>

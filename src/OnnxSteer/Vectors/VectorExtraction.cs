@@ -29,9 +29,16 @@ public static class VectorExtraction
         var warnings = new List<string>();
         using var extractor = VectorExtractor.Load(request.ModelPath, request.Options);
         var encode = PromptEncoding.Create(Path.GetDirectoryName(extractor.ModelFile)!, request.Options.ChatTemplate, warnings, cancellationToken);
+        var options = request.Options;
+        if (options.HeaderPositions == ExtractionOptions.TemplateHeader)
+        {
+            if (!options.ChatTemplate)
+                throw new OnnxSteerException(ErrorKind.Usage, "header positions 'template' count the chat template's answer header; without the chat template give a number");
+            options = options with { HeaderPositions = PromptEncoding.HeaderLength(encode) };
+        }
         IProgress<int>? pairProgress = progress is null ? null : new Relay(done => progress.Report(new ExtractionProgress(done, total)));
         progress?.Report(new ExtractionProgress(0, total));
-        var file = extractor.Extract(PairsFile.Read(request.PairsPath), encode, request.Options, pairProgress, cancellationToken);
+        var file = extractor.Extract(PairsFile.Read(request.PairsPath), encode, options, pairProgress, cancellationToken);
         return new ExtractionResult(file, warnings);
     }
 
@@ -53,5 +60,17 @@ internal static class PromptEncoding
         var template = chatTemplate ? ChatTemplate.Load(modelDirectory, tokenizer) : null;
         if (template?.Warning is { } w) warnings.Add(w);
         return prompt => PromptEncoder.Encode(tokenizer, template, [new ChatTurn("user", prompt)], chatTemplate, cancellationToken).Ids;
+    }
+
+    /// <summary>How many tokens the encoder puts after the user's message (the chat template's answer header, e.g.
+    /// <c>&lt;|im_end|&gt;\n&lt;|im_start|&gt;assistant\n</c>): the common token suffix of two one-letter messages.</summary>
+    /// <exception cref="OnnxSteerException">(Usage) the template puts nothing after the message.</exception>
+    public static int HeaderLength(Func<string, IReadOnlyList<int>> encode)
+    {
+        var (a, b) = (encode("x"), encode("y"));
+        int n = 0;
+        while (n < Math.Min(a.Count, b.Count) && a[a.Count - 1 - n] == b[b.Count - 1 - n]) n++;
+        if (n == 0) throw new OnnxSteerException(ErrorKind.Usage, "the chat template puts no tokens after the user's message: give the header positions as a number");
+        return Math.Min(n, OnnxSteer.Runtime.Steering.MaxHeaderPositions);
     }
 }

@@ -31,6 +31,15 @@ public sealed record ExtractionOptions
     /// row's state is independent of its batch, and pairs are accumulated in input order. Memory grows with it (one
     /// last-token state per layer per prompt in the window), not with the number of pairs.</summary>
     public int SortWindow { get; init; } = 64;
+    /// <summary>How many of the prompt's last positions get a vector (default 1: the last token only, the paper's vector).
+    /// With N &gt; 1 the file also holds, for k = 2..N, the mean difference at the k-th position from the end, named
+    /// <see cref="OnnxSteer.Runtime.Steering.HeaderVectorName"/>(name, k), for header steering. Those positions must hold
+    /// the same tokens in both prompts of every pair (the chat template's answer header); a pair where they differ is refused.
+    /// <see cref="TemplateHeader"/> (0) means the chat template's answer header, counted by <see cref="VectorExtraction.Run"/>.</summary>
+    public int HeaderPositions { get; init; } = 1;
+
+    /// <summary><see cref="HeaderPositions"/> value meaning "every token the chat template puts after the user's message".</summary>
+    public const int TemplateHeader = 0;
     /// <summary>ONNX Runtime intra-op threads when the extractor makes its own session options; null or 0: the cores
     /// this process may use (<see cref="SessionThreads"/>).</summary>
     public int? Threads { get; init; }
@@ -237,12 +246,21 @@ public sealed class VectorExtractor : IDisposable
         IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         VectorFormat.CheckName(options.Name);
+        var header = options.HeaderPositions;
+        if (header < 1 || header > OnnxSteer.Runtime.Steering.MaxHeaderPositions)
+            throw new OnnxSteerException(ErrorKind.Usage, $"the header positions must be 1-{OnnxSteer.Runtime.Steering.MaxHeaderPositions} (got {header}; " +
+                "the chat template's header length is counted by VectorExtraction.Run or PromptEncoding).");
+        for (var k = 2; k <= header; k++) VectorFormat.CheckName(OnnxSteer.Runtime.Steering.HeaderVectorName(options.Name, k));
         if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"the batch size must be at least 1 (got {options.BatchSize}).");
         if (options.SortWindow < 0) throw new OnnxSteerException(ErrorKind.Usage, $"the sort window must be 0 or more (got {options.SortWindow}).");
         var layers = ResolveLayers(options.Layers);
         UseSession(layers, options.PruneGraph);
         var hidden = Manifest.HiddenSize;
-        using var accumulator = new DiffMeanAccumulator(layers, hidden, options.SpillDirectory);
+        // One accumulator per header position (index k − 1 = the k-th position from the end).
+        var accumulators = new DiffMeanAccumulator[header];
+        using var dispose = new DisposeAll(accumulators);
+        for (var k = 0; k < header; k++) accumulators[k] = new DiffMeanAccumulator(layers, hidden, options.SpillDirectory);
+        var accumulator = accumulators[0];
 
         // Pairs are read a window at a time (whole pairs: with, without), the window's prompts are sorted by length and cut
         // into batches, and the pairs are then accumulated in input order, so the result depends on neither the batch size
@@ -256,19 +274,20 @@ public sealed class VectorExtractor : IDisposable
             var order = Enumerable.Range(0, window.Count);
             if (options.SortWindow > 0) order = order.OrderBy(i => window[i].Length);
             var sorted = order.ToArray();
-            var states = new float[window.Count][][];
+            var states = new float[window.Count][][][];
             for (var start = 0; start < sorted.Length; start += options.BatchSize)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var rows = sorted.AsSpan(start, Math.Min(options.BatchSize, sorted.Length - start)).ToArray();
-                var batchStates = LastTokenStates(rows.Select(i => window[i]).ToList(), layers, cancellationToken: cancellationToken);
+                var batchStates = HeaderStates(rows.Select(i => window[i]).ToList(), layers, header, cancellationToken: cancellationToken);
                 for (var r = 0; r < rows.Length; r++) states[rows[r]] = batchStates[r];
                 // Pairs complete only when the window does; in between, report the prompts run as pairs so a slow model's
                 // progress still moves every batch.
                 var run = start + rows.Length;
                 if (run < sorted.Length) progress?.Report(accumulator.Count + run / 2);
             }
-            for (var p = 0; p < window.Count; p += 2) accumulator.Add(states[p], states[p + 1]);
+            for (var p = 0; p < window.Count; p += 2)
+                for (var k = 0; k < header; k++) accumulators[k].Add(states[p][k], states[p + 1][k]);
             window.Clear();
             progress?.Report(accumulator.Count);
         }
@@ -281,27 +300,49 @@ public sealed class VectorExtractor : IDisposable
             if (ContextLength is int ctx && ids.Length > ctx)
                 throw new OnnxSteerException(ErrorKind.InvalidData,
                     $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt is {ids.Length} tokens; the model's context length is {ctx} ({_contextSource}).");
+            if (ids.Length < header)
+                throw new OnnxSteerException(ErrorKind.InvalidData,
+                    $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt is {ids.Length} tokens, fewer than the {header} header positions.");
             return ids;
         }
 
         foreach (var pair in pairs)
         {
-            window.Add(Encode(pair, pair.With, "with"));
-            window.Add(Encode(pair, pair.Without, "without"));
+            var with = Encode(pair, pair.With, "with");
+            var without = Encode(pair, pair.Without, "without");
+            // Header positions are the same tokens in both prompts (the template's answer header): their difference is then
+            // what the instruction wrote into them, not a different token.
+            if (header > 1 && !with.AsSpan(with.Length - header).SequenceEqual(without.AsSpan(without.Length - header)))
+                throw new OnnxSteerException(ErrorKind.InvalidData,
+                    $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the last {header} tokens of the with- and without-prompt differ; " +
+                    "header positions must be the chat template's answer header, the same tokens in every prompt (fewer header positions, or the chat template).");
+            window.Add(with);
+            window.Add(without);
             if (window.Count >= windowPrompts) RunWindow();
         }
         RunWindow();
         if (accumulator.Count == 0) throw new OnnxSteerException(ErrorKind.InvalidData, "no pairs were given.");
 
-        var vector = new InstructionVector
+        var vectors = new List<InstructionVector>(header);
+        for (var k = 1; k <= header; k++)
+            vectors.Add(new InstructionVector
+            {
+                Name = OnnxSteer.Runtime.Steering.HeaderVectorName(options.Name, k),
+                Method = k == 1 ? InstructionVector.DiffMeanMethod : InstructionVector.HeaderMethod(k),
+                PairCount = accumulators[k - 1].Count,
+                ChatTemplate = options.ChatTemplate,
+                Layers = accumulators[k - 1].Finish(),
+            });
+        return InstructionVectorFile.Create(vectors, Model);
+    }
+
+    /// <summary>Disposes every item created so far (an accumulator's constructor may throw part-way through the array).</summary>
+    private sealed class DisposeAll(IDisposable?[] items) : IDisposable
+    {
+        public void Dispose()
         {
-            Name = options.Name,
-            Method = InstructionVector.DiffMeanMethod,
-            PairCount = accumulator.Count,
-            ChatTemplate = options.ChatTemplate,
-            Layers = accumulator.Finish(),
-        };
-        return InstructionVectorFile.Create([vector], Model);
+            foreach (var item in items) item?.Dispose();
+        }
     }
 
     private List<int> ResolveLayers(IReadOnlyList<int>? requested)
@@ -321,11 +362,18 @@ public sealed class VectorExtractor : IDisposable
 
     /// <summary>Runs one right-padded batch and returns, per row, the last real token's state at each layer
     /// ([row][layer index][hidden], float32).</summary>
+    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null,
+        CancellationToken cancellationToken = default) =>
+        [.. HeaderStates(sequences, layers, 1, extraOutputs, cancellationToken).Select(row => row[0])];
+
+    /// <summary>Runs one right-padded batch and returns, per row, the states of its last <paramref name="count"/> real
+    /// tokens at each layer ([row][k − 1 for the k-th position from the end][layer index][hidden], float32).</summary>
     /// <param name="sequences">Token ids per row.</param>
     /// <param name="layers">Layers to read.</param>
+    /// <param name="count">Positions read per row, from its last real token back.</param>
     /// <param name="extraOutputs">Outputs fetched as well and thrown away (benchmarks: what fetching logits costs).</param>
     /// <param name="cancellationToken">Terminates the ONNX Runtime run in progress (a large batch can take seconds).</param>
-    internal float[][][] LastTokenStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, IReadOnlyList<string>? extraOutputs = null,
+    internal float[][][][] HeaderStates(IReadOnlyList<int[]> sequences, IReadOnlyList<int> layers, int count, IReadOnlyList<string>? extraOutputs = null,
         CancellationToken cancellationToken = default)
     {
         var batch = sequences.Count;
@@ -368,8 +416,12 @@ public sealed class VectorExtractor : IDisposable
                 throw new OperationCanceledException("extraction was cancelled", cancellationToken);
             }
             using var _ = outputs;
-            var result = new float[batch][][];
-            for (var b = 0; b < batch; b++) result[b] = new float[layers.Count][];
+            var result = new float[batch][][][];
+            for (var b = 0; b < batch; b++)
+            {
+                result[b] = new float[count][][];
+                for (var k = 0; k < count; k++) result[b][k] = new float[layers.Count][];
+            }
             var hidden = Manifest.HiddenSize;
             var i = 0;
             foreach (var output in outputs.Take(outputNames.Count))
@@ -380,10 +432,11 @@ public sealed class VectorExtractor : IDisposable
                     throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                         $"{outputNames[i]} has shape [{string.Join(", ", dims)}]; expected [{batch}, {length}, {hidden}].");
                 for (var b = 0; b < batch; b++)
-                {
-                    var offset = ((long)b * length + sequences[b].Length - 1) * hidden;
-                    result[b][i] = ReadRow(output, shape.ElementDataType, (int)offset, hidden, outputNames[i]);
-                }
+                    for (var k = 0; k < count; k++)
+                    {
+                        var offset = ((long)b * length + sequences[b].Length - 1 - k) * hidden;
+                        result[b][k][i] = ReadRow(output, shape.ElementDataType, (int)offset, hidden, outputNames[i]);
+                    }
                 i++;
             }
             return result;

@@ -84,7 +84,7 @@ public sealed record SteeringTerm(string Name, int Layer, SteeringMode Mode, flo
 {
     /// <summary>The one prompt position this term steers, counted from the end of the prompt (1 = the last prompt token),
     /// or null for every position that <see cref="Steering.Positions"/> names. Set by <see cref="Steering.AddAtPromptPosition"/>
-    /// and <see cref="Steering.AddHeader"/> (additive terms only).</summary>
+    /// and <see cref="Steering.AddHeader(string, int, float)"/> (additive terms only).</summary>
     public int? PromptPosition { get; init; }
 }
 
@@ -150,13 +150,17 @@ public sealed class Steering
     /// <see cref="HeaderVectorName"/>(name, k) position k's, as <c>extract --header-positions</c> writes them; every
     /// position the source holds for <paramref name="layer"/> is used. Only the prompt's last positions are steered (the
     /// chat template's "assistant" header, the same tokens in every prompt); the user's text and the answer run unsteered.</summary>
-    public Steering AddHeader(string name, int layer, float scale)
+    public Steering AddHeader(string name, int layer, float scale) =>
+        AddHeader(_source ?? throw new InvalidOperationException("named vectors need a source: start with Steering.From(vectors)"), name, layer, scale);
+
+    /// <summary>As <see cref="AddHeader(string, int, float)"/>, with the vectors looked up in <paramref name="source"/>.</summary>
+    public Steering AddHeader(ISteeringVectorSource source, string name, int layer, float scale)
     {
-        if (_source is null) throw new InvalidOperationException("named vectors need a source: start with Steering.From(vectors)");
+        ArgumentNullException.ThrowIfNull(source);
         if (!float.IsFinite(scale)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"header scale of '{name}' at layer {layer} is {scale}");
-        var last = Lookup(name, layer);
+        var last = Lookup(source, name, layer);
         var steering = AddAtPromptPosition(last, layer, scale * last.Norm, 1, name);
-        for (int k = 2; k <= MaxHeaderPositions && _source.TryGet(HeaderVectorName(name, k), layer, out var v); k++)
+        for (int k = 2; k <= MaxHeaderPositions && source.TryGet(HeaderVectorName(name, k), layer, out var v); k++)
             steering = steering.AddAtPromptPosition(v, layer, scale * v.Norm, k, HeaderVectorName(name, k));
         return steering;
     }
@@ -221,13 +225,15 @@ public sealed class Steering
             _ => $"ablate {t.Name}@{t.Layer}",
         })) + $" (positions {Positions.ToString().ToLowerInvariant()})";
 
-    private SteeringVector Lookup(string name, int layer)
+    private SteeringVector Lookup(string name, int layer) =>
+        Lookup(_source ?? throw new InvalidOperationException("named vectors need a source: start with Steering.From(vectors)"), name, layer);
+
+    private static SteeringVector Lookup(ISteeringVectorSource source, string name, int layer)
     {
-        if (_source is null) throw new InvalidOperationException("named vectors need a source: start with Steering.From(vectors)");
-        if (_source.TryGet(name, layer, out var v)) return v;
+        if (source.TryGet(name, layer, out var v)) return v;
         // Name the layers the vector does have when the source can tell (a vector extracted from a model has all of them),
         // so "layer 40" on a 6-layer model reads as such.
-        var known = _source.LayersOf(name);
+        var known = source.LayersOf(name);
         throw new OnnxSteerException(ErrorKind.InvalidVector, known is null
             ? $"no vector '{name}' for layer {layer} in the vector source"
             : $"vector '{name}' has no layer {layer}; it has layers {OnnxSteer.Contract.LayerSelection.Format(known)}");
