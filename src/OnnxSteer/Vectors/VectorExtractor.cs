@@ -296,25 +296,30 @@ public sealed class VectorExtractor : IDisposable
         {
             var ids = encode(text).ToArray();
             if (ids.Length == 0)
-                throw new OnnxSteerException(ErrorKind.InvalidData, $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt encodes to no tokens.");
+                throw new OnnxSteerException(ErrorKind.InvalidData, $"{Label(pair)}: the {side}-prompt encodes to no tokens.");
             if (ContextLength is int ctx && ids.Length > ctx)
                 throw new OnnxSteerException(ErrorKind.InvalidData,
-                    $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt is {ids.Length} tokens; the model's context length is {ctx} ({_contextSource}).");
+                    $"{Label(pair)}: the {side}-prompt is {ids.Length} tokens; the model's context length is {ctx} ({_contextSource}).");
             if (ids.Length < header)
                 throw new OnnxSteerException(ErrorKind.InvalidData,
-                    $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the {side}-prompt is {ids.Length} tokens, fewer than the {header} header positions.");
+                    $"{Label(pair)}: the {side}-prompt is {ids.Length} tokens, fewer than the {header} header positions.");
             return ids;
         }
 
+        // Pairs from a file name their line; pairs from code their place in the sequence.
+        var index = 0;
+        string Label(PromptPair pair) => pair.Line > 0 ? $"pair on line {pair.Line}" : $"pair {index}";
+
         foreach (var pair in pairs)
         {
+            index++;
             var with = Encode(pair, pair.With, "with");
             var without = Encode(pair, pair.Without, "without");
             // Header positions are the same tokens in both prompts (the template's answer header): their difference is then
             // what the instruction wrote into them, not a different token.
             if (header > 1 && !with.AsSpan(with.Length - header).SequenceEqual(without.AsSpan(without.Length - header)))
                 throw new OnnxSteerException(ErrorKind.InvalidData,
-                    $"pair {(pair.Line > 0 ? $"on line {pair.Line}" : "")}: the last {header} tokens of the with- and without-prompt differ; " +
+                    $"{Label(pair)}: the last {header} tokens of the with- and without-prompt differ; " +
                     "header positions must be the chat template's answer header, the same tokens in every prompt (fewer header positions, or the chat template).");
             window.Add(with);
             window.Add(without);

@@ -353,6 +353,8 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     [InlineData("v@-3")]
     [InlineData("v@5-3")]
     [InlineData("v@1=add:x")]
+    [InlineData("v@1=header")]
+    [InlineData("v@1=header:big")]
     public void Bad_steer_specs_are_usage_errors(string text) =>
         Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => SteerSpec.Parse(text)).Kind);
 
@@ -433,6 +435,31 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
             [new GenerationRequest { PromptTokenIds = Prompt[..3], Steering = Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, 3) }], Raw));
         Assert.Equal(ErrorKind.InvalidData, tooShort.Kind);
         Assert.Contains("3 tokens", tooShort.Message);
+    }
+
+    [Fact]
+    public void Cli_generate_header_steers_each_header_position_with_its_own_vector()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var last = Vector(5).Direction.Select(x => x * 3).ToArray();
+        var second = Vector(6).Direction.Select(x => x * 7).ToArray();
+        var file = OnnxSteer.Vectors.InstructionVectorFile.Create(
+        [
+            OnnxSteer.Vectors.InstructionVector.FromMeanDiffs("kw", "test", new Dictionary<int, float[]> { [0] = last }),
+            OnnxSteer.Vectors.InstructionVector.FromMeanDiffs(Steering.HeaderVectorName("kw", 2), "test", new Dictionary<int, float[]> { [0] = second }),
+        ], null);
+        var path = dir.Combine("kw.safetensors");
+        file.Save(path);
+        var spec = SteerSpec.Parse($"{path}:kw@0=header:1.5x");
+        Assert.True(spec.Header);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        var code = OnnxSteer.Cli.CliApp.Run(["generate", fixture.Directory, "--prompt", "Hello world, this is", "--no-chat-template", "--max-new-tokens", "6", "--json",
+            "--steer", $"{path}:kw@0=header:1.5"], o, e);
+        Assert.True(code == 0, e.ToString());
+        var expected = Steering.None.AddAtPromptPosition(SteeringVector.FromRaw(last), 0, 4.5f, 1).AddAtPromptPosition(SteeringVector.FromRaw(second), 0, 10.5f, 2);
+        var want = Model.Generate("Hello world, this is", expected, Raw with { MaxNewTokens = 6 }).TokenIds;
+        Assert.Equal(want, System.Text.Json.JsonDocument.Parse(o.ToString()).RootElement.GetProperty("token_ids").EnumerateArray().Select(x => x.GetInt32()).ToArray());
+        Assert.NotEqual(Model.Generate("Hello world, this is", null, Raw with { MaxNewTokens = 6 }).TokenIds, want);
     }
 
     // ------------------------------------------------------------------ reference
