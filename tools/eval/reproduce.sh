@@ -24,10 +24,12 @@ if [ -z "${SKIP_PREP:-}" ]; then   # SKIP_PREP=1 reuses the patched models and v
 $ONNXSTEER patch "$MODELS/tiny-instruct" -o "$W/instruct" --steer-input required --overwrite
 $ONNXSTEER patch "$MODELS/tiny-base" -o "$W/base" --steer-input required --overwrite
 
-# 2. One vector per pairs file, named after it, at every layer (instruct model).
+# 2. One vector per pairs file, named after it, at every layer (instruct model), plus one per answer-header position
+# (--header-positions template: the 5 tokens the chat template puts after the user's message), which the sweep tries as
+# header steering next to the paper's projection and additive steering.
 for pairs in "$MODELS"/data/pairs/*.jsonl; do
   name="$(basename "$pairs" .jsonl)"
-  $ONNXSTEER extract "$W/instruct" --pairs "$pairs" --name "$name" -o "$W/vectors/$name.safetensors" --overwrite
+  $ONNXSTEER extract "$W/instruct" --pairs "$pairs" --name "$name" -o "$W/vectors/$name.safetensors" --header-positions template --overwrite
 done
 fi
 

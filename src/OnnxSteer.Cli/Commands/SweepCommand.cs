@@ -16,6 +16,7 @@ internal static class SweepCommand
         var output = new Option<string>("--output", "-o") { Description = "Selection file to write (JSON), read by onnxsteer eval --selection.", Required = true };
         var layers = new Option<string?>("--layers") { Description = "Candidate layers: all, or e.g. 1,3,5 or 2-5 (default: every other layer from n_layers/5 to the last; all layers for models of 8 layers or fewer)." };
         var scales = new Option<string?>("--scales") { Description = "Additive weights tried, as multiples of the vector's |u_L| (1,2,4,8 when not given; word exclusion uses the negatives)." };
+        var headerScales = new Option<string?>("--header-scales") { Description = "Header-steering scales tried for word instructions whose vectors have header positions (extract --header-positions), as multiples of each position's |u_k| (1,2 when not given; exclusion uses the negatives)." };
         var objective = new Option<string>("--objective")
         {
             Description = "without: loose accuracy without the instruction (the paper); both: mean of the steered accuracies without and with the instruction; "
@@ -30,7 +31,7 @@ internal static class SweepCommand
         var shared = EvalCliOptions.Create();
         var command = new Command("sweep", "Pick, per instruction, the steering layer, mode and weight on validation prompts (degenerate outputs score 0; ties go to no steering).");
         command.Arguments.Add(model);
-        foreach (var o in new Option[] { data, vectors, output, layers, scales, objective, instructions, json, plot, jsonOut }) command.Options.Add(o);
+        foreach (var o in new Option[] { data, vectors, output, layers, scales, headerScales, objective, instructions, json, plot, jsonOut }) command.Options.Add(o);
         shared.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -38,7 +39,7 @@ internal static class SweepCommand
             var plotPath = parse.GetValue(plot);
             var jsonPath = parse.GetValue(jsonOut);
             shared.CheckOutputs(parse, plotPath, jsonPath, outPath);
-            var scaleList = ParseScales(parse.GetValue(scales));
+            var scaleList = ParseScales(parse.GetValue(scales), "--scales");
             var options = new SweepOptions
             {
                 Layers = parse.GetValue(layers) is { } l ? CliLayers.ParseSome(l, "--layers") : null,
@@ -51,6 +52,7 @@ internal static class SweepCommand
                 Instructions = parse.GetValue(instructions)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             };
             if (scaleList is not null) options = options with { AddScales = scaleList, ExclusionScales = [.. scaleList.Select(s => -s)] };
+            if (ParseScales(parse.GetValue(headerScales), "--header-scales") is { } headerList) options = options with { HeaderScales = headerList };
             var job = new SweepJob
             {
                 ModelDirectory = parse.GetValue(model)!,
@@ -72,13 +74,13 @@ internal static class SweepCommand
         return command;
     }
 
-    private static IReadOnlyList<float>? ParseScales(string? text)
+    private static IReadOnlyList<float>? ParseScales(string? text, string option)
     {
         if (text is null) return null;
         var scales = new List<float>();
         foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             scales.Add(float.TryParse(part, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0 && float.IsFinite(v) ? v
-                : throw new OnnxSteerException(ErrorKind.Usage, $"--scales: '{part}' is not a positive number."));
-        return scales.Count > 0 ? scales : throw new OnnxSteerException(ErrorKind.Usage, "--scales lists no weight.");
+                : throw new OnnxSteerException(ErrorKind.Usage, $"{option}: '{part}' is not a positive number."));
+        return scales.Count > 0 ? scales : throw new OnnxSteerException(ErrorKind.Usage, $"{option} lists no weight.");
     }
 }

@@ -108,6 +108,7 @@ internal sealed class SteeredModelGenerator(ISteeredGenerator model, ISteeringVe
             {
                 SteerMode.Add => steering.Add(op.Vector, op.Layer, op.Weight),
                 SteerMode.Project => steering.Project(op.Vector, op.Layer),
+                SteerMode.Header => steering.AddHeader(op.Vector, op.Layer, op.Weight),
                 _ => steering.Ablate(op.Vector, op.Layer),
             };
         return steering;

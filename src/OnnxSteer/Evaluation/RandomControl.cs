@@ -68,7 +68,14 @@ internal static class RandomControl
             foreach (var v in file.Vectors) loaded.TryAdd(v.Name, v);
         }
         if (ops.Count == 0) return;
-        var random = Build(ops, name => loaded.TryGetValue(name, out var v) ? v
+        // A header op steers with the vector's header-position vectors too: each gets its own random counterpart, named so
+        // that the control op (random.NAME) finds them as its header positions (random.NAME.header-K).
+        var expanded = ops.Concat(ops.Where(o => o.Mode == SteerMode.Header).SelectMany(o =>
+            Enumerable.Range(2, OnnxSteer.Runtime.Steering.MaxHeaderPositions - 1)
+                .Select(k => OnnxSteer.Runtime.Steering.HeaderVectorName(o.Vector, k))
+                .TakeWhile(loaded.ContainsKey)
+                .Select(name => o with { Vector = name }))).ToList();
+        var random = Build(expanded, name => loaded.TryGetValue(name, out var v) ? v
             : throw new OnnxSteerException(ErrorKind.InvalidVector, $"no vector named '{name}' for the random-direction control."), seed);
         InstructionVectorFile.Create(random, model).Save(Path.Combine(folder, "random-control.safetensors"));
     }

@@ -11,6 +11,9 @@ public enum SteerMode
     Project,
     /// <summary>x' = x − (x·û) û.</summary>
     Ablate,
+    /// <summary>Header steering: each answer-header position k of the prompt gets weight × its own mean difference u_k
+    /// (<see cref="OnnxSteer.Runtime.Steering.AddHeader(string, int, float)"/>; the op's weight is that scale).</summary>
+    Header,
 }
 
 /// <summary>One vector applied at one layer: the evaluation's description of steering, resolved into runtime
@@ -22,9 +25,12 @@ public enum SteerMode
 public sealed record SteerOp(string Vector, int Layer, SteerMode Mode, float Weight = 0)
 {
     /// <summary>A short description: <c>add lowercase@3 w=4</c>, <c>project lowercase@3</c>.</summary>
-    public override string ToString() => Mode == SteerMode.Add
-        ? $"add {Vector}@{Layer} w={Weight.ToString("0.###", CultureInfo.InvariantCulture)}"
-        : $"{Mode.ToString().ToLowerInvariant()} {Vector}@{Layer}";
+    public override string ToString() => Mode switch
+    {
+        SteerMode.Add => $"add {Vector}@{Layer} w={Weight.ToString("0.###", CultureInfo.InvariantCulture)}",
+        SteerMode.Header => $"header {Vector}@{Layer} {Weight.ToString("0.###", CultureInfo.InvariantCulture)}×‖u_k‖",
+        _ => $"{Mode.ToString().ToLowerInvariant()} {Vector}@{Layer}",
+    };
 }
 
 /// <summary>One generation the evaluation needs: the user prompt (before any chat template) and its steering.</summary>

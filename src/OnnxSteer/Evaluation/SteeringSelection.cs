@@ -7,7 +7,8 @@ namespace OnnxSteer.Evaluation;
 /// <summary>How one instruction is steered: the output of <c>sweep</c>, the input of <c>eval</c>.</summary>
 public sealed record SelectionEntry
 {
-    /// <summary>"project", "add", "ablate" or "none" (leave the instruction unsteered).</summary>
+    /// <summary>"project", "add", "ablate", "header" (header steering: <see cref="Scale"/> × each answer-header
+    /// position's own mean difference at that position) or "none" (leave the instruction unsteered).</summary>
     [JsonPropertyName("mode")] public required string Mode { get; init; }
 
     /// <summary>Vector name. <c>{word}</c> stands for each keyword (keywords:existence) or forbidden word
@@ -38,7 +39,8 @@ public sealed record SelectionEntry
         "add" => Evaluation.SteerMode.Add,
         "project" => Evaluation.SteerMode.Project,
         "ablate" => Evaluation.SteerMode.Ablate,
-        _ => throw new OnnxSteerException(ErrorKind.InvalidData, $"steering mode '{Mode}' is not one of none, add, project, ablate."),
+        "header" => Evaluation.SteerMode.Header,
+        _ => throw new OnnxSteerException(ErrorKind.InvalidData, $"steering mode '{Mode}' is not one of none, add, project, ablate, header."),
     };
 
     /// <summary>A short description for reports: "project lowercase@3", "add keyword.{word}@4 ×-8", "none".</summary>
@@ -48,6 +50,7 @@ public sealed record SelectionEntry
         var s = $"{Mode.ToLowerInvariant()} {Vector}@{Layer}";
         if (mode == Evaluation.SteerMode.Add)
             s += Weight is { } w ? $" w={w.ToString("0.###", CultureInfo.InvariantCulture)}" : $" {Scale?.ToString("0.###", CultureInfo.InvariantCulture)}×‖u‖";
+        if (mode == Evaluation.SteerMode.Header) s += $" {Scale?.ToString("0.###", CultureInfo.InvariantCulture)}×‖u_k‖ per header position";
         return s;
     }
 }
@@ -136,6 +139,8 @@ internal static class SelectionEntryExtensions
         if (entry.Layer is not { } layer || layer < 0) throw new OnnxSteerException(ErrorKind.InvalidData, $"mode {entry.Mode} needs \"layer\" (>= 0).");
         if (mode == SteerMode.Add && entry.Weight is null && entry.Scale is null)
             throw new OnnxSteerException(ErrorKind.InvalidData, "mode add needs \"weight\" or \"scale\".");
+        if (mode == SteerMode.Header && (entry.Scale is not { } scale || !float.IsFinite(scale) || entry.Weight is not null))
+            throw new OnnxSteerException(ErrorKind.InvalidData, "mode header needs a finite \"scale\" (a multiple of each header position's |u_k|) and no \"weight\".");
     }
 
     /// <summary>The vector names an entry means for one instruction: <c>{word}</c> expanded to each word.</summary>
@@ -148,6 +153,8 @@ internal static class SelectionEntryExtensions
         if (entry.SteerMode is not { } mode) return [];
         entry.Validate();
         var layer = entry.Layer!.Value;
+        // Header ops carry the scale: each header position's own norm is applied when the steering is built.
+        if (mode == SteerMode.Header) return [.. entry.VectorNamesFor(check).Select(v => new SteerOp(v, layer, mode, entry.Scale!.Value))];
         return [.. entry.VectorNamesFor(check).Select(v => new SteerOp(v, layer, mode, mode != SteerMode.Add ? 0
             : entry.Weight ?? entry.Scale!.Value * (catalog ?? throw new OnnxSteerException(ErrorKind.InvalidData,
                 $"the steering of {check.Id} is given as a scale of |u|, which needs the vector files")).Norm(v, layer)))];

@@ -29,6 +29,10 @@ public sealed record SweepOptions
     /// <summary>Weights tried for word exclusion, as multiples of the inclusion vector's |u_L| (default −1, −2, −4, −8).</summary>
     public IReadOnlyList<float> ExclusionScales { get; init; } = [-1, -2, -4, -8];
 
+    /// <summary>Header-steering scales tried (negated for word exclusion), as multiples of each header position's |u_k|,
+    /// for every instruction whose vectors have header positions (<c>extract --header-positions</c>; default 1, 2).</summary>
+    public IReadOnlyList<float> HeaderScales { get; init; } = [1, 2];
+
     /// <summary>What is maximised (default: without the instruction, as the paper does).</summary>
     public SweepObjective Objective { get; init; } = SweepObjective.WithoutInstruction;
 
@@ -53,7 +57,7 @@ public sealed record SweepOptions
 public sealed record SweepCandidate
 {
     public required string Instruction { get; init; }
-    /// <summary>"none", "project" or "add".</summary>
+    /// <summary>"none", "project", "add" or "header".</summary>
     public required string Mode { get; init; }
     public string? Vector { get; init; }
     public int? Layer { get; init; }
@@ -230,6 +234,13 @@ internal static class Sweeper
                     foreach (var scale in (family == InstructionFamily.WordExclusion ? options.ExclusionScales : options.AddScales).OrderBy(Math.Abs))
                         plans.Add((new SweepCandidate { Instruction = id, Mode = "add", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
                             new SelectionEntry { Mode = "add", Vector = vector, Layer = layer, Scale = scale }, mine));
+                // Header steering, for any family, where every vector has header positions at this layer (extract
+                // --header-positions); exclusion subtracts, as it does the additive inclusion vector.
+                if (names.All(n => catalog.Contains(OnnxSteer.Runtime.Steering.HeaderVectorName(n, 2))
+                    && catalog.Layers(OnnxSteer.Runtime.Steering.HeaderVectorName(n, 2)).Contains(layer)))
+                    foreach (var scale in options.HeaderScales.OrderBy(Math.Abs).Select(s => family == InstructionFamily.WordExclusion ? -s : s))
+                        plans.Add((new SweepCandidate { Instruction = id, Mode = "header", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
+                            new SelectionEntry { Mode = "header", Vector = vector, Layer = layer, Scale = scale }, mine));
             }
         }
         return plans;

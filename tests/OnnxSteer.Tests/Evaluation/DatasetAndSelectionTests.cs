@@ -94,12 +94,29 @@ public class DatasetAndSelectionTests
         Assert.Equal([new SteerOp("keywords.existence.ocean", 5, SteerMode.Add, -8), new SteerOp("keywords.existence.salt", 5, SteerMode.Add, -8), new SteerOp("change_case.english_lowercase", 3, SteerMode.Project)], ops);
     }
 
+    [Fact]
+    public void HeaderSelectionsCarryTheirScaleToTheOps()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var path = dir.Combine("sel.json");
+        File.WriteAllText(path, """{"format_version": 1, "instructions": {"keywords:existence": {"mode": "header", "vector": "keywords.existence.{word}", "layer": 1, "scale": 1.5}}}""");
+        var entry = SteeringSelection.Load(path).Instructions[InstructionIds.KeywordExistence];
+        Assert.Equal("header keywords.existence.{word}@1 1.5×‖u_k‖ per header position", entry.Describe());
+        var item = EvalDataset.Parse(new StringReader("""
+            {"prompt": "p", "instruction": "i", "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": ["Ocean"]}]}
+            """), "x")[0];
+        // The scale stays a scale: each header position's own norm is applied when the steering is built.
+        Assert.Equal([new SteerOp("keywords.existence.ocean", 1, SteerMode.Header, 1.5f)], SteeringSelection.Load(path).OpsFor(item, null));
+    }
+
     [Theory]
     [InlineData("""{"format_version": 1, "instructions": {"change_case:english_lowercase": {"mode": "project", "layer": 3}}}""", "needs \"vector\"")]
     [InlineData("""{"format_version": 1, "instructions": {"change_case:english_lowercase": {"mode": "project", "vector": "v"}}}""", "needs \"layer\"")]
     [InlineData("""{"format_version": 1, "instructions": {"keywords:existence": {"mode": "add", "vector": "v", "layer": 1}}}""", "\"weight\" or \"scale\"")]
     [InlineData("""{"format_version": 1, "instructions": {"change_case:english_lowercase": {"mode": "shout", "vector": "v", "layer": 1}}}""", "shout")]
     [InlineData("""{"format_version": 1, "instructions": {"made:up": {"mode": "none"}}}""", "made:up")]
+    [InlineData("""{"format_version": 1, "instructions": {"keywords:existence": {"mode": "header", "vector": "v", "layer": 1}}}""", "mode header needs a finite \"scale\"")]
+    [InlineData("""{"format_version": 1, "instructions": {"keywords:existence": {"mode": "header", "vector": "v", "layer": 1, "scale": 1, "weight": 3}}}""", "no \"weight\"")]
     [InlineData("""{"format_version": 2, "instructions": {}}""", "format_version 2")]
     [InlineData("""{"instructions": 5}""", "not a valid selection file")]
     public void RejectsBadSelections(string json, string expected)

@@ -92,6 +92,26 @@ public sealed class EvaluationControlsTests
     }
 
     [Fact]
+    public void HeaderControlsGetARandomVectorPerHeaderPosition()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var vectors = dir.Combine("kw.safetensors");
+        InstructionVectorFile.Create(
+        [
+            InstructionVector.FromMeanDiffs("kw", InstructionVector.DiffMeanMethod, new Dictionary<int, float[]> { [1] = [3, 4, 0, 0] }),
+            InstructionVector.FromMeanDiffs("kw.header-2", InstructionVector.HeaderMethod(2), new Dictionary<int, float[]> { [1] = [0, 0, 6, 8] }),
+        ], null).Save(vectors);
+        var folder = dir.Combine("control");
+        RandomControl.PrepareFolder(vectors, [new SteerOp("kw", 1, SteerMode.Header, 1f)], folder);
+        var random = InstructionVectorFile.Load(Path.Combine(folder, "random-control.safetensors"));
+        Assert.Equal(["random.kw", "random.kw.header-2"], random.Vectors.Select(v => v.Name).Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal(5, random.Get("random.kw").Layers[1].Norm, 5);
+        Assert.Equal(10, random.Get("random.kw.header-2").Layers[1].Norm, 5);
+        // The control op names random.kw, whose header positions the steering then finds as random.kw.header-K.
+        Assert.Equal("random.kw.header-2", OnnxSteer.Runtime.Steering.HeaderVectorName(RandomControl.Map(new SteerOp("kw", 1, SteerMode.Header, 1f)).Vector, 2));
+    }
+
+    [Fact]
     public void HeldOutPhrasingsAreReadFromSplitsBesideTheData()
     {
         var path = HeldOutPhrasings.FindBeside(Path.Combine(TestPaths.RepoRoot, "models", "data", "eval", "test.jsonl"));

@@ -38,7 +38,8 @@ internal sealed class FakeModel : IResponseGenerator, IVectorCatalog
         if (p.Contains("lowercase") && Steered("change_case.english_lowercase", o => o.Layer == 2)) return "";
         if (p.Contains("lowercase") || Steered("change_case.english_lowercase", o => o.Mode == SteerMode.Project && o.Layer >= 2)) text = text.ToLowerInvariant();
         if (p.Contains("capital letters") || Steered("change_case.english_capital", o => o.Mode == SteerMode.Project && o.Layer == 3)) text = text.ToUpperInvariant();
-        if (p.Contains("json")) text = $"{{\"answer\": \"{text.Replace("\"", "'")}\"}}";
+        // JSON steers only by header steering at layer 0 (vectors with header positions).
+        if (p.Contains("json") || Steered("detectable_format.json_format", o => o.Mode == SteerMode.Header && o.Layer == 0 && o.Weight >= 1)) text = $"{{\"answer\": \"{text.Replace("\"", "'")}\"}}";
         // Conciseness: weight >= 4 (2 x norm) at layer 4 gives one sentence; weight >= 16 collapses into repetition.
         if (Steered("length_constraints.number_sentences.at_most", o => o.Mode == SteerMode.Add && o.Weight >= 16)) return "short short short short short short short short short short short short";
         if (p.Contains("at most 1 sentence") || Steered("length_constraints.number_sentences.at_most", o => o.Mode == SteerMode.Add && o.Layer == 4 && o.Weight >= 4))

@@ -52,6 +52,24 @@ public class SweepTests
     }
 
     [Fact]
+    public async Task TriesHeaderSteeringWhereTheVectorsHaveHeaderPositions()
+    {
+        var model = new FakeModel();
+        model.Vectors.UnionWith(["detectable_format.json_format.header-2", "keywords.existence.ocean.header-2"]);
+        var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model,
+            new SweepOptions { Instructions = [InstructionIds.Json, InstructionIds.Lowercase, InstructionIds.ForbiddenWords] });
+        var sel = result.Selection.Instructions;
+        Assert.Equal(new SelectionEntry { Mode = "header", Vector = "detectable_format.json_format", Layer = 0, Scale = 1, Score = 1, Baseline = 0 }, sel[InstructionIds.Json]);
+        // none + 6 projections + 6 layers x 2 header scales; lowercase has no header vectors, so no header candidates.
+        Assert.Equal(19, result.Candidates.Count(c => c.Instruction == InstructionIds.Json));
+        Assert.DoesNotContain(result.Candidates, c => c.Instruction == InstructionIds.Lowercase && c.Mode == "header");
+        // Exclusion subtracts: header scales are negated.
+        Assert.Equal([-1f, -2f], result.Candidates.Where(c => c.Instruction == InstructionIds.ForbiddenWords && c.Mode == "header" && c.Layer == 0).Select(c => c.Scale!.Value).ToArray());
+        Assert.Contains(model.Batches.SelectMany(b => b), r => r.Steering.Any(o => o.Mode == SteerMode.Header && o.Vector == "keywords.existence.ocean" && o.Weight == -2));
+        Assert.Contains("header detectable_format.json_format@0 1×‖u_k‖ per header position", result.ToMarkdown());
+    }
+
+    [Fact]
     public async Task MissingVectorsLeaveTheInstructionUnsteered()
     {
         var model = new FakeModel { Vectors = ["change_case.english_lowercase"] };
