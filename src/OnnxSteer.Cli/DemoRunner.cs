@@ -161,7 +161,8 @@ internal static class DemoRunner
             var pairs = Path.Combine(pairsDir, name + ".jsonl");
             if (!File.Exists(pairs)) throw new OnnxSteerException(ErrorKind.NotFound, $"no extraction pairs for vector '{name}': '{pairs}' does not exist.");
             var list = PairsFile.Read(pairs).ToList();
-            extractor.Extract(list, Encode, new ExtractionOptions { Name = name, BatchSize = 16 }, null, cancellationToken)
+            // With the template's answer-header positions, so that a selection's header steering finds them.
+            extractor.Extract(list, Encode, new ExtractionOptions { Name = name, BatchSize = 16, HeaderPositions = ExtractionOptions.TemplateHeader }, null, cancellationToken)
                 .Save(Path.Combine(outDir, name + ".safetensors"));
             counts[name] = list.Count;
         }

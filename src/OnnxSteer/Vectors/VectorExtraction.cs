@@ -30,12 +30,8 @@ public static class VectorExtraction
         using var extractor = VectorExtractor.Load(request.ModelPath, request.Options);
         var encode = PromptEncoding.Create(Path.GetDirectoryName(extractor.ModelFile)!, request.Options.ChatTemplate, warnings, cancellationToken);
         var options = request.Options;
-        if (options.HeaderPositions == ExtractionOptions.TemplateHeader)
-        {
-            if (!options.ChatTemplate)
-                throw new OnnxSteerException(ErrorKind.Usage, "header positions 'template' count the chat template's answer header; without the chat template give a number");
-            options = options with { HeaderPositions = PromptEncoding.HeaderLength(encode) };
-        }
+        if (options.HeaderPositions == ExtractionOptions.TemplateHeader && !options.ChatTemplate)
+            throw new OnnxSteerException(ErrorKind.Usage, "header positions 'template' count the chat template's answer header; without the chat template give a number");
         IProgress<int>? pairProgress = progress is null ? null : new Relay(done => progress.Report(new ExtractionProgress(done, total)));
         progress?.Report(new ExtractionProgress(0, total));
         var file = extractor.Extract(PairsFile.Read(request.PairsPath), encode, options, pairProgress, cancellationToken);

@@ -35,7 +35,8 @@ public sealed record ExtractionOptions
     /// With N &gt; 1 the file also holds, for k = 2..N, the mean difference at the k-th position from the end, named
     /// <see cref="OnnxSteer.Runtime.Steering.HeaderVectorName"/>(name, k), for header steering. Those positions must hold
     /// the same tokens in both prompts of every pair (the chat template's answer header); a pair where they differ is refused.
-    /// <see cref="TemplateHeader"/> (0) means the chat template's answer header, counted by <see cref="VectorExtraction.Run"/>.</summary>
+    /// <see cref="TemplateHeader"/> (0) means the chat template's answer header: the tokens the encoder puts after any user
+    /// message (the common token suffix of two one-letter messages).</summary>
     public int HeaderPositions { get; init; } = 1;
 
     /// <summary><see cref="HeaderPositions"/> value meaning "every token the chat template puts after the user's message".</summary>
@@ -246,10 +247,10 @@ public sealed class VectorExtractor : IDisposable
         IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         VectorFormat.CheckName(options.Name);
-        var header = options.HeaderPositions;
+        // "template": every token the chat template puts after the user's message, counted with this encoder.
+        var header = options.HeaderPositions == ExtractionOptions.TemplateHeader ? PromptEncoding.HeaderLength(encode) : options.HeaderPositions;
         if (header < 1 || header > OnnxSteer.Runtime.Steering.MaxHeaderPositions)
-            throw new OnnxSteerException(ErrorKind.Usage, $"the header positions must be 1-{OnnxSteer.Runtime.Steering.MaxHeaderPositions} (got {header}; " +
-                "the chat template's header length is counted by VectorExtraction.Run or PromptEncoding).");
+            throw new OnnxSteerException(ErrorKind.Usage, $"the header positions must be 1-{OnnxSteer.Runtime.Steering.MaxHeaderPositions}, or TemplateHeader (got {header}).");
         for (var k = 2; k <= header; k++) VectorFormat.CheckName(OnnxSteer.Runtime.Steering.HeaderVectorName(options.Name, k));
         if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"the batch size must be at least 1 (got {options.BatchSize}).");
         if (options.SortWindow < 0) throw new OnnxSteerException(ErrorKind.Usage, $"the sort window must be 0 or more (got {options.SortWindow}).");

@@ -55,7 +55,9 @@ public sealed class HeaderExtractionTests
         Assert.Equal(ErrorKind.InvalidData, e.Kind);
         Assert.Contains("last 3 tokens of the with- and without-prompt differ", e.Message);
         Assert.Contains("pair 2", e.Message);
-        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => extractor.Extract(Pairs, Encode, new ExtractionOptions { HeaderPositions = 0 })).Kind);
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => extractor.Extract(Pairs, Encode, new ExtractionOptions { HeaderPositions = -1 })).Kind);
+        // "template" counts the encoder's header: here the three fixed tokens.
+        Assert.Equal(3, extractor.Extract(Pairs, Encode, new ExtractionOptions { HeaderPositions = ExtractionOptions.TemplateHeader }).Vectors.Count);
     }
 
     [Fact]
