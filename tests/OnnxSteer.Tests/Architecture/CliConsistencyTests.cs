@@ -187,6 +187,9 @@ public class CliConsistencyTests
         Assert.Equal(["keywords.existence.", "lowercase"],
             VectorNaming.Unmatched(["change_case.english_lowercase", "keywords.existence.cat", "lowercase", "keywords.existence.", "mine.dog"], selection));
         Assert.Equal(["mine.dog"], VectorNaming.Unmatched(["mine.dog", "punctuation.no_comma"], null));
+        // Header-position vectors are used with the vector they belong to.
+        Assert.Equal(["lowercase.header-2", "punctuation.no_comma.header-x"],
+            VectorNaming.Unmatched(["punctuation.no_comma.header-2", "keywords.existence.cat.header-5", "lowercase.header-2", "punctuation.no_comma.header-x"], null));
         Assert.Contains("change_case.english_lowercase", VectorNaming.Rule);
     }
 

@@ -174,6 +174,14 @@ public sealed class Steering
     public static string HeaderVectorName(string name, int position) =>
         position == 1 ? name : $"{name}.header-{position.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
 
+    /// <summary>The vector a header-position vector belongs to (<c>x.header-3</c> → <c>x</c>); other names unchanged.</summary>
+    internal static string HeaderBaseName(string name)
+    {
+        int at = name.LastIndexOf(".header-", StringComparison.Ordinal);
+        return at > 0 && int.TryParse(name.AsSpan(at + ".header-".Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var k)
+            && k >= 2 ? name[..at] : name;
+    }
+
     /// <summary>How many prompt positions from the end this steering steers one by one (0 when no term is scoped to a position).</summary>
     public int HeaderLength => Terms.Count == 0 ? 0 : Terms.Max(t => t.PromptPosition ?? 0);
 
