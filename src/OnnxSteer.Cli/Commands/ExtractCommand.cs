@@ -22,7 +22,7 @@ internal static class ExtractCommand
         var header = new Option<string>("--header-positions")
         {
             Description = "Also extract a vector for each of the prompt's last N positions (N, or template: every token the chat template puts after the " +
-                "user's message), named NAME.header-K, for header steering (generate --steer FILE@L=header:S). Default 1: the last token only (the paper).",
+                "user's message), named NAME.header-K, for header steering (generate --steer FILE@L=header:S); 1 is the last token only (the paper).",
             DefaultValueFactory = _ => "1",
         };
         var noTemplate = new Option<bool>("--no-chat-template") { Description = "Tokenize the raw prompts instead of wrapping them in the chat template." };

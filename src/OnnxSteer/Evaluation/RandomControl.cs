@@ -71,8 +71,8 @@ internal static class RandomControl
         // A header op steers with the vector's header-position vectors too: each gets its own random counterpart, named so
         // that the control op (random.NAME) finds them as its header positions (random.NAME.header-K).
         var expanded = ops.Concat(ops.Where(o => o.Mode == SteerMode.Header).SelectMany(o =>
-            Enumerable.Range(2, OnnxSteer.Runtime.Steering.MaxHeaderPositions - 1)
-                .Select(k => OnnxSteer.Runtime.Steering.HeaderVectorName(o.Vector, k))
+            Enumerable.Range(2, OnnxSteer.Contract.HeaderVectors.MaxPositions - 1)
+                .Select(k => OnnxSteer.Contract.HeaderVectors.Name(o.Vector, k))
                 .TakeWhile(loaded.ContainsKey)
                 .Select(name => o with { Vector = name }))).ToList();
         var random = Build(expanded, name => loaded.TryGetValue(name, out var v) ? v

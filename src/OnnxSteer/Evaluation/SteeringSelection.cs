@@ -202,7 +202,7 @@ public static class VectorNaming
         var templates = InstructionIds.All.Select(DefaultFor)
             .Concat(selection?.Instructions.Values.Select(e => e.Vector).OfType<string>() ?? []).Distinct().ToList();
         // A header-position vector (NAME.header-K) is used with its NAME.
-        return [.. vectorNames.Where(n => !templates.Any(t => Matches(t, OnnxSteer.Runtime.Steering.HeaderBaseName(n)))).Order(StringComparer.Ordinal)];
+        return [.. vectorNames.Where(n => !templates.Any(t => Matches(t, OnnxSteer.Contract.HeaderVectors.BaseName(n)))).Order(StringComparer.Ordinal)];
     }
 
     /// <summary>Expands <c>{word}</c> in <paramref name="template"/> with each keyword or forbidden word of the instruction.</summary>

@@ -236,8 +236,8 @@ internal static class Sweeper
                             new SelectionEntry { Mode = "add", Vector = vector, Layer = layer, Scale = scale }, mine));
                 // Header steering, for any family, where every vector has header positions at this layer (extract
                 // --header-positions); exclusion subtracts, as it does the additive inclusion vector.
-                if (names.All(n => catalog.Contains(OnnxSteer.Runtime.Steering.HeaderVectorName(n, 2))
-                    && catalog.Layers(OnnxSteer.Runtime.Steering.HeaderVectorName(n, 2)).Contains(layer)))
+                if (names.All(n => catalog.Contains(OnnxSteer.Contract.HeaderVectors.Name(n, 2))
+                    && catalog.Layers(OnnxSteer.Contract.HeaderVectors.Name(n, 2)).Contains(layer)))
                     foreach (var scale in options.HeaderScales.OrderBy(Math.Abs).Select(s => family == InstructionFamily.WordExclusion ? -s : s))
                         plans.Add((new SweepCandidate { Instruction = id, Mode = "header", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
                             new SelectionEntry { Mode = "header", Vector = vector, Layer = layer, Scale = scale }, mine));

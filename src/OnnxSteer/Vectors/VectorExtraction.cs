@@ -67,6 +67,6 @@ internal static class PromptEncoding
         int n = 0;
         while (n < Math.Min(a.Count, b.Count) && a[a.Count - 1 - n] == b[b.Count - 1 - n]) n++;
         if (n == 0) throw new OnnxSteerException(ErrorKind.Usage, "the chat template puts no tokens after the user's message: give the header positions as a number");
-        return Math.Min(n, OnnxSteer.Runtime.Steering.MaxHeaderPositions);
+        return Math.Min(n, OnnxSteer.Contract.HeaderVectors.MaxPositions);
     }
 }

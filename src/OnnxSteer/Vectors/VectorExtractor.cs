@@ -33,7 +33,7 @@ public sealed record ExtractionOptions
     public int SortWindow { get; init; } = 64;
     /// <summary>How many of the prompt's last positions get a vector (default 1: the last token only, the paper's vector).
     /// With N &gt; 1 the file also holds, for k = 2..N, the mean difference at the k-th position from the end, named
-    /// <see cref="OnnxSteer.Runtime.Steering.HeaderVectorName"/>(name, k), for header steering. Those positions must hold
+    /// <see cref="OnnxSteer.Contract.HeaderVectors.Name"/>(name, k), for header steering. Those positions must hold
     /// the same tokens in both prompts of every pair (the chat template's answer header); a pair where they differ is refused.
     /// <see cref="TemplateHeader"/> (0) means the chat template's answer header: the tokens the encoder puts after any user
     /// message (the common token suffix of two one-letter messages).</summary>
@@ -249,9 +249,9 @@ public sealed class VectorExtractor : IDisposable
         VectorFormat.CheckName(options.Name);
         // "template": every token the chat template puts after the user's message, counted with this encoder.
         var header = options.HeaderPositions == ExtractionOptions.TemplateHeader ? PromptEncoding.HeaderLength(encode) : options.HeaderPositions;
-        if (header < 1 || header > OnnxSteer.Runtime.Steering.MaxHeaderPositions)
-            throw new OnnxSteerException(ErrorKind.Usage, $"the header positions must be 1-{OnnxSteer.Runtime.Steering.MaxHeaderPositions}, or TemplateHeader (got {header}).");
-        for (var k = 2; k <= header; k++) VectorFormat.CheckName(OnnxSteer.Runtime.Steering.HeaderVectorName(options.Name, k));
+        if (header < 1 || header > OnnxSteer.Contract.HeaderVectors.MaxPositions)
+            throw new OnnxSteerException(ErrorKind.Usage, $"the header positions must be 1-{OnnxSteer.Contract.HeaderVectors.MaxPositions}, or TemplateHeader (got {header}).");
+        for (var k = 2; k <= header; k++) VectorFormat.CheckName(OnnxSteer.Contract.HeaderVectors.Name(options.Name, k));
         if (options.BatchSize < 1) throw new OnnxSteerException(ErrorKind.Usage, $"the batch size must be at least 1 (got {options.BatchSize}).");
         if (options.SortWindow < 0) throw new OnnxSteerException(ErrorKind.Usage, $"the sort window must be 0 or more (got {options.SortWindow}).");
         var layers = ResolveLayers(options.Layers);
@@ -333,7 +333,7 @@ public sealed class VectorExtractor : IDisposable
         for (var k = 1; k <= header; k++)
             vectors.Add(new InstructionVector
             {
-                Name = OnnxSteer.Runtime.Steering.HeaderVectorName(options.Name, k),
+                Name = OnnxSteer.Contract.HeaderVectors.Name(options.Name, k),
                 Method = k == 1 ? InstructionVector.DiffMeanMethod : InstructionVector.HeaderMethod(k),
                 PairCount = accumulators[k - 1].Count,
                 ChatTemplate = options.ChatTemplate,

@@ -21,7 +21,9 @@ public sealed class DemoTests
         Assert.Contains("  with:     ", text);
         Assert.Contains("layers and modes from ", text);
         Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | p | with instr. | with instr. + steer | p | on topic", text);
-        Assert.Contains("| change_case:english_lowercase | 1 | project change_case.english_lowercase@", text);
+        // The committed selection header-steers lowercase and projects title; the demo extracts the header vectors itself.
+        Assert.Contains("| change_case:english_lowercase | 1 | header change_case.english_lowercase@", text);
+        Assert.Contains("| detectable_format:title | 1 | project detectable_format.title@", text);
     }
 
     [Fact]

@@ -108,7 +108,7 @@ public sealed class EvaluationControlsTests
         Assert.Equal(5, random.Get("random.kw").Layers[1].Norm, 5);
         Assert.Equal(10, random.Get("random.kw.header-2").Layers[1].Norm, 5);
         // The control op names random.kw, whose header positions the steering then finds as random.kw.header-K.
-        Assert.Equal("random.kw.header-2", OnnxSteer.Runtime.Steering.HeaderVectorName(RandomControl.Map(new SteerOp("kw", 1, SteerMode.Header, 1f)).Vector, 2));
+        Assert.Equal("random.kw.header-2", OnnxSteer.Contract.HeaderVectors.Name(RandomControl.Map(new SteerOp("kw", 1, SteerMode.Header, 1f)).Vector, 2));
     }
 
     [Fact]

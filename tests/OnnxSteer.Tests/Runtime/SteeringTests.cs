@@ -410,10 +410,10 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     {
         var source = new InMemoryVectorSource()
             .Add("kw", 0, Vector(1) with { Norm = 4f })
-            .Add(Steering.HeaderVectorName("kw", 2), 0, Vector(2) with { Norm = 2f })
-            .Add(Steering.HeaderVectorName("kw", 3), 0, Vector(3) with { Norm = 1f })
-            .Add(Steering.HeaderVectorName("kw", 5), 0, Vector(5)); // after a gap: not part of the header
-        Assert.Equal("kw.header-2", Steering.HeaderVectorName("kw", 2));
+            .Add(OnnxSteer.Contract.HeaderVectors.Name("kw", 2), 0, Vector(2) with { Norm = 2f })
+            .Add(OnnxSteer.Contract.HeaderVectors.Name("kw", 3), 0, Vector(3) with { Norm = 1f })
+            .Add(OnnxSteer.Contract.HeaderVectors.Name("kw", 5), 0, Vector(5)); // after a gap: not part of the header
+        Assert.Equal("kw.header-2", OnnxSteer.Contract.HeaderVectors.Name("kw", 2));
         var steering = Steering.From(source).AddHeader("kw", 0, 1.5f);
         Assert.Equal([(1, 6f), (2, 3f), (3, 1.5f)], steering.Terms.Select(t => (t.PromptPosition!.Value, t.Weight)).ToArray());
         Assert.Equal(3, steering.HeaderLength);
@@ -425,7 +425,7 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     public void Bad_header_steering_is_refused()
     {
         Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, 0)).Kind);
-        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, Steering.MaxHeaderPositions + 1)).Kind);
+        Assert.Equal(ErrorKind.Usage, Assert.Throws<OnnxSteerException>(() => Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, OnnxSteer.Contract.HeaderVectors.MaxPositions + 1)).Kind);
         var projected = new SteeringTerm("p", 0, SteeringMode.Project, 0, 1f, Vector(2)) { PromptPosition = 1 };
         Assert.Contains("only additive terms", Assert.Throws<OnnxSteerException>(() => Steering.None.With(projected)).Message);
         var generated = Steering.None.AddAtPromptPosition(Vector(1), 0, 1f, 1).At(SteeringPositions.Generated);
@@ -446,7 +446,7 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
         var file = OnnxSteer.Vectors.InstructionVectorFile.Create(
         [
             OnnxSteer.Vectors.InstructionVector.FromMeanDiffs("kw", "test", new Dictionary<int, float[]> { [0] = last }),
-            OnnxSteer.Vectors.InstructionVector.FromMeanDiffs(Steering.HeaderVectorName("kw", 2), "test", new Dictionary<int, float[]> { [0] = second }),
+            OnnxSteer.Vectors.InstructionVector.FromMeanDiffs(OnnxSteer.Contract.HeaderVectors.Name("kw", 2), "test", new Dictionary<int, float[]> { [0] = second }),
         ], null);
         var path = dir.Combine("kw.safetensors");
         file.Save(path);

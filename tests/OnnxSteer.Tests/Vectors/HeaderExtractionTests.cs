@@ -35,7 +35,7 @@ public sealed class HeaderExtractionTests
         {
             var cut = k - 1;
             var truncated = Pairs.Select(p => (Encode(p.With)[..^cut], Encode(p.Without)[..^cut])).ToList();
-            ExtractionTests.AssertMatchesDirect(model, file.Get(Steering.HeaderVectorName("lower", k)), truncated, [0, 1], 1e-5);
+            ExtractionTests.AssertMatchesDirect(model, file.Get(OnnxSteer.Contract.HeaderVectors.Name("lower", k)), truncated, [0, 1], 1e-5);
         }
         // Position 1 is exactly what a plain extraction writes.
         var plain = extractor.Extract(Pairs, Encode, new ExtractionOptions { Name = "lower", BatchSize = 3 }).Get("lower");

@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxSteer.Contract;
 
 namespace OnnxSteer.Runtime;
 
@@ -139,15 +140,15 @@ public sealed class Steering
     /// model with a KV cache and the OnnxSteer engine.</summary>
     public Steering AddAtPromptPosition(SteeringVector vector, int layer, float weight, int fromEnd, string? name = null)
     {
-        if (fromEnd < 1 || fromEnd > MaxHeaderPositions)
-            throw new OnnxSteerException(ErrorKind.Usage, $"prompt position {fromEnd} of '{name ?? "vector"}' is outside 1-{MaxHeaderPositions} (counted from the end of the prompt)");
+        if (fromEnd < 1 || fromEnd > HeaderVectors.MaxPositions)
+            throw new OnnxSteerException(ErrorKind.Usage, $"prompt position {fromEnd} of '{name ?? "vector"}' is outside 1-{HeaderVectors.MaxPositions} (counted from the end of the prompt)");
         if (!float.IsFinite(weight)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"weight of '{name ?? "vector"}' at layer {layer} is {weight}");
         return With(new SteeringTerm(name ?? "vector", layer, SteeringMode.Add, weight, 0, Checked(vector, name, layer)) { PromptPosition = fromEnd });
     }
 
     /// <summary>Header steering: adds <paramref name="scale"/> × the mean difference of each answer-header position at that
     /// position. The vector <paramref name="name"/> is the last prompt token's (position 1, the paper's vector) and
-    /// <see cref="HeaderVectorName"/>(name, k) position k's, as <c>extract --header-positions</c> writes them; every
+    /// <see cref="HeaderVectors.Name"/>(name, k) position k's, as <c>extract --header-positions</c> writes them; every
     /// position the source holds for <paramref name="layer"/> is used. Only the prompt's last positions are steered (the
     /// chat template's "assistant" header, the same tokens in every prompt); the user's text and the answer run unsteered.</summary>
     public Steering AddHeader(string name, int layer, float scale) =>
@@ -160,26 +161,9 @@ public sealed class Steering
         if (!float.IsFinite(scale)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"header scale of '{name}' at layer {layer} is {scale}");
         var last = Lookup(source, name, layer);
         var steering = AddAtPromptPosition(last, layer, scale * last.Norm, 1, name);
-        for (int k = 2; k <= MaxHeaderPositions && source.TryGet(HeaderVectorName(name, k), layer, out var v); k++)
-            steering = steering.AddAtPromptPosition(v, layer, scale * v.Norm, k, HeaderVectorName(name, k));
+        for (int k = 2; k <= HeaderVectors.MaxPositions && source.TryGet(HeaderVectors.Name(name, k), layer, out var v); k++)
+            steering = steering.AddAtPromptPosition(v, layer, scale * v.Norm, k, HeaderVectors.Name(name, k));
         return steering;
-    }
-
-    /// <summary>The most prompt positions (from the end) a term may steer on its own.</summary>
-    public const int MaxHeaderPositions = 64;
-
-    /// <summary>The name of the vector for answer-header position <paramref name="position"/> (counted from the end of the
-    /// prompt) of the vector <paramref name="name"/>: the name itself for position 1 (the last token, the paper's vector),
-    /// <c>{name}.header-{k}</c> for k ≥ 2. One naming rule for extraction, files and steering.</summary>
-    public static string HeaderVectorName(string name, int position) =>
-        position == 1 ? name : $"{name}.header-{position.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
-
-    /// <summary>The vector a header-position vector belongs to (<c>x.header-3</c> → <c>x</c>); other names unchanged.</summary>
-    internal static string HeaderBaseName(string name)
-    {
-        int at = name.LastIndexOf(".header-", StringComparison.Ordinal);
-        return at > 0 && int.TryParse(name.AsSpan(at + ".header-".Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var k)
-            && k >= 2 ? name[..at] : name;
     }
 
     /// <summary>How many prompt positions from the end this steering steers one by one (0 when no term is scoped to a position).</summary>
@@ -212,9 +196,9 @@ public sealed class Steering
     {
         ArgumentNullException.ThrowIfNull(term);
         if (term.Layer < 0) throw new OnnxSteerException(ErrorKind.InvalidVector, $"layer {term.Layer} of '{term.Name}' is negative");
-        if (term.PromptPosition is int k && (term.Mode != SteeringMode.Add || k < 1 || k > MaxHeaderPositions))
+        if (term.PromptPosition is int k && (term.Mode != SteeringMode.Add || k < 1 || k > HeaderVectors.MaxPositions))
             throw new OnnxSteerException(ErrorKind.Usage,
-                $"'{term.Name}' at layer {term.Layer}: only additive terms may steer one prompt position, counted 1-{MaxHeaderPositions} from the end (got {term.Mode.ToString().ToLowerInvariant()} at {k})");
+                $"'{term.Name}' at layer {term.Layer}: only additive terms may steer one prompt position, counted 1-{HeaderVectors.MaxPositions} from the end (got {term.Mode.ToString().ToLowerInvariant()} at {k})");
         if (term.Mode != SteeringMode.Add)
             foreach (var other in Terms)
                 if (other.Layer == term.Layer && other.Mode != SteeringMode.Add)
