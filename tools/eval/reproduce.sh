@@ -52,4 +52,6 @@ $ONNXSTEER eval "$W/instruct" --data "$MODELS"/data/eval/test.jsonl --vectors "$
 python3 tools/eval/summarize.py "$W/test-instruct-previous-selection.json" "tiny-instruct, test split, the previous model's selection" > "$OUT/summary-instruct-previous-selection.md"
 python3 tools/eval/summarize.py "$W/test-instruct.json" "tiny-instruct, test split" > "$OUT/summary-instruct.md"
 python3 tools/eval/summarize.py "$W/test-base-transfer.json" "tiny-base with tiny-instruct's vectors (transfer), test split" > "$OUT/summary-base-transfer.md"
+# 6. The tables of docs/evaluation.md are the files just written (its prose quotes numbers and is updated by hand).
+if [ "$OUT" = "docs/evaluation" ]; then python3 tools/eval/splice.py docs/evaluation.md; fi
 echo "done: $OUT (work folder $W)"

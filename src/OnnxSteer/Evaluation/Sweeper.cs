@@ -12,8 +12,9 @@ public enum SweepObjective
     /// <summary>The mean of the steered accuracies without and with the instruction.</summary>
     Both,
     /// <summary>Accuracy without the instruction, among candidates whose accuracy with the instruction drops at most
-    /// <see cref="SweepOptions.MaxWithInstructionDrop"/> below the unsteered one (others score 0): steering must not
-    /// hurt prompts that already carry the instruction.</summary>
+    /// <see cref="SweepOptions.MaxWithInstructionDrop"/> below the unsteered one, and whose share of acceptable answers
+    /// without the instruction (not degenerate, on topic) drops at most as much (others score 0): steering must not hurt
+    /// prompts that already carry the instruction, nor break the answers it is meant to shape.</summary>
     Guarded,
 }
 
@@ -36,8 +37,8 @@ public sealed record SweepOptions
     /// <summary>What is maximised (default: without the instruction, as the paper does).</summary>
     public SweepObjective Objective { get; init; } = SweepObjective.WithoutInstruction;
 
-    /// <summary>For <see cref="SweepObjective.Guarded"/>: the largest allowed drop of with-instruction accuracy (default 0.1,
-    /// one prompt in ten).</summary>
+    /// <summary>For <see cref="SweepObjective.Guarded"/>: the largest allowed drop of with-instruction accuracy, and of the
+    /// share of acceptable answers without the instruction (default 0.1, one prompt in ten).</summary>
     public double MaxWithInstructionDrop { get; init; } = 0.1;
 
     /// <summary>Degenerate responses score 0.</summary>
@@ -69,6 +70,9 @@ public sealed record SweepCandidate
     public double? AccuracyWithInstruction { get; init; }
     /// <summary>Share of degenerate responses.</summary>
     public required double DegenerateRate { get; init; }
+    /// <summary>Share of the responses without the instruction that are acceptable answers: not degenerate and on topic
+    /// (<see cref="QualityGuard.Accepts"/>), whatever the instruction's check says.</summary>
+    public double AcceptedRate { get; init; }
     /// <summary>The objective's value.</summary>
     public required double Score { get; init; }
 
@@ -195,7 +199,7 @@ internal static class Sweeper
                 Objective = options.Objective switch
                 {
                     SweepObjective.Both => "mean of loose accuracy without and with the instruction, degenerate = 0",
-                    SweepObjective.Guarded => $"loose accuracy without the instruction, degenerate = 0, with-instruction accuracy at most {options.MaxWithInstructionDrop:0.##} below unsteered",
+                    SweepObjective.Guarded => $"loose accuracy without the instruction, degenerate = 0, with-instruction accuracy and acceptable (on-topic, non-degenerate) answers at most {options.MaxWithInstructionDrop:0.##} below unsteered",
                     _ => "loose accuracy without the instruction, degenerate = 0",
                 },
                 Instructions = selection,
@@ -254,23 +258,27 @@ internal static class Sweeper
     {
         var candidates = new List<SweepCandidate>();
         double? baselineWith = null;
+        double baselineAccepted = 0;
         for (var p = 0; p < plans.Count; p++)
         {
             var scored = requests.Where(r => r.Plan == p).Select(r =>
             {
                 var response = responses[r.Request.CacheKey].Text;
                 var degenerate = options.Quality.IsDegenerate(response);
-                return (r.Setting, Pass: options.Quality.Passes(r.Item, r.Item.Checks[0], response), Degenerate: degenerate);
+                return (r.Setting, Pass: options.Quality.Passes(r.Item, r.Item.Checks[0], response), Degenerate: degenerate,
+                    Accepted: options.Quality.Accepts(r.Item, response));
             }).ToList();
             var without = scored.Where(s => s.Setting == EvalSetting.NoInstruction).ToList();
             var with = scored.Where(s => s.Setting == EvalSetting.WithInstruction).ToList();
             var acc = without.Count(s => s.Pass) / (double)without.Count;
             double? accWith = both ? with.Count(s => s.Pass) / (double)with.Count : null;
-            if (plans[p].Entry.Mode == "none") baselineWith = accWith; // "none" comes first for each instruction
+            var accepted = without.Count(s => s.Accepted) / (double)without.Count;
+            if (plans[p].Entry.Mode == "none") (baselineWith, baselineAccepted) = (accWith, accepted); // "none" comes first for each instruction
             var score = options.Objective switch
             {
                 SweepObjective.Both => (acc + accWith!.Value) / 2,
-                SweepObjective.Guarded => accWith!.Value >= baselineWith!.Value - options.MaxWithInstructionDrop - 1e-9 ? acc : 0,
+                SweepObjective.Guarded => accWith!.Value >= baselineWith!.Value - options.MaxWithInstructionDrop - 1e-9
+                    && accepted >= baselineAccepted - options.MaxWithInstructionDrop - 1e-9 ? acc : 0,
                 _ => acc,
             };
             candidates.Add(plans[p].Template with
@@ -278,6 +286,7 @@ internal static class Sweeper
                 Accuracy = acc,
                 AccuracyWithInstruction = accWith,
                 DegenerateRate = scored.Count(s => s.Degenerate) / (double)scored.Count,
+                AcceptedRate = accepted,
                 Score = score,
             });
         }

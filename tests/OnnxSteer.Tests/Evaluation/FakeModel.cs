@@ -36,6 +36,9 @@ internal sealed class FakeModel : IResponseGenerator, IVectorCatalog
         // Lowercase steers at layers 2-5 by projection, but at layer 2 it breaks prompts that carry the instruction;
         // capital only at layer 3; JSON never.
         if (p.Contains("lowercase") && Steered("change_case.english_lowercase", o => o.Layer == 2)) return "";
+        // At layer 1 lowercase projection works but makes mountain answers talk about a valley (off topic).
+        if (Steered("change_case.english_lowercase", o => o.Mode == SteerMode.Project && o.Layer == 1))
+            return text.Replace("mountain", "valley").ToLowerInvariant();
         if (p.Contains("lowercase") || Steered("change_case.english_lowercase", o => o.Mode == SteerMode.Project && o.Layer >= 2)) text = text.ToLowerInvariant();
         if (p.Contains("capital letters") || Steered("change_case.english_capital", o => o.Mode == SteerMode.Project && o.Layer == 3)) text = text.ToUpperInvariant();
         // JSON steers only by header steering at layer 0 (vectors with header positions).

@@ -108,6 +108,12 @@ public class SweepTests
         Assert.Equal(0, l2.Score);
         Assert.Equal(3, guarded.Selection.Instructions[InstructionIds.Lowercase].Layer);
         Assert.Contains("at most 0.1 below unsteered", guarded.Selection.Objective);
+        // Layer 1 lowercases both answers but one loses its topic: half the answers are no longer acceptable, so the
+        // guard scores it 0 although it passes half the prompts.
+        var l1 = guarded.Candidates.Single(c => c.Layer == 1);
+        Assert.Equal((0.5, 0.5, 0.0), (l1.Accuracy, l1.AcceptedRate, l1.Score));
+        Assert.Equal(1.0, guarded.Candidates.Single(c => c.Mode == "none").AcceptedRate);
+        Assert.Equal(0.5, plain.Candidates.Single(c => c.Layer == 1).Score);
     }
 
     [Fact]
