@@ -536,7 +536,7 @@ internal sealed class HfModelSection
 {
     public required Dictionary<string, int> Vocab { get; init; }
     public required string[] IdToToken { get; init; }
-    public required Dictionary<long, BpeMerge> Merges { get; init; }
+    public required MergeTable Merges { get; init; }
     public string? Unk { get; init; }
     public bool ByteFallback { get; init; }
     public bool FuseUnk { get; init; }
@@ -553,7 +553,7 @@ internal sealed class HfModelSection
         bool? byteFallback = null, fuseUnk = null, ignoreMerges = null;
         Dictionary<string, int>? vocab = null;
         bool vocabSeen = false, mergesSeen = false;
-        Dictionary<long, BpeMerge>? mergeMap = null;
+        MergeTable? mergeMap = null;
         (int Start, int End)? pendingMerges = null;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
@@ -612,7 +612,7 @@ internal sealed class HfModelSection
         }
         return new HfModelSection
         {
-            Vocab = vocab, IdToToken = table, Merges = mergeMap ?? [], Unk = unk,
+            Vocab = vocab, IdToToken = table, Merges = mergeMap ?? new MergeTable(), Unk = unk,
             ByteFallback = byteFallback ?? false, FuseUnk = fuseUnk ?? false, IgnoreMerges = ignoreMerges ?? false,
         };
     }

@@ -268,10 +268,10 @@ internal static class TokenizerFile
     /// each resolved against the vocabulary without building strings: both parts and their concatenation must be
     /// tokens. A pair listed twice keeps its later rank, as Hugging Face does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static Dictionary<long, BpeMerge> ReadMerges(ref Utf8JsonReader reader, Dictionary<string, int> vocab, string path, string where, int capacity = 0)
+    public static MergeTable ReadMerges(ref Utf8JsonReader reader, Dictionary<string, int> vocab, string path, string where, int capacity = 0)
     {
         if (reader.TokenType != JsonTokenType.StartArray) throw Invalid(path, $"{where} must be an array");
-        var merges = new Dictionary<long, BpeMerge>(capacity);
+        var merges = new MergeTable(capacity);
         var lookup = new VocabLookup(vocab);
         var buffer = ArrayPool<char>.Shared.Rent(256);
         try
@@ -315,12 +315,12 @@ internal static class TokenizerFile
 
     /// <summary>Reads merges.txt lines ("a b", a "#version" line skipped) the same way.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static Dictionary<long, BpeMerge> ReadMergeLines(byte[] bytes, Dictionary<string, int> vocab, string path)
+    public static MergeTable ReadMergeLines(byte[] bytes, Dictionary<string, int> vocab, string path)
     {
         string text;
         try { text = new UTF8Encoding(false, true).GetString(SkipBom(bytes)); }
         catch (DecoderFallbackException) { throw Invalid(path, "is not UTF-8 text"); }
-        var merges = new Dictionary<long, BpeMerge>();
+        var merges = new MergeTable();
         var lookup = new VocabLookup(vocab);
         var buffer = new char[256];
         int rank = 0, lineNumber = 0;
@@ -364,8 +364,7 @@ internal static class TokenizerFile
 
     public static long PairKey(int a, int b) => ((long)a << 32) | (uint)b;
 
-    private static void Add(Dictionary<long, BpeMerge> merges, int a, int b, int merged, int rank) =>
-        merges[PairKey(a, b)] = new BpeMerge(rank, merged);
+    private static void Add(MergeTable merges, int a, int b, int merged, int rank) => merges.Set(a, b, rank, merged);
 
     private static int Lookup(VocabLookup lookup, ReadOnlySpan<char> token,
         string path, string where, int rank)
