@@ -14,8 +14,7 @@ namespace OnnxSteer.Modeling.Tokenization;
 /// built at load without a string per merge.</summary>
 internal sealed class BpeModel
 {
-    private readonly Dictionary<string, int> _vocab;
-    private readonly VocabLookup _lookup;
+    private readonly VocabTable _vocab;
     private readonly string[] _idToToken;
     private readonly MergeTable _merges;
     private readonly int? _unkId;
@@ -25,11 +24,10 @@ internal sealed class BpeModel
 
     [ThreadStatic] private static MergeScratch? t_scratch;
 
-    public BpeModel(Dictionary<string, int> vocab, string[] idToToken, MergeTable merges, string? unk,
+    public BpeModel(VocabTable vocab, string[] idToToken, MergeTable merges, string? unk,
         bool byteFallback, bool fuseUnk, bool ignoreMerges, bool byteLevel)
     {
         _vocab = vocab;
-        _lookup = new VocabLookup(vocab);
         _idToToken = idToToken;
         _merges = merges;
         _fuseUnk = fuseUnk;
@@ -70,7 +68,7 @@ internal sealed class BpeModel
             int n = char.IsHighSurrogate(w[i]) && i + 1 < w.Length && char.IsLowSurrogate(w[i + 1]) ? 2 : 1;
             var c = w.AsSpan(i, n);
             i += n;
-            if (_lookup.TryGetValue(c, out var id))
+            if (_vocab.TryGetValue(c, out var id))
             {
                 if (unkPending) { symbols.Add(_unkId!.Value); unkPending = false; }
                 symbols.Add(id);

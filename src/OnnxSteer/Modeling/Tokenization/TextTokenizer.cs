@@ -111,7 +111,7 @@ public sealed class TextTokenizer
                 if (reader.Read()) throw TokenizerFile.Invalid(vocabPath, "has content after the vocabulary object");
                 return v;
             });
-            var table = TokenizerFile.IdTable(vocab, vocabPath, "the vocabulary");
+            var table = vocab.IdTable(vocabPath, "the vocabulary");
             var merges = TokenizerFile.ReadMergeLines(TokenizerFile.ReadBytes(mergesPath, TokenizerFile.MaxModelFileBytes)!, vocab, mergesPath);
             var model = new BpeModel(vocab, table, merges, unk: null, byteFallback: false, fuseUnk: false, ignoreMerges: false, byteLevel: true);
             var pipeline = new HfBackend(model, normalizer: null, new ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: true), byteLevelDecoder: true, vocabPath);
@@ -429,7 +429,7 @@ public sealed class TextTokenizer
         return null;
     }
 
-    private static int? FindId(Dictionary<string, int> vocab, List<AddedToken> added, string token)
+    private static int? FindId(VocabTable vocab, List<AddedToken> added, string token)
     {
         foreach (var t in added) if (t.Content == token) return t.Id;
         return vocab.TryGetValue(token, out var id) ? id : null;
@@ -534,7 +534,7 @@ internal sealed record AddedToken(string Content, int Id, bool Special, bool LSt
 /// whichever order the two appear) and the BPE options, each checked for type and range.</summary>
 internal sealed class HfModelSection
 {
-    public required Dictionary<string, int> Vocab { get; init; }
+    public required VocabTable Vocab { get; init; }
     public required string[] IdToToken { get; init; }
     public required MergeTable Merges { get; init; }
     public string? Unk { get; init; }
@@ -551,7 +551,7 @@ internal sealed class HfModelSection
         if (reader.TokenType != JsonTokenType.StartObject) throw TokenizerFile.Invalid(path, "model must be an object");
         string? type = null, unk = null, prefix = null, suffix = null;
         bool? byteFallback = null, fuseUnk = null, ignoreMerges = null;
-        Dictionary<string, int>? vocab = null;
+        VocabTable? vocab = null;
         bool vocabSeen = false, mergesSeen = false;
         MergeTable? mergeMap = null;
         (int Start, int End)? pendingMerges = null;
@@ -602,7 +602,7 @@ internal sealed class HfModelSection
             throw TokenizerFile.Invalid(path, vocabSeen ? "model.vocab must be an object of token ids" : "has no model.vocab");
         if (!string.IsNullOrEmpty(prefix) || !string.IsNullOrEmpty(suffix))
             throw TokenizerFile.Unsupported(path, "BPE with continuing_subword_prefix or end_of_word_suffix is not supported");
-        var table = TokenizerFile.IdTable(vocab, path, "model.vocab");
+        var table = vocab.IdTable(path, "model.vocab");
         if (pendingMerges is var (from, to))
         {
             var mergeJson = json[from..to];
