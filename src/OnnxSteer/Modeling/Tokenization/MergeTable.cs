@@ -69,6 +69,17 @@ internal sealed class MergeTable
         }
     }
 
+    /// <summary>Every (left, right) pair and its merge, in no particular order (for tests and diagnostics).</summary>
+    internal IEnumerable<(int Left, int Right, BpeMerge Merge)> Entries()
+    {
+        foreach (var slot in _slots)
+            if (slot.Key != 0)
+            {
+                long key = slot.Key - 1;
+                yield return ((int)(key >> 32), (int)(uint)key, new BpeMerge(slot.Rank, slot.Id));
+            }
+    }
+
     private void Grow()
     {
         var old = _slots;

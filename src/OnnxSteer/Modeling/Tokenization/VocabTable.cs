@@ -22,6 +22,8 @@ internal sealed class VocabTable
     /// real vocabularies at this load factor: runs of a few tens at most).</summary>
     private const int MaxProbes = 128;
 
+    private readonly int _maxProbes;
+
     private Slot[] _slots;
     private int _count;
     private int _longestProbe;
@@ -31,8 +33,12 @@ internal sealed class VocabTable
     private (int Id, string First, string Second)? _idConflict;
 
     /// <summary>A table sized for <paramref name="capacity"/> tokens without growing (more still fit).</summary>
-    public VocabTable(int capacity = 0)
+    public VocabTable(int capacity = 0) : this(capacity, MaxProbes) { }
+
+    /// <summary>A table whose fixed hash gives way after <paramref name="maxProbes"/> probes (tests force the switch).</summary>
+    internal VocabTable(int capacity, int maxProbes)
     {
+        _maxProbes = maxProbes;
         capacity = Math.Clamp(capacity, 8, TokenizerFile.MaxTokenId + 1);
         _slots = new Slot[SlotsFor(capacity)];
         _byId = new string[capacity];
@@ -40,6 +46,9 @@ internal sealed class VocabTable
 
     /// <summary>The number of tokens.</summary>
     public int Count => _count;
+
+    /// <summary>Whether the table has given up its fixed hash for the randomised one.</summary>
+    internal bool Randomized => _randomized;
 
     // Load factor at most 2/3; any slot count works (the hash is reduced by a multiply).
     private static int SlotsFor(int count) => (int)Math.Min((long)count * 3 / 2 + 1, Array.MaxLength);
@@ -106,7 +115,7 @@ internal sealed class VocabTable
     }
 
     /// <summary>Puts a token not yet seen (or, found within the probe limit, leaves it: the caller checks) in its slot;
-    /// false when neither happened within <see cref="MaxProbes"/> under the fixed hash.</summary>
+    /// false when neither happened within the probe limit under the fixed hash.</summary>
     private bool Insert(string token, int hash, int id)
     {
         var slots = _slots;
@@ -121,7 +130,7 @@ internal sealed class VocabTable
                 return true;
             }
             if (slot.Hash == hash && token.AsSpan().SequenceEqual(slot.Token)) return false;
-            if (probe >= MaxProbes && !_randomized) return false;
+            if (probe >= _maxProbes && !_randomized) return false;
             if (++i == slots.Length) i = 0;
         }
     }
