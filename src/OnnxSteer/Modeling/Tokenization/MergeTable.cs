@@ -80,6 +80,7 @@ internal sealed class MergeTable
             }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Grow()
     {
         var old = _slots;

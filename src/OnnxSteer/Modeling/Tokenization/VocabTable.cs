@@ -9,7 +9,8 @@ namespace OnnxSteer.Modeling.Tokenization;
 /// looks the vocabulary up three times per merge, and the dictionary's span lookup went through its buckets, its entries
 /// and two interface calls to the comparer, in generic code that ran unoptimised in the first loads of a process. Here
 /// one open-addressing array holds each token's string, hash and id (one probe reads one slot; the string is read only
-/// when the hash matches), and the methods are compiled optimised at once.
+/// when the hash matches), and every method the load calls is compiled optimised at once (not left to tiering, which runs a process's first loads
+/// unoptimised).
 /// <para>The file is untrusted, so the hash cannot be one its author can collide at will: tokens are hashed with a
 /// fast fixed function while every token sits within <see cref="MaxProbes"/> slots of its home, and the table switches to
 /// the runtime's per-process randomised string hash (and rebuilds) the first time one does not. Lookups stop after the
@@ -78,6 +79,7 @@ internal sealed class VocabTable
     }
 
     /// <summary>The id of <paramref name="token"/>, if it is in the vocabulary.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetValue(string token, out int id) => TryGetValue(token.AsSpan(), out id);
 
     /// <summary>The id of the token spelled by <paramref name="token"/>, if it is in the vocabulary.</summary>
@@ -99,6 +101,7 @@ internal sealed class VocabTable
     }
 
     /// <summary>The slot of <paramref name="token"/>, or -1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int Find(ReadOnlySpan<char> token, int hash)
     {
         var slots = _slots;
@@ -116,6 +119,7 @@ internal sealed class VocabTable
 
     /// <summary>Puts a token not yet seen (or, found within the probe limit, leaves it: the caller checks) in its slot;
     /// false when neither happened within the probe limit under the fixed hash.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool Insert(string token, int hash, int id)
     {
         var slots = _slots;
@@ -135,6 +139,7 @@ internal sealed class VocabTable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Rehash(int slotCount, bool randomized)
     {
         var old = _slots;
@@ -164,6 +169,7 @@ internal sealed class VocabTable
 
     /// <summary>A fast fixed hash of UTF-16 text, four characters per multiply, finished so the high bits (which pick
     /// the slot) depend on every character.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int FixedHash(ReadOnlySpan<char> token)
     {
         var bytes = MemoryMarshal.AsBytes(token);
