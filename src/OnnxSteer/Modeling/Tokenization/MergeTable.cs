@@ -7,8 +7,9 @@ namespace OnnxSteer.Modeling.Tokenization;
 /// Llama tokenizer.json (issue 12): <c>long.GetHashCode</c> is <c>(int)key ^ (int)(key &gt;&gt; 32)</c>, so a pair key
 /// hashed to <c>left ^ right</c>, under 2^15 for a 32k vocabulary, and 61k merges shared those values in bucket chains;
 /// and the dictionary's code for this struct is generic code no precompiled image holds, so the first loads of a process
-/// ran it unoptimised. Here the key is mixed by a Fibonacci multiply, a slot holds key and value in 16 bytes (one cache
-/// line read per probe, no chains), and the load-time insert is compiled optimised at once.</remarks>
+/// ran it unoptimised. Here the key is mixed by a multiply (by a per-process random odd number), a slot holds key and
+/// value in 16 bytes (one cache line read per probe, no chains), and the load-time insert is compiled optimised at once.
+/// (The old dictionary's <c>left ^ right</c> also let a file collide all its pairs at will: a quadratic load.)</remarks>
 internal sealed class MergeTable
 {
     // Key + 1 is stored, so the zeroed array is the empty table (ids are 0..MaxTokenId, so keys are never -1).
@@ -26,9 +27,15 @@ internal sealed class MergeTable
     // Load factor at most 3/4: a miss walks a short run; any slot count works (the hash is reduced by a multiply).
     private static int SlotsFor(int count) => (int)Math.Min((long)count * 4 / 3 + 1, Array.MaxLength);
 
+    /// <summary>The hash multiplier: random per process (odd, top bit set), because the pairs come from an untrusted file.
+    /// A fixed multiplier lets a file pick pairs whose keys differ by a value the multiplier maps near zero (a convergent of
+    /// its continued fraction), which all land in one run of slots and make the load quadratic; with an unknown one they
+    /// cannot be picked.</summary>
+    private static readonly ulong Multiplier = (ulong)Random.Shared.NextInt64() | 1UL | (1UL << 63);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int Home(long stored, int length) =>
-        (int)(((ulong)(uint)(((ulong)stored * 0x9E3779B97F4A7C15UL) >> 32) * (ulong)(uint)length) >> 32);
+        (int)(((ulong)(uint)(((ulong)stored * Multiplier) >> 32) * (ulong)(uint)length) >> 32);
 
     /// <summary>Sets the merge of (<paramref name="left"/>, <paramref name="right"/>); a pair given again keeps the later
     /// value, as Hugging Face's table does.</summary>
