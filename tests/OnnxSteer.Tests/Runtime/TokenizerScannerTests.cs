@@ -79,6 +79,7 @@ public sealed class TokenizerScannerTests
     [InlineData("{ \"a\" : 0 ,\n\t\"b\":1}", 2)]
     [InlineData("""{"\"": 3, "\\": 4, "\u00e9\ud83d\ude00": 5, "é😀x": 6, "\/": 7, "tab\t": 8}""", 6)]
     [InlineData("""{"a": 4194303}""", 1)]
+    [InlineData("""{"\u00C9\n\b\f\r": 1, "é\u00e9é": 2, "\u0120the": 3, "\u0000": 4, "\uD83D\uDE00\ud83d\ude00": 5}""", 5)]
     public void Vocabularies_real_files_write_are_scanned_as_the_reader_reads_them(string text, int count)
     {
         var json = Encoding.UTF8.GetBytes(text);
@@ -105,6 +106,13 @@ public sealed class TokenizerScannerTests
     [InlineData("{\"a\": 1 // comment\n}")]
     [InlineData("""{"\q": 1}""")]       // an escape JSON does not have
     [InlineData("""{"\ud800": 1}""")]   // a lone surrogate
+    [InlineData("""{"\udc00": 1}""")]
+    [InlineData("""{"\ud800\u0041": 1}""")] // a high surrogate not followed by a low one
+    [InlineData("""{"\ud800x": 1}""")]
+    [InlineData("""{"\ud83d\ude0": 1}""")]
+    [InlineData("""{"\u12": 1}""")]     // short hex
+    [InlineData("""{"\uZZZZ": 1}""")]
+    [InlineData("""{"a\x": 1}""")]
     [InlineData("""{"a": 1""")]          // cut short
     [InlineData("{\"a\"")]
     public void Anything_else_in_a_vocabulary_is_left_to_the_reader(string text)

@@ -15,8 +15,8 @@ namespace OnnxSteer.Modeling.Tokenization;
 /// tiered JIT, so in a process's first loads of a tokenizer (the ones a CLI verb or an app pays for) they ran
 /// unoptimised and a 61k-merge Llama file took 2-3 times its steady-state time. This code is compiled optimised at once,
 /// calls nothing generic in the loop, and resolves merges against the vocabulary from a character buffer (no string per
-/// merge). Strings holding an escape, rare, are decoded by a <see cref="Utf8JsonReader"/> over that one string, so
-/// escapes mean exactly what they mean to System.Text.Json.</remarks>
+/// merge). Escapes are decoded here too (files written by System.Text.Json escape every non-ASCII character), and any
+/// escape System.Text.Json would refuse makes the scanner give up, so the reader reports it.</remarks>
 internal static class TokenizerJsonScanner
 {
     /// <summary>Reads the vocabulary object whose <c>{</c> is at <paramref name="open"/> into <paramref name="vocab"/>;
@@ -159,21 +159,79 @@ internal static class TokenizerJsonScanner
         {
             if (Utf8.ToUtf16(json[start..q], buffer.AsSpan(at), out _, out n, replaceInvalidSequences: false) != OperationStatus.Done) return -1;
         }
-        else n = Unescape(json[p..(q + 1)], buffer.AsSpan(at));
+        else n = Unescape(json[start..q], buffer.AsSpan(at));
         if (n >= 0) p = q + 1;
         return n;
     }
 
-    /// <summary>A string with escapes, decoded by System.Text.Json itself; -1 when it refuses it.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static int Unescape(ReadOnlySpan<byte> literal, Span<char> destination)
+    /// <summary>The characters of a string's content (between its quotes) that holds escapes; -1 for anything
+    /// System.Text.Json would refuse (an unknown escape, bad hex, a surrogate escape that is not a high-low pair,
+    /// invalid UTF-8 between escapes), which the reader then reports. Valid escapes mean the one thing JSON says.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int Unescape(ReadOnlySpan<byte> content, Span<char> destination)
     {
-        try
+        int n = 0, i = 0;
+        while (i < content.Length)
         {
-            var reader = new Utf8JsonReader(literal);
-            return reader.Read() && reader.TokenType == JsonTokenType.String ? reader.CopyString(destination) : -1;
+            int escape = i;
+            while (escape < content.Length && content[escape] != '\\') escape++;
+            if (escape > i)
+            {
+                // A backslash is ASCII, so a run between escapes never cuts a UTF-8 sequence.
+                if (Utf8.ToUtf16(content[i..escape], destination[n..], out _, out int written, replaceInvalidSequences: false) != OperationStatus.Done)
+                    return -1;
+                n += written;
+            }
+            if (escape == content.Length) break;
+            if (escape + 1 >= content.Length) return -1;
+            i = escape + 2;
+            switch (content[escape + 1])
+            {
+                case (byte)'"': destination[n++] = '"'; break;
+                case (byte)'\\': destination[n++] = '\\'; break;
+                case (byte)'/': destination[n++] = '/'; break;
+                case (byte)'b': destination[n++] = '\b'; break;
+                case (byte)'f': destination[n++] = '\f'; break;
+                case (byte)'n': destination[n++] = '\n'; break;
+                case (byte)'r': destination[n++] = '\r'; break;
+                case (byte)'t': destination[n++] = '\t'; break;
+                case (byte)'u':
+                    int unit = Hex4(content, i);
+                    if (unit < 0) return -1;
+                    i += 4;
+                    if (unit is >= 0xD800 and <= 0xDFFF)
+                    {
+                        // A high surrogate must be followed by an escaped low one; a low one alone is refused.
+                        if (unit >= 0xDC00 || i + 6 > content.Length || content[i] != '\\' || content[i + 1] != 'u') return -1;
+                        int low = Hex4(content, i + 2);
+                        if (low is < 0xDC00 or > 0xDFFF) return -1;
+                        destination[n++] = (char)unit;
+                        unit = low;
+                        i += 6;
+                    }
+                    destination[n++] = (char)unit;
+                    break;
+                default: return -1;
+            }
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException) { return -1; }
+        return n;
+    }
+
+    /// <summary>Four hex digits at <paramref name="at"/> as a number, or -1.</summary>
+    private static int Hex4(ReadOnlySpan<byte> content, int at)
+    {
+        if (at + 4 > content.Length) return -1;
+        int value = 0;
+        for (int k = at; k < at + 4; k++)
+        {
+            int c = content[k], digit;
+            if (c is >= '0' and <= '9') digit = c - '0';
+            else if (c is >= 'a' and <= 'f') digit = c - 'a' + 10;
+            else if (c is >= 'A' and <= 'F') digit = c - 'A' + 10;
+            else return -1;
+            value = value * 16 + digit;
+        }
+        return value;
     }
 
     private static void Grow(ref char[] buffer, int keep, int need)
