@@ -14,10 +14,9 @@ namespace OnnxSteer.Modeling.Tokenization;
 /// built at load without a string per merge.</summary>
 internal sealed class BpeModel
 {
-    private readonly Dictionary<string, int> _vocab;
-    private readonly VocabLookup _lookup;
+    private readonly VocabTable _vocab;
     private readonly string[] _idToToken;
-    private readonly Dictionary<long, BpeMerge> _merges;
+    private readonly MergeTable _merges;
     private readonly int? _unkId;
     private readonly int[]? _byteIds;
     private readonly bool _fuseUnk;
@@ -25,11 +24,10 @@ internal sealed class BpeModel
 
     [ThreadStatic] private static MergeScratch? t_scratch;
 
-    public BpeModel(Dictionary<string, int> vocab, string[] idToToken, Dictionary<long, BpeMerge> merges, string? unk,
+    public BpeModel(VocabTable vocab, string[] idToToken, MergeTable merges, string? unk,
         bool byteFallback, bool fuseUnk, bool ignoreMerges, bool byteLevel)
     {
         _vocab = vocab;
-        _lookup = new VocabLookup(vocab);
         _idToToken = idToToken;
         _merges = merges;
         _fuseUnk = fuseUnk;
@@ -70,7 +68,7 @@ internal sealed class BpeModel
             int n = char.IsHighSurrogate(w[i]) && i + 1 < w.Length && char.IsLowSurrogate(w[i + 1]) ? 2 : 1;
             var c = w.AsSpan(i, n);
             i += n;
-            if (_lookup.TryGetValue(c, out var id))
+            if (_vocab.TryGetValue(c, out var id))
             {
                 if (unkPending) { symbols.Add(_unkId!.Value); unkPending = false; }
                 symbols.Add(id);
@@ -108,20 +106,20 @@ internal sealed class BpeModel
         if (count < 2 || _merges.Count == 0) return;
         var prev = s.Prev; var next = s.Next; var queue = s.Queue;
         for (int i = 0; i + 1 < count; i++)
-            if (_merges.TryGetValue(TokenizerFile.PairKey(c[i], c[i + 1]), out var m)) queue.Enqueue((i, m.Id), Priority(m.Rank, i));
+            if (_merges.TryGetValue(c[i], c[i + 1], out var m)) queue.Enqueue((i, m.Id), Priority(m.Rank, i));
         while (queue.TryDequeue(out var top, out _))
         {
             int pos = top.Pos;
             if (!s.Alive(pos) || next[pos] < 0) continue;
             int right = next[pos];
-            if (!_merges.TryGetValue(TokenizerFile.PairKey(c[pos], c[right]), out var now) || now.Id != top.Id) continue;
+            if (!_merges.TryGetValue(c[pos], c[right], out var now) || now.Id != top.Id) continue;
             c[pos] = top.Id;
             next[pos] = next[right];
             s.Remove(right);
             if (next[pos] >= 0) prev[next[pos]] = pos;
-            if (prev[pos] >= 0 && _merges.TryGetValue(TokenizerFile.PairKey(c[prev[pos]], c[pos]), out var left))
+            if (prev[pos] >= 0 && _merges.TryGetValue(c[prev[pos]], c[pos], out var left))
                 queue.Enqueue((prev[pos], left.Id), Priority(left.Rank, prev[pos]));
-            if (next[pos] >= 0 && _merges.TryGetValue(TokenizerFile.PairKey(c[pos], c[next[pos]]), out var after))
+            if (next[pos] >= 0 && _merges.TryGetValue(c[pos], c[next[pos]], out var after))
                 queue.Enqueue((pos, after.Id), Priority(after.Rank, pos));
         }
     }

@@ -111,7 +111,7 @@ public sealed class TextTokenizer
                 if (reader.Read()) throw TokenizerFile.Invalid(vocabPath, "has content after the vocabulary object");
                 return v;
             });
-            var table = TokenizerFile.IdTable(vocab, vocabPath, "the vocabulary");
+            var table = vocab.IdTable(vocabPath, "the vocabulary");
             var merges = TokenizerFile.ReadMergeLines(TokenizerFile.ReadBytes(mergesPath, TokenizerFile.MaxModelFileBytes)!, vocab, mergesPath);
             var model = new BpeModel(vocab, table, merges, unk: null, byteFallback: false, fuseUnk: false, ignoreMerges: false, byteLevel: true);
             var pipeline = new HfBackend(model, normalizer: null, new ByteLevelPreTokenizer(addPrefixSpace: false, useRegex: true), byteLevelDecoder: true, vocabPath);
@@ -191,7 +191,7 @@ public sealed class TextTokenizer
             reader.Read();
             switch (name)
             {
-                case "model": section = HfModelSection.Read(ref reader, json, path); break;
+                case "model": section = HfModelSection.Read(ref reader, ref json, path); break;
                 case "added_tokens": addedNode = Capture(ref reader, json, path); break;
                 case "normalizer": normalizerNode = Capture(ref reader, json, path); break;
                 case "pre_tokenizer": preTokenizerNode = Capture(ref reader, json, path); break;
@@ -429,7 +429,7 @@ public sealed class TextTokenizer
         return null;
     }
 
-    private static int? FindId(Dictionary<string, int> vocab, List<AddedToken> added, string token)
+    private static int? FindId(VocabTable vocab, List<AddedToken> added, string token)
     {
         foreach (var t in added) if (t.Content == token) return t.Id;
         return vocab.TryGetValue(token, out var id) ? id : null;
@@ -534,9 +534,9 @@ internal sealed record AddedToken(string Content, int Id, bool Special, bool LSt
 /// whichever order the two appear) and the BPE options, each checked for type and range.</summary>
 internal sealed class HfModelSection
 {
-    public required Dictionary<string, int> Vocab { get; init; }
+    public required VocabTable Vocab { get; init; }
     public required string[] IdToToken { get; init; }
-    public required Dictionary<long, BpeMerge> Merges { get; init; }
+    public required MergeTable Merges { get; init; }
     public string? Unk { get; init; }
     public bool ByteFallback { get; init; }
     public bool FuseUnk { get; init; }
@@ -545,16 +545,19 @@ internal sealed class HfModelSection
     /// <summary>Reads the model object; the reader is on its StartObject and is left on its EndObject.</summary>
     /// <remarks>The vocabulary and the merges, nearly all of the file, are read where they stand, in the one pass of
     /// <paramref name="reader"/>, when they come in the usual order (vocab, then merges); merges that come first are
-    /// skipped and resolved once the vocabulary is known.</remarks>
-    public static HfModelSection Read(ref Utf8JsonReader reader, ReadOnlySpan<byte> json, string path)
+    /// skipped and resolved once the vocabulary is known. Both are read by <see cref="TokenizerJsonScanner"/> when it
+    /// can (the reader otherwise); the reader then goes on after them from its saved state over the rest of the file,
+    /// and <paramref name="json"/> becomes that rest, so the reader's positions keep indexing it.</remarks>
+    public static HfModelSection Read(ref Utf8JsonReader reader, ref ReadOnlySpan<byte> json, string path)
     {
         if (reader.TokenType != JsonTokenType.StartObject) throw TokenizerFile.Invalid(path, "model must be an object");
         string? type = null, unk = null, prefix = null, suffix = null;
         bool? byteFallback = null, fuseUnk = null, ignoreMerges = null;
-        Dictionary<string, int>? vocab = null;
+        VocabTable? vocab = null;
         bool vocabSeen = false, mergesSeen = false;
-        Dictionary<long, BpeMerge>? mergeMap = null;
-        (int Start, int End)? pendingMerges = null;
+        MergeTable? mergeMap = null;
+        ReadOnlySpan<byte> pendingMerges = default;
+        bool mergesPending = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             var name = reader.GetString();
@@ -574,8 +577,18 @@ internal sealed class HfModelSection
                     vocabSeen = true;
                     // Another model type's vocabulary (Unigram's is an array) is left to the type check below.
                     if (reader.TokenType == JsonTokenType.StartObject && type is null or "BPE")
-                        vocab = TokenizerFile.ReadVocab(ref reader, path, "model.vocab",
-                            TokenizerFile.EstimateVocab(json[(int)reader.TokenStartIndex..]));
+                    {
+                        int open = (int)reader.TokenStartIndex;
+                        int capacity = TokenizerFile.EstimateVocab(json[open..]);
+                        var scanned = new VocabTable(capacity);
+                        int close = TokenizerJsonScanner.TryReadVocab(json, open, scanned);
+                        if (close >= 0)
+                        {
+                            vocab = scanned;
+                            ResumeAt(ref reader, ref json, close);
+                        }
+                        else vocab = TokenizerFile.ReadVocab(ref reader, path, "model.vocab", capacity);
+                    }
                     else reader.Skip();
                     break;
                 case "merges":
@@ -583,14 +596,25 @@ internal sealed class HfModelSection
                     mergesSeen = true;
                     if (reader.TokenType == JsonTokenType.Null) break;
                     if (vocab is not null)
-                        mergeMap = TokenizerFile.ReadMerges(ref reader, vocab, path, "model.merges",
-                            TokenizerFile.EstimateMerges(json[(int)reader.TokenStartIndex..]));
+                    {
+                        int open = (int)reader.TokenStartIndex;
+                        int capacity = TokenizerFile.EstimateMerges(json[open..]);
+                        var scanned = new MergeTable(capacity);
+                        int close = reader.TokenType == JsonTokenType.StartArray ? TokenizerJsonScanner.TryReadMerges(json, open, vocab, scanned) : -1;
+                        if (close >= 0)
+                        {
+                            mergeMap = scanned;
+                            ResumeAt(ref reader, ref json, close);
+                        }
+                        else mergeMap = TokenizerFile.ReadMerges(ref reader, vocab, path, "model.merges", capacity);
+                    }
                     else
                     {
                         // Resolved once the vocabulary is known.
                         var start = (int)reader.TokenStartIndex;
                         reader.Skip();
-                        pendingMerges = (start, (int)reader.BytesConsumed);
+                        pendingMerges = json[start..(int)reader.BytesConsumed];
+                        mergesPending = true;
                     }
                     break;
                 default: reader.Skip(); break;
@@ -602,19 +626,35 @@ internal sealed class HfModelSection
             throw TokenizerFile.Invalid(path, vocabSeen ? "model.vocab must be an object of token ids" : "has no model.vocab");
         if (!string.IsNullOrEmpty(prefix) || !string.IsNullOrEmpty(suffix))
             throw TokenizerFile.Unsupported(path, "BPE with continuing_subword_prefix or end_of_word_suffix is not supported");
-        var table = TokenizerFile.IdTable(vocab, path, "model.vocab");
-        if (pendingMerges is var (from, to))
+        var table = vocab.IdTable(path, "model.vocab");
+        if (mergesPending)
         {
-            var mergeJson = json[from..to];
-            var mergeReader = new Utf8JsonReader(mergeJson, new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth });
+            var mergeReader = new Utf8JsonReader(pendingMerges, new JsonReaderOptions { MaxDepth = TokenizerFile.MaxDepth });
             mergeReader.Read();
-            mergeMap = TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges", TokenizerFile.EstimateMerges(mergeJson));
+            int capacity = TokenizerFile.EstimateMerges(pendingMerges);
+            var scanned = new MergeTable(capacity);
+            mergeMap = mergeReader.TokenType == JsonTokenType.StartArray && TokenizerJsonScanner.TryReadMerges(pendingMerges, 0, vocab, scanned) >= 0
+                ? scanned
+                : TokenizerFile.ReadMerges(ref mergeReader, vocab, path, "model.merges", capacity);
         }
         return new HfModelSection
         {
-            Vocab = vocab, IdToToken = table, Merges = mergeMap ?? [], Unk = unk,
+            Vocab = vocab, IdToToken = table, Merges = mergeMap ?? new MergeTable(), Unk = unk,
             ByteFallback = byteFallback ?? false, FuseUnk = fuseUnk ?? false, IgnoreMerges = ignoreMerges ?? false,
         };
+    }
+
+    /// <summary>Moves the reader, which is on the StartObject or StartArray of a value the scanner has read, to that
+    /// value's end (<paramref name="close"/>, its closing bracket in <paramref name="json"/>): a reader over the rest of
+    /// the file, from the state the old one had, reads the bracket as the value's end token. <paramref name="json"/>
+    /// becomes the rest of the file. (A syntax error found after this point is reported with a line number that does not
+    /// count the lines of the scanned value.)</summary>
+    private static void ResumeAt(ref Utf8JsonReader reader, ref ReadOnlySpan<byte> json, int close)
+    {
+        var state = reader.CurrentState;
+        json = json[close..];
+        reader = new Utf8JsonReader(json, isFinalBlock: true, state);
+        reader.Read();
     }
 
     private static string? String(ref Utf8JsonReader reader, string path, string where) => reader.TokenType switch

@@ -226,15 +226,16 @@ internal static class TokenizerFile
 
     // ---- Streaming: the vocabulary and merges, the bulk of a tokenizer file, read without a node tree. ----
 
-    /// <summary>Reads a <c>{"token": id, ...}</c> object (the reader on its StartObject) into a dictionary, checking
-    /// every id's type and range and refusing a token listed twice.</summary>
+    /// <summary>Reads a <c>{"token": id, ...}</c> object (the reader on its StartObject) into a vocabulary, checking
+    /// every id's type and range and refusing a token listed twice (an id given twice is refused by
+    /// <see cref="VocabTable.IdTable"/>).</summary>
     /// <remarks>The load-time loops are compiled fully optimised at once: a tokenizer is loaded once per process, so
     /// tiered compilation would run them unoptimised (or on-stack replaced) exactly when they matter.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static Dictionary<string, int> ReadVocab(ref Utf8JsonReader reader, string path, string where, int capacity = 0)
+    public static VocabTable ReadVocab(ref Utf8JsonReader reader, string path, string where, int capacity = 0)
     {
         if (reader.TokenType != JsonTokenType.StartObject) throw Invalid(path, $"{where} must be an object");
-        var vocab = new Dictionary<string, int>(capacity, StringComparer.Ordinal);
+        var vocab = new VocabTable(capacity);
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             var token = reader.GetString()!;
@@ -249,30 +250,14 @@ internal static class TokenizerFile
         return vocab;
     }
 
-    /// <summary>The id table (index = id) of a vocabulary; refuses an id given to two tokens.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static string[] IdTable(Dictionary<string, int> vocab, string path, string where)
-    {
-        int max = -1;
-        foreach (var id in vocab.Values) if (id > max) max = id;
-        var table = new string[max + 1];
-        foreach (var (token, id) in vocab)
-        {
-            if (table[id] is { } other) throw Invalid(path, $"{where} gives the id {id} to both {Quote(other)} and {Quote(token)}");
-            table[id] = token;
-        }
-        return table;
-    }
-
     /// <summary>Reads a merges array (the reader on its StartArray): <c>"a b"</c> strings or <c>["a", "b"]</c> pairs,
     /// each resolved against the vocabulary without building strings: both parts and their concatenation must be
     /// tokens. A pair listed twice keeps its later rank, as Hugging Face does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static Dictionary<long, BpeMerge> ReadMerges(ref Utf8JsonReader reader, Dictionary<string, int> vocab, string path, string where, int capacity = 0)
+    public static MergeTable ReadMerges(ref Utf8JsonReader reader, VocabTable vocab, string path, string where, int capacity = 0)
     {
         if (reader.TokenType != JsonTokenType.StartArray) throw Invalid(path, $"{where} must be an array");
-        var merges = new Dictionary<long, BpeMerge>(capacity);
-        var lookup = new VocabLookup(vocab);
+        var merges = new MergeTable(capacity);
         var buffer = ArrayPool<char>.Shared.Rent(256);
         try
         {
@@ -289,10 +274,10 @@ internal static class TokenizerFile
                         throw Invalid(path, $"{where}[{rank}] is {Quote(text)}; a merge string is two tokens separated by one space");
                     // Close the gap so the concatenation is contiguous: "a b" becomes "ab".
                     bLength = n - aLength - 1;
-                    var a = Lookup(lookup, buffer.AsSpan(0, aLength), path, where, rank);
-                    var b = Lookup(lookup, buffer.AsSpan(aLength + 1, bLength), path, where, rank);
+                    var a = Lookup(vocab, buffer.AsSpan(0, aLength), path, where, rank);
+                    var b = Lookup(vocab, buffer.AsSpan(aLength + 1, bLength), path, where, rank);
                     buffer.AsSpan(aLength + 1, bLength).CopyTo(buffer.AsSpan(aLength));
-                    Add(merges, a, b, Lookup(lookup, buffer.AsSpan(0, aLength + bLength), path, where, rank), rank);
+                    Add(merges, a, b, Lookup(vocab, buffer.AsSpan(0, aLength + bLength), path, where, rank), rank);
                 }
                 else if (reader.TokenType == JsonTokenType.StartArray)
                 {
@@ -301,9 +286,9 @@ internal static class TokenizerFile
                     if (!reader.Read() || reader.TokenType != JsonTokenType.String) throw Invalid(path, $"{where}[{rank}] must be a pair of token strings");
                     bLength = Copy(ref reader, ref buffer, aLength);
                     if (!reader.Read() || reader.TokenType != JsonTokenType.EndArray) throw Invalid(path, $"{where}[{rank}] must be a pair of token strings");
-                    var a = Lookup(lookup, buffer.AsSpan(0, aLength), path, where, rank);
-                    var b = Lookup(lookup, buffer.AsSpan(aLength, bLength), path, where, rank);
-                    Add(merges, a, b, Lookup(lookup, buffer.AsSpan(0, aLength + bLength), path, where, rank), rank);
+                    var a = Lookup(vocab, buffer.AsSpan(0, aLength), path, where, rank);
+                    var b = Lookup(vocab, buffer.AsSpan(aLength, bLength), path, where, rank);
+                    Add(merges, a, b, Lookup(vocab, buffer.AsSpan(0, aLength + bLength), path, where, rank), rank);
                 }
                 else throw Invalid(path, $"{where}[{rank}] must be a string or a pair of strings");
                 rank++;
@@ -315,13 +300,12 @@ internal static class TokenizerFile
 
     /// <summary>Reads merges.txt lines ("a b", a "#version" line skipped) the same way.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static Dictionary<long, BpeMerge> ReadMergeLines(byte[] bytes, Dictionary<string, int> vocab, string path)
+    public static MergeTable ReadMergeLines(byte[] bytes, VocabTable vocab, string path)
     {
         string text;
         try { text = new UTF8Encoding(false, true).GetString(SkipBom(bytes)); }
         catch (DecoderFallbackException) { throw Invalid(path, "is not UTF-8 text"); }
-        var merges = new Dictionary<long, BpeMerge>();
-        var lookup = new VocabLookup(vocab);
+        var merges = new MergeTable();
         var buffer = new char[256];
         int rank = 0, lineNumber = 0;
         foreach (var raw in text.AsSpan().EnumerateLines())
@@ -333,11 +317,11 @@ internal static class TokenizerFile
             if (space < 0 || line[(space + 1)..].Contains(' '))
                 throw Invalid(path, $"line {lineNumber} is {Quote(line)}; a merge is two tokens separated by one space");
             if (buffer.Length < line.Length) buffer = new char[line.Length];
-            var a = Lookup(lookup, line[..space], path, $"line {lineNumber}", -1);
-            var b = Lookup(lookup, line[(space + 1)..], path, $"line {lineNumber}", -1);
+            var a = Lookup(vocab, line[..space], path, $"line {lineNumber}", -1);
+            var b = Lookup(vocab, line[(space + 1)..], path, $"line {lineNumber}", -1);
             line[..space].CopyTo(buffer);
             line[(space + 1)..].CopyTo(buffer.AsSpan(space));
-            Add(merges, a, b, Lookup(lookup, buffer.AsSpan(0, line.Length - 1), path, $"line {lineNumber}", -1), rank++);
+            Add(merges, a, b, Lookup(vocab, buffer.AsSpan(0, line.Length - 1), path, $"line {lineNumber}", -1), rank++);
         }
         return merges;
     }
@@ -364,13 +348,12 @@ internal static class TokenizerFile
 
     public static long PairKey(int a, int b) => ((long)a << 32) | (uint)b;
 
-    private static void Add(Dictionary<long, BpeMerge> merges, int a, int b, int merged, int rank) =>
-        merges[PairKey(a, b)] = new BpeMerge(rank, merged);
+    private static void Add(MergeTable merges, int a, int b, int merged, int rank) => merges.Set(a, b, rank, merged);
 
-    private static int Lookup(VocabLookup lookup, ReadOnlySpan<char> token,
+    private static int Lookup(VocabTable vocab, ReadOnlySpan<char> token,
         string path, string where, int rank)
     {
-        if (lookup.TryGetValue(token, out var id)) return id;
+        if (vocab.TryGetValue(token, out var id)) return id;
         var at = rank >= 0 ? $"{where}[{rank}]" : where;
         throw Invalid(path, $"{at} names {Quote(token)}, which is not in the vocabulary");
     }
