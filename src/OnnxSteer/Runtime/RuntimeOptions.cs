@@ -52,4 +52,8 @@ public sealed record RuntimeOptions
     /// <summary>On the CPU provider, keep the bound cache in buffers from ONNX Runtime's allocator API instead of native host
     /// memory: the CUDA/DirectML code path, run on the CPU (tests).</summary>
     internal bool BoundCacheOnAllocator { get; init; }
+
+    /// <summary>Runs on the session options after the library has set them, before the session is created: the
+    /// benchmarks try ONNX Runtime settings (config entries, optimization level) against the defaults with it.</summary>
+    internal Action<Microsoft.ML.OnnxRuntime.SessionOptions>? ConfigureSession { get; init; }
 }

@@ -422,6 +422,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
                     so.AppendExecutionProvider_DML(options.DeviceId);
                     break;
             }
+            options.ConfigureSession?.Invoke(so);
             return so;
         }
         catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
