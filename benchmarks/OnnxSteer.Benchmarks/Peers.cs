@@ -48,12 +48,14 @@ internal static class PeersBench
         foreach (var threads in threadCounts)
         {
             int first = contenders.Count;
-            contenders.Add(new($"{Ours}, original, {threads}t", Ours, false, threads, (p, n) => RunOurs(m.Original, p, n, threads, null), first + 2 + (o.PeersAllLayers ? 1 : 0) + o.OrtSettings.Count));
+            contenders.Add(new($"{Ours}, original, {threads}t", Ours, false, threads, (p, n) => RunOurs(m.Original, p, n, threads, null), first + 3 + (o.PeersAllLayers ? 1 : 0) + o.OrtSettings.Count));
             // The steered row is what a user deploys after choosing a layer: that layer steerable, nothing exposed
             // (patch --layers M --expose none). The default patch (every layer steerable and exposed, what extraction
             // and sweeps need) is a separate engine name, so ratios and "best" keep comparing the deployment.
             contenders.Add(new($"{Ours}, patched layer {middle} only, add @ layer {middle}, {threads}t", Ours, true, threads,
                 (p, n) => RunOurs(m.PatchedOneLayer, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
+            contenders.Add(new($"{Ours}, patched layer {middle} only --additive-only, add @ layer {middle}, {threads}t", Ours + " (additive-only patch)", true, threads,
+                (p, n) => RunOurs(m.PatchedOneLayerAdditive, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
             if (o.PeersAllLayers)
                 contenders.Add(new($"{Ours}, patched all layers (expose all), add @ layer {middle}, {threads}t", Ours + " (all layers patched)", true, threads,
                     (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));

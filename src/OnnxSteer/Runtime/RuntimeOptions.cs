@@ -34,6 +34,12 @@ public sealed record RuntimeOptions
     /// (<see cref="OnnxSteer.Onnx.SessionThreads"/> says why it is set explicitly rather than left to ONNX Runtime).</summary>
     public int? IntraOpThreads { get; init; }
 
+    /// <summary>Whether ONNX Runtime's intra-op threads spin between operators instead of sleeping (null: ONNX Runtime's
+    /// default, spinning). Spinning saves the wake-up of each parallel operator when the cores are free; on a machine
+    /// busy with other work the spinning threads take time slices from the threads doing the work (docs/benchmarks.md,
+    /// "ONNX Runtime session settings"). No effect with one thread.</summary>
+    public bool? IntraOpSpinning { get; init; }
+
     /// <summary>The .onnx file inside the folder; null picks steering.json's model_file, genai_config.json's
     /// decoder filename, then model.onnx or decoder_model_merged.onnx.</summary>
     public string? ModelFile { get; init; }

@@ -402,7 +402,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         var so = new SessionOptions();
         try
         {
-            SessionThreads.Apply(so, options.IntraOpThreads);
+            SessionThreads.Apply(so, options.IntraOpThreads, options.IntraOpSpinning);
             // A patched model's optional steering inputs are initializers listed as graph inputs by design; ONNX Runtime
             // warns once per input ("will not be treated as constant"), which is noise, not a problem.
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;

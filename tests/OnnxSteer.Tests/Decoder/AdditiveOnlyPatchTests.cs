@@ -90,7 +90,7 @@ public sealed class AdditiveOnlyPatchTests
         {
             var e = Assert.Throws<OnnxSteerException>(() => model.Generate([new GenerationRequest { PromptTokenIds = prompt, Steering = refused }], options));
             Assert.Equal(ErrorKind.UnsupportedModel, e.Kind);
-            Assert.Contains("--additive-only", e.Message);
+            Assert.Contains("additive steering only", e.Message);
         }
     }
 
@@ -108,7 +108,7 @@ public sealed class AdditiveOnlyPatchTests
         Assert.NotEqual(genai.Generate([request with { Steering = null }], options)[0].TokenIds, genai.Generate([request], options)[0].TokenIds);
         var e = Assert.Throws<OnnxSteerException>(() => genai.Generate([request with { Steering = Steering.None.Project(Vector(128, 2), 1) }], options));
         Assert.Equal(ErrorKind.UnsupportedModel, e.Kind);
-        Assert.Contains("--additive-only", e.Message);
+        Assert.Contains("additive steering only", e.Message);
     }
 
     [Fact]

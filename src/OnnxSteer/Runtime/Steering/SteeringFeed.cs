@@ -47,11 +47,11 @@ internal sealed class SteeringFeed : IDisposable
         }
     }
 
-    /// <summary>The refusal of a projection or ablation on a model patched with <c>--additive-only</c> (shared with the
-    /// GenAI engine).</summary>
+    /// <summary>The refusal of a projection or ablation on a model patched for additive steering only (shared with the
+    /// GenAI engine; library errors name options, not CLI flags).</summary>
     internal static string AdditiveOnlyRefusal(string name, SteeringMode mode, int layer, string model) =>
         $"'{name}' asks for {mode.ToString().ToLowerInvariant()} at layer {layer}, but {model} was patched for additive steering only " +
-        "(patch --additive-only: no direction or target inputs); patch the original without --additive-only for projection and ablation";
+        "(steering.json additive_only: no direction or target inputs); patch the original without AdditiveOnly for projection and ablation";
 
     /// <summary>Sums a row's terms per layer, for the terms active in this phase.</summary>
     public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, bool prefill, int hidden)
