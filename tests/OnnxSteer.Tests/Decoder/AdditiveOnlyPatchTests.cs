@@ -3,8 +3,10 @@ using OnnxSteer.Cli;
 using OnnxSteer.Contract;
 using OnnxSteer.Decoder;
 using OnnxSteer.GenAI;
+using OnnxSteer.ModelBuilder;
 using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
+using MbLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 
 namespace OnnxSteer.Tests.Decoder;
 
@@ -51,6 +53,28 @@ public sealed class AdditiveOnlyPatchTests
         Assert.DoesNotContain("\"direction\"", json);
         Assert.DoesNotContain("additive_only", File.ReadAllText(Path.Combine(full.OutputDirectory, SteeringContract.ManifestFileName)));
         Assert.True(SteeringManifest.TryLoad(additive.OutputDirectory)!.AdditiveOnly);
+    }
+
+    /// <summary>Every layout and dtype the ModelBuilder writes (value points in optimum, fused norms elsewhere, If branches
+    /// in optimum-merged): one add input per layer, and verify's additive checks pass (the steered hidden state moves by
+    /// exactly the vector, earlier layers untouched, one vector and one per row).</summary>
+    [Theory]
+    [MemberData(nameof(BuiltLayoutPatchTests.Layouts), MemberType = typeof(BuiltLayoutPatchTests))]
+    public void Every_layout_patches_additive_only_and_verifies(MbLayout layout, DecoderDType dtype, AttentionKind attention, string expectedLayout)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var fixture = DecoderFixtures.Write(DecoderSpec.Tiny(layout, dtype, attention) with { Layers = 3 }, dir.Combine("source"));
+        var report = ModelPatcher.Patch(fixture.Directory, dir.Combine("patched"), new PatchOptions { AdditiveOnly = true });
+        Assert.Equal(expectedLayout, report.Manifest.Layout);
+        var source = OnnxModelFile.Load(fixture.Directory).Proto.Graph;
+        var patched = OnnxModelFile.Load(report.OutputDirectory).Proto.Graph;
+        Assert.Equal(source.Input.Count + 3, patched.Input.Count);
+        Assert.Equal(["steering.0.add", "steering.1.add", "steering.2.add"], patched.Input.Select(i => i.Name).Where(SteeringContract.IsSteeringInput));
+
+        var verification = PatchVerifier.Verify(report.OutputDirectory);
+        Assert.True(verification.Passed, verification.ToJson());
+        Assert.Equal(6, verification.Checks.Count(c => c.Name.StartsWith("add at layer", StringComparison.Ordinal)));
+        Assert.Equal(3, verification.Checks.Count(c => c.Detail.Contains("additive steering only", StringComparison.Ordinal)));
     }
 
     [Fact]
