@@ -62,4 +62,8 @@ public sealed record RuntimeOptions
     /// <summary>Runs on the session options after the library has set them, before the session is created: the
     /// benchmarks try ONNX Runtime settings (config entries, optimization level) against the defaults with it.</summary>
     internal Action<Microsoft.ML.OnnxRuntime.SessionOptions>? ConfigureSession { get; init; }
+
+    /// <summary>Slice the LM head's input to the last position at load (<see cref="OnnxSteer.Runtime.LastPositionLogits"/>);
+    /// false loads the model file unchanged (tests compare the two, benchmarks measure them).</summary>
+    internal bool LastPositionLogits { get; init; } = true;
 }

@@ -130,7 +130,18 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         InferenceSession? session = null;
         try
         {
-            try { session = new InferenceSession(modelPath, sessionOptions); }
+            try
+            {
+                // Prefill needs the last position's logits only (LastPositionLogits); the folder is never changed.
+                var rewritten = options.LastPositionLogits ? LastPositionLogits.TryRewrite(modelPath) : null;
+                if (rewritten is null) session = new InferenceSession(modelPath, sessionOptions);
+                else
+                {
+                    // Bytes carry no folder: external weights are found beside the model file through this entry.
+                    sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(modelPath)!);
+                    session = new InferenceSession(rewritten, sessionOptions);
+                }
+            }
             catch (OnnxRuntimeException e)
             {
                 throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
