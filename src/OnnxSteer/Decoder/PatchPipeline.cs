@@ -246,9 +246,9 @@ internal sealed class AddSteeringInputsPass : IPatchPass
 }
 
 /// <summary>Inserts <c>x' = x + add + (target - x·direction)·direction</c> at every residual point of a steered layer
-/// (<c>x' = x + add</c> when patched for additive steering only). The projection term is computed in float32. The rewrite is written as <c>x' = x - ((0 - add) - p)</c> so that with
-/// all-zero steering the subtracted term is +0 and x' is bit-identical to x for every finite x, -0.0 included (x + 0
-/// would turn -0.0 into +0.0).
+/// (<c>x' = x + add</c> when patched for additive steering only). The projection term is computed in float32. The
+/// rewrite is written as <c>x' = x - ((0 - add) - p)</c> so that with all-zero steering the subtracted term is +0 and
+/// x' is bit-identical to x for every finite x, -0.0 included (x + 0 would turn -0.0 into +0.0).
 /// <para>In a float16 (or bfloat16) residual the nodes that read the model's values and feed the result back are chosen
 /// so that ONNX Runtime runs the model's own nodes exactly as before. Its CPU provider has no float16 kernel for Add,
 /// Sub, Mul or MatMul: it runs such nodes in float32 behind Casts it inserts (InsertCastTransformer), drops the Cast
