@@ -28,6 +28,10 @@ internal static class LockstepBench
             ($"patched (expose all), add @ layer {mid}", m.PatchedExposeAll, Steering.None.Add(vectors[mid], mid, 4f, "bench")),
             ($"patched (expose all), add @ all {m.Layers} layers", m.PatchedExposeAll, addAll),
             ($"patched (expose all), project @ layer {mid}", m.PatchedExposeAll, Steering.None.Project(vectors[mid], mid, 1f, "bench")),
+            // What a deployment runs: the chosen layer steerable, nothing exposed; and the same patched --additive-only.
+            ($"patched layer {mid} only, nothing fed", m.PatchedOneLayer, Steering.None),
+            ($"patched layer {mid} only, add @ layer {mid}", m.PatchedOneLayer, Steering.None.Add(vectors[mid], mid, 4f, "bench")),
+            ($"patched layer {mid} only --additive-only, add @ layer {mid}", m.PatchedOneLayerAdditive, Steering.None.Add(vectors[mid], mid, 4f, "bench")),
         };
         foreach (var batch in o.Batches)
         {

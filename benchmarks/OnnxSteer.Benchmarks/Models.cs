@@ -6,10 +6,16 @@ using DecoderLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 
 namespace OnnxSteer.Benchmarks;
 
-/// <summary>The model folders one benchmark run uses: the original, and patched copies with hidden states exposed at
-/// every layer (the default patch) and at none (<c>--expose none</c>).</summary>
+/// <summary>The model folders one benchmark run uses: the original, patched copies with every layer steerable and hidden
+/// states exposed at every layer (the default patch) and at none (<c>--expose none</c>), and the copy a user deploys after
+/// choosing a layer: only the middle layer (<see cref="SteeredLayer"/>) steerable, nothing exposed
+/// (<c>--layers M --expose none</c>), and the same for additive steering only (<c>--additive-only</c>).</summary>
 internal sealed record BenchModel(string Name, string Description, string Original, string PatchedExposeAll, string PatchedExposeNone,
-    int Layers, int Hidden, int Vocab, int Context);
+    string PatchedOneLayer, string PatchedOneLayerAdditive, int Layers, int Hidden, int Vocab, int Context)
+{
+    /// <summary>The layer <see cref="PatchedOneLayer"/> steers, the one the suites steer when they steer one layer.</summary>
+    public int SteeredLayer => Layers / 2;
+}
 
 /// <summary>Writes or copies the benchmark models into a scratch folder (deleted at exit; nothing is committed).</summary>
 internal static class Models
@@ -90,8 +96,12 @@ internal static class Models
         var none = Path.Combine(root, "patched-expose-none");
         ModelPatcher.Patch(original, all, new PatchOptions { Expose = LayerSelection.All });
         ModelPatcher.Patch(original, none, new PatchOptions { Expose = LayerSelection.None });
+        var one = Path.Combine(root, "patched-one-layer");
+        ModelPatcher.Patch(original, one, new PatchOptions { Layers = LayerSelection.Of(cfg.Layers / 2), Expose = LayerSelection.None });
+        var additive = Path.Combine(root, "patched-one-layer-additive");
+        ModelPatcher.Patch(original, additive, new PatchOptions { Layers = LayerSelection.Of(cfg.Layers / 2), Expose = LayerSelection.None, AdditiveOnly = true });
         log.WriteLine($"# prepared {name} in {sw.Elapsed.TotalSeconds:F1} s: {description}");
-        return new BenchModel(name, description, original, all, none, cfg.Layers, cfg.Hidden, cfg.Vocab, cfg.Context);
+        return new BenchModel(name, description, original, all, none, one, additive, cfg.Layers, cfg.Hidden, cfg.Vocab, cfg.Context);
     }
 
     private static string Describe(string what, DecoderSpec s)

@@ -48,9 +48,25 @@ internal static class PeersBench
         foreach (var threads in threadCounts)
         {
             int first = contenders.Count;
-            contenders.Add(new($"{Ours}, original, {threads}t", Ours, false, threads, (p, n) => RunOurs(m.Original, p, n, threads, null), first + 2));
-            contenders.Add(new($"{Ours}, patched, add @ layer {middle}, {threads}t", Ours, true, threads,
-                (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
+            contenders.Add(new($"{Ours}, original, {threads}t", Ours, false, threads, (p, n) => RunOurs(m.Original, p, n, threads, null), first + 3 + (o.PeersAllLayers ? 1 : 0) + o.OrtSettings.Count));
+            // The steered row is what a user deploys after choosing a layer: that layer steerable, nothing exposed
+            // (patch --layers M --expose none). The default patch (every layer steerable and exposed, what extraction
+            // and sweeps need) is a separate engine name, so ratios and "best" keep comparing the deployment.
+            contenders.Add(new($"{Ours}, patched layer {middle} only, add @ layer {middle}, {threads}t", Ours, true, threads,
+                (p, n) => RunOurs(m.PatchedOneLayer, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
+            contenders.Add(new($"{Ours}, patched layer {middle} only --additive-only, add @ layer {middle}, {threads}t", Ours + " (additive-only patch)", true, threads,
+                (p, n) => RunOurs(m.PatchedOneLayerAdditive, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
+            if (o.PeersAllLayers)
+                contenders.Add(new($"{Ours}, patched all layers (expose all), add @ layer {middle}, {threads}t", Ours + " (all layers patched)", true, threads,
+                    (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
+            foreach (var setting in o.OrtSettings)
+            {
+                // full_logits=1: the model file as it is (the LM head over every prompt position), not an ONNX Runtime setting.
+                bool fullLogits = setting == "full_logits=1";
+                var configure = fullLogits ? null : OrtSetting(setting);
+                contenders.Add(new($"{Ours}, original, {setting}, {threads}t", $"{Ours} ({setting})", false, threads,
+                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits), first));
+            }
             contenders.Add(new($"{GenAiName}, original, {threads}t", GenAiName, false, threads, (p, n) => RunGenAi(m.Original, p, n, threads), null));
             if (gguf is not null)
             {
@@ -111,6 +127,19 @@ internal static class PeersBench
                 same);
         }
 
+        // Steering overhead and the --ort settings: every other onnxsteer row against the unsteered default at its thread count.
+        report.Note($"onnxsteer rows against onnxsteer, original at the same thread count ({m.Name}; ratio of median decode tokens/s, per round median (min-max)):");
+        report.Row("contender", "decode vs onnxsteer original", "first token vs onnxsteer original");
+        report.Rule(3);
+        for (int c = 0; c < contenders.Count; c++)
+        {
+            var x = contenders[c];
+            if (!x.Engine.StartsWith(Ours, StringComparison.Ordinal) || (x.Engine == Ours && !x.Steered)) continue;
+            if (Find(Ours, false, x.Threads) is not int baseline) continue;
+            var firstToken = Summary.Of(samples[c].Zip(samples[baseline], (a, b) => a.FirstTokenMs / b.FirstTokenMs));
+            report.Row(x.Name, Ratio(c, baseline), $"{(Summary.Of(samples[c].Select(s => s.FirstTokenMs)).Median / Summary.Of(samples[baseline].Select(s => s.FirstTokenMs)).Median).ToString("F2", CultureInfo.InvariantCulture)} (per round {firstToken.Format("F2")})");
+        }
+
         // The issue's targets compare each engine at its best thread count.
         report.Note($"Best thread count per engine ({m.Name}), decode tokens/s (median) and ratios of the bests:");
         report.Row("setting", Ours, GenAiName, LlamaCpp, "onnxsteer / GenAI", "onnxsteer / llama.cpp");
@@ -149,10 +178,43 @@ internal static class PeersBench
         }
     }
 
-    private static Sample RunOurs(string folder, int[] prompt, int tokens, int threads, Steering? steering)
+    /// <summary>The session setting one <c>--ort</c> value names: config entries joined by ';', and opt_level for the graph
+    /// optimization level.</summary>
+    private static Action<Microsoft.ML.OnnxRuntime.SessionOptions> OrtSetting(string setting)
+    {
+        var entries = setting.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(e => e.Split('=', 2) is [var k, var v] ? (Key: k, Value: v) : throw new ArgumentException($"--ort {setting}: expected KEY=VALUE"))
+            .ToArray();
+        return so =>
+        {
+            foreach (var (key, value) in entries)
+            {
+                if (key == "opt_level")
+                    so.GraphOptimizationLevel = value switch
+                    {
+                        "basic" => Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                        "extended" => Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                        "layout" => (Microsoft.ML.OnnxRuntime.GraphOptimizationLevel)3,
+                        "all" => Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                        _ => throw new ArgumentException($"--ort opt_level={value}: basic, extended, layout or all"),
+                    };
+                else if (key == "execution_mode")
+                    so.ExecutionMode = value == "parallel" ? Microsoft.ML.OnnxRuntime.ExecutionMode.ORT_PARALLEL : Microsoft.ML.OnnxRuntime.ExecutionMode.ORT_SEQUENTIAL;
+                else if (key == "mem_pattern")
+                    so.EnableMemoryPattern = value == "1";
+                else if (key == "cpu_arena")
+                    so.EnableCpuMemArena = value == "1";
+                else
+                    so.AddSessionConfigEntry(key, value);
+            }
+        };
+    }
+
+    private static Sample RunOurs(string folder, int[] prompt, int tokens, int threads, Steering? steering,
+        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true)
     {
         long t0 = Stopwatch.GetTimestamp();
-        using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads });
+        using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits });
         double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         double cpuFirst = double.NaN;
         int pieces = 0;

@@ -23,6 +23,9 @@ internal static class ProfileBench
             ("patched (expose all), nothing fed", m.PatchedExposeAll, Steering.None),
             ("patched (expose none), nothing fed", m.PatchedExposeNone, Steering.None),
             ($"patched (expose all), add @ all {m.Layers} layers", m.PatchedExposeAll, addAll),
+            ($"patched layer {mid} only, add @ layer {mid}", m.PatchedOneLayer, Steering.None.Add(vectors[mid], mid, 4f, "bench")),
+            ($"patched layer {mid} only, project @ layer {mid}", m.PatchedOneLayer, Steering.None.Project(vectors[mid], mid, 1f, "bench")),
+            ($"patched layer {mid} only --additive-only, add @ layer {mid}", m.PatchedOneLayerAdditive, Steering.None.Add(vectors[mid], mid, 4f, "bench")),
         };
         int batch = o.Batches[0]; // the first --batch value
         var prompts = DecodeBench.Prompts(batch, o.Prompt, m.Vocab);

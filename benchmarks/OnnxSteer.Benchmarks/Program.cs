@@ -20,12 +20,14 @@ internal sealed record Options
     public string? Markdown { get; init; }
     public string? Keep { get; init; }
     public bool LlamaF32Cache { get; init; }
+    public bool PeersAllLayers { get; init; }
+    public List<string> OrtSettings { get; init; } = [];
 
     public const string Usage = """
         usage: OnnxSteer.Benchmarks [decode] [prefill] [alloc] [extract] [extract-profile] [roofline] [patch] [profile] [tokenizer-load] [peers] [genai] [all]
                  [--model tiny|medium|medium-optimum|bundled|FOLDER]... [--repeats N] [--threads N] [--batch 1,4] [--tokens 128]
                  [--prompt 64] [--full] [--pairs 16,64,256] [--lengths 64,256,1024] [--sizes 10M,1G,10G]
-                 [--markdown FILE] [--keep DIR] [--llama-f32-cache]
+                 [--markdown FILE] [--keep DIR] [--llama-f32-cache] [--all-layers] [--ort KEY=VALUE[;KEY=VALUE]]...
           decode   decode ms/token and tokens/s: bare ORT loop, original, patched (nothing fed, add @ 1 layer,
                    add @ all layers, project @ 1 layer) with hidden states exposed at all layers and at none
           prefill  prefill latency for --lengths-token prompts (default 64, 256, 1024)
@@ -43,7 +45,12 @@ internal sealed record Options
                    llama.cpp (LLamaSharp 0.30 CPU) on an F32 GGUF of the same weights (unsteered, and a control vector at
                    the same layer), same prompt ids, interleaved: load ms, first-token ms, decode tokens/s (and per
                    CPU-second at one thread) and their ratios; threads 1 and all cores (or --threads N);
-                   --llama-f32-cache adds llama.cpp with an f32 KV cache and flash attention off (float32 throughout)
+                   --llama-f32-cache adds llama.cpp with an f32 KV cache and flash attention off (float32 throughout);
+                   the steered onnxsteer row is the deployed patch (the middle layer steerable, nothing exposed);
+                   --all-layers adds the default patch (every layer steerable and exposed) as its own row;
+                   --ort KEY=VALUE adds an unsteered onnxsteer row with that ONNX Runtime session config entry (several
+                   joined by ';'; opt_level=basic|extended|all|layout sets the graph optimization level;
+                   full_logits=1 loads the model file as it is, the LM head over every prompt position)
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
@@ -74,6 +81,8 @@ internal sealed record Options
                 case "--prompt": o = o with { Prompt = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--full": o = o with { Full = true }; break;
                 case "--llama-f32-cache": o = o with { LlamaF32Cache = true }; break;
+                case "--all-layers": o = o with { PeersAllLayers = true }; break;
+                case "--ort": o = o with { OrtSettings = [.. o.OrtSettings, Next()] }; break;
                 case "--pairs": o = o with { Pairs = Ints(Next()) }; break;
                 case "--lengths": o = o with { Lengths = Ints(Next()) }; break;
                 case "--sizes": o = o with { Sizes = Next().Split(',').Select(ParseSize).ToArray() }; break;

@@ -93,6 +93,8 @@ public sealed class GenAiSteeringInputs
             if (term.Vector.Direction.Length != HiddenSize)
                 throw new OnnxSteerException(ErrorKind.InvalidVector,
                     $"'{term.Name}' at layer {term.Layer} has {term.Vector.Direction.Length} values; the model's hidden size is {HiddenSize}");
+            if (term.Mode != SteeringMode.Add && Manifest.InputsOf(term.Layer).Direction is null)
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, SteeringFeed.AdditiveOnlyRefusal(term.Name, term.Mode, term.Layer, Directory));
         }
     }
 
@@ -108,8 +110,7 @@ public sealed class GenAiSteeringInputs
         {
             foreach (var layer in Manifest.SteeredLayers.Order())
             {
-                var names = Manifest.Inputs.TryGetValue(layer.ToString(System.Globalization.CultureInfo.InvariantCulture), out var n) ? n
-                    : new LayerSteeringInputs { Add = SteeringContract.AddInput(layer), Direction = SteeringContract.DirectionInput(layer), Target = SteeringContract.TargetInput(layer) };
+                var names = Manifest.InputsOf(layer);
                 var p = prefill.Select(r => r.GetValueOrDefault(layer)).ToArray();
                 var d = decode.Select(r => r.GetValueOrDefault(layer)).ToArray();
                 // One steering for every row when all rows agree in both phases; else one per row (steer_batch = batch).
@@ -149,8 +150,9 @@ public sealed class GenAiSteeringFeed : IDisposable
     internal void AddLayer(LayerSteeringInputs names, int sb, int hidden, ResolvedLayer?[] prefill, ResolvedLayer?[] decode)
     {
         Add(names.Add, [sb, 1, hidden], r => r.Add, hidden);
-        Add(names.Direction, [sb, 1, hidden], r => r.Direction, hidden);
-        Add(names.Target, [sb, 1, 1], r => [r.Target], 1);
+        // A model patched with --additive-only has neither (Validate refused projections).
+        if (names.Direction is { } direction) Add(direction, [sb, 1, hidden], r => r.Direction, hidden);
+        if (names.Target is { } target) Add(target, [sb, 1, 1], r => [r.Target], 1);
 
         void Add(string name, long[] shape, Func<ResolvedLayer, float[]> pick, int width)
         {

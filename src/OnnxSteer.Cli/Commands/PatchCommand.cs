@@ -4,7 +4,7 @@ using OnnxSteer.Decoder;
 
 namespace OnnxSteer.Cli;
 
-/// <summary><c>onnxsteer patch &lt;model&gt; -o &lt;out&gt; [--layers] [--expose] [--steer-input] [--verify] [--overwrite] [--json]</c>.</summary>
+/// <summary><c>onnxsteer patch &lt;model&gt; -o &lt;out&gt; [--layers] [--expose] [--steer-input] [--additive-only] [--verify] [--overwrite] [--json]</c>.</summary>
 internal static class PatchCommand
 {
     private static readonly Argument<string> ModelArgument = new("model") { Description = "Model folder or .onnx file to patch (left unchanged)." };
@@ -21,6 +21,10 @@ internal static class PatchCommand
         Description = "Write a folder ready for a runtime: genai = --steer-input required (ONNX Runtime GenAI ignores fed inputs that have defaults), " +
                       "and refused unless the model is an onnxruntime-genai export (genai_config.json).",
     };
+    private static readonly Option<bool> AdditiveOnlyOption = new("--additive-only")
+    {
+        Description = "Steered layers take steering.{L}.add only (no direction/target inputs, no projection subgraph: 2 nodes per layer instead of 8); projection and ablation are refused on the result.",
+    };
     private static readonly Option<bool> VerifyOption = new("--verify") { Description = "Run 'onnxsteer verify' on the result." };
     private static readonly Option<int?> ThreadsOpt = ThreadsOption.Create("1 for --verify, as in onnxsteer verify");
     private static readonly Option<bool> OverwriteOption = new("--overwrite") { Description = "Replace the output folder if it exists." };
@@ -30,7 +34,7 @@ internal static class PatchCommand
     {
         var command = new Command("patch", "Rewrite an exported decoder to expose hidden_states.{L} and take steering.{L}.add|direction|target inputs.");
         command.Arguments.Add(ModelArgument);
-        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, ForOption, VerifyOption, ThreadsOpt, OverwriteOption, JsonOption })
+        foreach (var option in new Option[] { OutputOption, LayersOption, ExposeOption, SteerInputOption, AdditiveOnlyOption, ForOption, VerifyOption, ThreadsOpt, OverwriteOption, JsonOption })
             command.Options.Add(option);
         command.SetAction(parse =>
         {
@@ -44,6 +48,7 @@ internal static class PatchCommand
                     "required" => SteerInputMode.Required,
                     var other => throw new OnnxSteerException(ErrorKind.Usage, $"--steer-input: '{other}' is not one of optional, required."),
                 },
+                AdditiveOnly = parse.GetValue(AdditiveOnlyOption),
             };
             if (parse.GetValue(ForOption) is string target)
             {
@@ -81,7 +86,7 @@ internal static class PatchCommand
             {
                 var m = report.Manifest;
                 stdout.WriteLine($"patched {m.Layout} decoder ({m.NumLayers} layers, hidden {m.HiddenSize}, {m.ResidualDtype}) -> {report.OutputDirectory}");
-                stdout.WriteLine($"  steered layers: {LayerSelection.Format(m.SteeredLayers)} ({m.SteerInput.ToString().ToLowerInvariant()} inputs); exposed: {LayerSelection.Format(m.ExposedLayers)}");
+                stdout.WriteLine($"  steered layers: {LayerSelection.Format(m.SteeredLayers)} ({m.SteerInput.ToString().ToLowerInvariant()} inputs{(m.AdditiveOnly ? ", additive only" : "")}); exposed: {LayerSelection.Format(m.ExposedLayers)}");
                 foreach (var pass in report.Passes) stdout.WriteLine($"  {pass}");
                 if (report.LinkedFiles.Count > 0) stdout.WriteLine($"  weights hard-linked: {string.Join(", ", report.LinkedFiles)}");
                 if (report.CopiedFiles.Count > 0) stdout.WriteLine($"  weights copied: {string.Join(", ", report.CopiedFiles)}");

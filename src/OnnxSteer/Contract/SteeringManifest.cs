@@ -29,12 +29,15 @@ public sealed record ManifestSource
     public string? WeightsFingerprint { get; init; }
 }
 
-/// <summary>The names of the three steering inputs of one layer.</summary>
+/// <summary>The names of the steering inputs of one layer: add, direction and target, or add alone in a model patched
+/// for additive steering only (<see cref="SteeringManifest.AdditiveOnly"/>; direction and target null).</summary>
 public sealed record LayerSteeringInputs
 {
     [JsonPropertyName("add")] public required string Add { get; init; }
-    [JsonPropertyName("direction")] public required string Direction { get; init; }
-    [JsonPropertyName("target")] public required string Target { get; init; }
+    [JsonPropertyName("direction")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Direction { get; init; }
+    [JsonPropertyName("target")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Target { get; init; }
 }
 
 /// <summary>steering.json: what a patched folder contains, written by <c>patch</c> and read by the runtime.</summary>
@@ -54,6 +57,10 @@ public sealed record SteeringManifest
     [JsonPropertyName("residual_dtype")] public required string ResidualDtype { get; init; }
     [JsonPropertyName("steer_input")] [JsonConverter(typeof(JsonStringEnumConverter<SteerInputMode>))]
     public SteerInputMode SteerInput { get; init; } = SteerInputMode.Optional;
+    /// <summary>Steered layers take only an add input (no projection subgraph): <c>patch --additive-only</c>. Written
+    /// only when true; older manifests, without it, are full patches.</summary>
+    [JsonPropertyName("additive_only")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool AdditiveOnly { get; init; }
     [JsonPropertyName("steered_layers")] public required IReadOnlyList<int> SteeredLayers { get; init; }
     [JsonPropertyName("exposed_layers")] public required IReadOnlyList<int> ExposedLayers { get; init; }
     /// <summary>Steering input names per steered layer (keys are layer numbers as strings).</summary>
@@ -121,11 +128,26 @@ public sealed record SteeringManifest
         if (!Enum.IsDefined(SteerInput)) throw new JsonException($"steer_input {(int)SteerInput} is not optional or required");
         CheckLayers(SteeredLayers, "steered_layers");
         CheckLayers(ExposedLayers, "exposed_layers");
-        if (Inputs is null || Inputs.Any(kv => kv.Value is null || kv.Value.Add is null || kv.Value.Direction is null || kv.Value.Target is null))
+        if (Inputs is null || Inputs.Any(kv => kv.Value is null || kv.Value.Add is null))
             throw new JsonException("inputs must map layers to add, direction and target names");
+        if (AdditiveOnly ? Inputs.Values.Any(v => v.Direction is not null || v.Target is not null) : Inputs.Values.Any(v => v.Direction is null || v.Target is null))
+            throw new JsonException(AdditiveOnly
+                ? "inputs of an additive_only patch name add only (no direction or target)"
+                : "inputs must map layers to add, direction and target names");
         if (Outputs is null || Outputs.Any(kv => kv.Value is null))
             throw new JsonException("outputs must map layers to output names");
     }
+
+    /// <summary>The input names of steered layer <paramref name="layer"/>: from <see cref="Inputs"/>, else the contract's
+    /// names (add alone when <see cref="AdditiveOnly"/>).</summary>
+    internal LayerSteeringInputs InputsOf(int layer) =>
+        Inputs.TryGetValue(layer.ToString(System.Globalization.CultureInfo.InvariantCulture), out var n) ? n
+        : new LayerSteeringInputs
+        {
+            Add = SteeringContract.AddInput(layer),
+            Direction = AdditiveOnly ? null : SteeringContract.DirectionInput(layer),
+            Target = AdditiveOnly ? null : SteeringContract.TargetInput(layer),
+        };
 
     private void CheckLayers(IReadOnlyList<int>? layers, string field)
     {
@@ -167,9 +189,8 @@ public sealed record SteeringManifest
         if (!checkSteered) return;
         foreach (var layer in SteeredLayers)
         {
-            var names = Inputs.TryGetValue(Key(layer), out var n) ? n
-                : new LayerSteeringInputs { Add = SteeringContract.AddInput(layer), Direction = SteeringContract.DirectionInput(layer), Target = SteeringContract.TargetInput(layer) };
-            foreach (var name in new[] { names.Add, names.Direction })
+            var names = InputsOf(layer);
+            foreach (var name in new[] { names.Add, names.Direction }.OfType<string>())
             {
                 if (!feedable.TryGetValue(name, out var meta))
                     throw new OnnxSteerException(ErrorKind.InvalidModel, $"{modelPath}: steering.json lists layer {layer} as steered but the model has no input {name}.");

@@ -124,11 +124,14 @@ public static class ModelPatcher
         HiddenSize = result.Layout.HiddenSize,
         ResidualDtype = result.Layout.ResidualDtype,
         SteerInput = options.SteerInput,
+        AdditiveOnly = options.AdditiveOnly,
         SteeredLayers = result.SteeredLayers,
         ExposedLayers = result.ExposedLayers,
         Inputs = result.SteeredLayers.ToDictionary(l => l.ToString(System.Globalization.CultureInfo.InvariantCulture), l => new LayerSteeringInputs
         {
-            Add = SteeringContract.AddInput(l), Direction = SteeringContract.DirectionInput(l), Target = SteeringContract.TargetInput(l),
+            Add = SteeringContract.AddInput(l),
+            Direction = options.AdditiveOnly ? null : SteeringContract.DirectionInput(l),
+            Target = options.AdditiveOnly ? null : SteeringContract.TargetInput(l),
         }),
         Outputs = result.ExposedLayers.ToDictionary(l => l.ToString(System.Globalization.CultureInfo.InvariantCulture), SteeringContract.HiddenStateOutput),
     };

@@ -17,6 +17,12 @@ public sealed record PatchOptions
 
     /// <summary>Whether steering inputs carry a zero default (optional) or must be fed (required).</summary>
     public SteerInputMode SteerInput { get; init; } = SteerInputMode.Optional;
+
+    /// <summary>Steered layers take only <c>steering.{L}.add</c>: no direction or target inputs and no projection subgraph,
+    /// so a tap is x' = x - (0 - add), 2 nodes instead of 8 in a float32 graph (the projection needs the residual sum, the
+    /// dot product and four more nodes). For deployments that only add vectors; projection and ablation are refused on
+    /// such a model. Default false (all three kinds).</summary>
+    public bool AdditiveOnly { get; init; }
 }
 
 /// <summary>The result of one pass: its name and what it changed, by count ("steering inputs added": 96).</summary>
@@ -27,7 +33,8 @@ public sealed record PassResult(string Pass, IReadOnlyDictionary<string, int> Co
 }
 
 /// <summary>The three steering inputs of one layer, as values of the main graph.</summary>
-internal sealed record SteeringInputValues(GraphValue Add, GraphValue Direction, GraphValue Target);
+/// <remarks>Direction and target are null when the model is patched for additive steering only.</remarks>
+internal sealed record SteeringInputValues(GraphValue Add, GraphValue? Direction, GraphValue? Target);
 
 /// <summary>State shared by the passes of one patch: the model, its graph view, the decoder found and the options.</summary>
 internal sealed class PatchContext
@@ -214,29 +221,34 @@ internal sealed class AddSteeringInputsPass : IPatchPass
             if (context.SteeringInputs.ContainsKey(layer)) throw new InvalidOperationException($"layer {layer} already has steering inputs.");
             var batch = SteeringContract.SteerBatchSymbol(layer);
             var add = context.Graph.AddInput(SteeringContract.AddInput(layer), t, [batch, 1, h]);
-            var direction = context.Graph.AddInput(SteeringContract.DirectionInput(layer), t, [batch, 1, h]);
-            var target = context.Graph.AddInput(SteeringContract.TargetInput(layer), t, [batch, 1, 1]);
+            var projection = !context.Options.AdditiveOnly;
+            var direction = projection ? context.Graph.AddInput(SteeringContract.DirectionInput(layer), t, [batch, 1, h]) : null;
+            var target = projection ? context.Graph.AddInput(SteeringContract.TargetInput(layer), t, [batch, 1, 1]) : null;
             if (context.Options.SteerInput == SteerInputMode.Optional)
             {
                 context.Graph.AddInitializer(SteeringTensors.Zeros(add.Name, t, [1, 1, h]));
-                context.Graph.AddInitializer(SteeringTensors.Zeros(direction.Name, t, [1, 1, h]));
-                context.Graph.AddInitializer(SteeringTensors.Zeros(target.Name, t, [1, 1, 1]));
-                defaults += 3;
+                defaults++;
+                if (projection)
+                {
+                    context.Graph.AddInitializer(SteeringTensors.Zeros(direction!.Name, t, [1, 1, h]));
+                    context.Graph.AddInitializer(SteeringTensors.Zeros(target!.Name, t, [1, 1, 1]));
+                    defaults += 2;
+                }
             }
             context.SteeringInputs[layer] = new SteeringInputValues(add, direction, target);
         }
         return new PassResult(Name, new Dictionary<string, int>
         {
-            ["steering inputs added"] = context.SteeredLayers.Count * 3,
+            ["steering inputs added"] = context.SteeredLayers.Count * (context.Options.AdditiveOnly ? 1 : 3),
             ["zero defaults added"] = defaults,
         });
     }
 }
 
-/// <summary>Inserts <c>x' = x + add + (target - x·direction)·direction</c> at every residual point of a steered layer.
-/// The projection term is computed in float32. The rewrite is written as <c>x' = x - ((0 - add) - p)</c> so that with
-/// all-zero steering the subtracted term is +0 and x' is bit-identical to x for every finite x, -0.0 included (x + 0
-/// would turn -0.0 into +0.0).
+/// <summary>Inserts <c>x' = x + add + (target - x·direction)·direction</c> at every residual point of a steered layer
+/// (<c>x' = x + add</c> when patched for additive steering only). The projection term is computed in float32. The
+/// rewrite is written as <c>x' = x - ((0 - add) - p)</c> so that with all-zero steering the subtracted term is +0 and
+/// x' is bit-identical to x for every finite x, -0.0 included (x + 0 would turn -0.0 into +0.0).
 /// <para>In a float16 (or bfloat16) residual the nodes that read the model's values and feed the result back are chosen
 /// so that ONNX Runtime runs the model's own nodes exactly as before. Its CPU provider has no float16 kernel for Add,
 /// Sub, Mul or MatMul: it runs such nodes in float32 behind Casts it inserts (InsertCastTransformer), drops the Cast
@@ -285,7 +297,7 @@ internal sealed class InsertSteeringPass : IPatchPass
                 case ValueResidualPoint v:
                 {
                     var x = v.Residual;
-                    var n = NegatedDelta(context, ToF32(x, "x_f32"), inputs, inF32: t == F32, Node);
+                    var n = NegatedDelta(context, inputs.Direction is null ? null : ToF32(x, "x_f32"), inputs, inF32: t == F32, Node);
                     var steered = Node("Sub", "steer", [x, n]).Output(0)!;
                     rewired += g.ReplaceAllUses(x, steered, use => added.Contains(use.Node));
                     context.SteeredValues[point] = steered;
@@ -294,10 +306,15 @@ internal sealed class InsertSteeringPass : IPatchPass
                 case FusedNormResidualPoint f:
                 {
                     var skip = ToF32(f.Norm.Input(FusedNormResidualPoint.SkipInputIndex)!, "skip_f32");
-                    // The node sums input + skip (+ bias) itself; the projection needs that sum, so compute it explicitly.
-                    var x = Node("Add", "residual", [ToF32(f.Norm.Input(0)!, "input_f32"), skip]).Output(0)!;
-                    if (f.BiasInputIndex is { } b) x = Node("Add", "residual_bias", [x, ToF32(f.Norm.Input(b)!, "bias_f32")]).Output(0)!;
-                    var n = NegatedDelta(context, x, inputs, inF32: true, Node);
+                    GraphValue n;
+                    if (inputs.Direction is null) n = NegatedDelta(context, null, inputs, inF32: true, Node); // additive only: no sum needed
+                    else
+                    {
+                        // The node sums input + skip (+ bias) itself; the projection needs that sum, so compute it explicitly.
+                        var x = Node("Add", "residual", [ToF32(f.Norm.Input(0)!, "input_f32"), skip]).Output(0)!;
+                        if (f.BiasInputIndex is { } b) x = Node("Add", "residual_bias", [x, ToF32(f.Norm.Input(b)!, "bias_f32")]).Output(0)!;
+                        n = NegatedDelta(context, x, inputs, inF32: true, Node);
+                    }
                     // The last node is named "steer" in every dtype: the Sub itself in float32, else the Cast back.
                     var steered = t == F32
                         ? Node("Sub", "steer", [skip, n]).Output(0)!
@@ -329,12 +346,17 @@ internal sealed class InsertSteeringPass : IPatchPass
 
     /// <summary>Builds n = (0 - add) - p with p = (target - x·dir)·dir computed in float32 (<paramref name="xF32"/> is x
     /// in float32); x' = x - n. With <paramref name="inF32"/> n is float32; otherwise p is cast back to the residual dtype
-    /// and n is computed in it.</summary>
-    private static GraphValue NegatedDelta(PatchContext context, GraphValue xF32, SteeringInputValues inputs, bool inF32,
+    /// and n is computed in it. Patched for additive steering only (no direction input; <paramref name="xF32"/> null),
+    /// n = 0 - add: one node, and x' = x - n stays exact for zero add (x - (+0) = x, -0.0 included).</summary>
+    private static GraphValue NegatedDelta(PatchContext context, GraphValue? xF32, SteeringInputValues inputs, bool inF32,
         Func<string, string, GraphValue?[], IEnumerable<AttributeProto>?, GraphNode> node)
     {
         var t = context.Layout.ResidualElemType;
         GraphValue ToF32(GraphValue v, string name) => t == F32 ? v : node("Cast", name, [v], [CastTo(F32)]).Output(0)!;
+        var nt = inF32 ? F32 : t;
+        GraphValue Zero() => context.Constant($"onnxsteer.zero.{DecoderLayout.DtypeName(nt)}", () => SteeringTensors.Zeros("", nt, []));
+        if (inputs.Direction is null || inputs.Target is null || xF32 is null)
+            return node("Sub", "neg_add", [Zero(), inF32 ? ToF32(inputs.Add, "add_f32") : inputs.Add], null).Output(0)!;
         var df = ToF32(inputs.Direction, "direction_f32");
         var tf = ToF32(inputs.Target, "target_f32");
         var product = node("Mul", "x_dir", [xF32, df], null).Output(0)!;
@@ -353,11 +375,9 @@ internal sealed class InsertSteeringPass : IPatchPass
         }
         var gap = node("Sub", "target_minus_dot", [tf, dot], null).Output(0)!;
         var projection = node("Mul", "projection", [gap, df], null).Output(0)!;
-        var nt = inF32 ? F32 : t;
         var add = inF32 ? ToF32(inputs.Add, "add_f32") : inputs.Add;
         if (nt != F32) projection = node("Cast", "projection_cast", [projection], [CastTo(nt)]).Output(0)!;
-        var zero = context.Constant($"onnxsteer.zero.{DecoderLayout.DtypeName(nt)}", () => SteeringTensors.Zeros("", nt, []));
-        var negAdd = node("Sub", "neg_add", [zero, add], null).Output(0)!;
+        var negAdd = node("Sub", "neg_add", [Zero(), add], null).Output(0)!;
         return node("Sub", "neg_delta", [negAdd, projection], null).Output(0)!;
     }
 }
@@ -465,7 +485,11 @@ internal sealed class CleanupPass : IPatchPass
         foreach (var layer in context.SteeredLayers)
         {
             foreach (var name in new[] { SteeringContract.AddInput(layer), SteeringContract.DirectionInput(layer), SteeringContract.TargetInput(layer) })
-                if (root.Inputs.Count(i => i.Name == name) != 1) problems.Add($"input '{name}' is missing or duplicated.");
+            {
+                var expected = context.Options.AdditiveOnly && name != SteeringContract.AddInput(layer) ? 0 : 1;
+                if (root.Inputs.Count(i => i.Name == name) != expected)
+                    problems.Add(expected == 1 ? $"input '{name}' is missing or duplicated." : $"input '{name}' is present in an additive-only patch.");
+            }
             if (context.TapsPerLayer.GetValueOrDefault(layer) != context.Layout.PointsOf(layer).Count())
                 problems.Add($"layer {layer} has {context.TapsPerLayer.GetValueOrDefault(layer)} steering taps.");
         }

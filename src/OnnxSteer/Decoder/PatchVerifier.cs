@@ -230,8 +230,11 @@ public static class PatchVerifier
                         (row, _, i, x) => x + addValues[(rows == 1 ? 0 : row) * h + i], eps);
             }
 
-            // Projection to a target, and ablation (target 0), per row.
-            foreach (var target in new[] { 2.5 * scale, 0.0 })
+            // Projection to a target, and ablation (target 0), per row; a model patched for additive steering only has no
+            // direction or target inputs.
+            if (manifest.AdditiveOnly)
+                yield return new VerificationCheck($"projection at layer {layer}", true, "skipped: patched for additive steering only (no direction or target inputs)");
+            foreach (var target in manifest.AdditiveOnly ? [] : new[] { 2.5 * scale, 0.0 })
             {
                 var units = Enumerable.Range(0, batch).Select(_ => Normalise(RandomVector(random, h, 1.0))).ToList();
                 var direction = HostTensor.FromDoubles(dtype, [batch, 1, h], units.SelectMany(u => u).ToList());
@@ -266,13 +269,14 @@ public static class PatchVerifier
         var dtype = ElementTypeOf(manifest.ResidualDtype);
         foreach (var layer in manifest.SteeredLayers)
         {
-            var names = new[] { SteeringContract.AddInput(layer), SteeringContract.DirectionInput(layer), SteeringContract.TargetInput(layer) };
+            var layerInputs = manifest.InputsOf(layer);
+            var names = new[] { layerInputs.Add, layerInputs.Direction, layerInputs.Target };
             var fed = steering.FirstOrDefault(s => names.Contains(s.Name));
             if (fed.Name is null) continue;
             var rows = fed.Value.Shape[0];
-            foreach (var name in names)
+            foreach (var name in names.OfType<string>())
                 if (!steering.Any(s => s.Name == name))
-                    feed[name] = HostTensor.Zeros(dtype, [rows, 1, name == names[2] ? 1 : manifest.HiddenSize]);
+                    feed[name] = HostTensor.Zeros(dtype, [rows, 1, name == layerInputs.Target ? 1 : manifest.HiddenSize]);
         }
         return session.Run(feed, outputs);
     }
@@ -319,9 +323,10 @@ public static class PatchVerifier
         var dtype = ElementTypeOf(manifest.ResidualDtype);
         foreach (var layer in manifest.SteeredLayers)
         {
-            feed.TryAdd(SteeringContract.AddInput(layer), HostTensor.Zeros(dtype, [1, 1, manifest.HiddenSize]));
-            feed.TryAdd(SteeringContract.DirectionInput(layer), HostTensor.Zeros(dtype, [1, 1, manifest.HiddenSize]));
-            feed.TryAdd(SteeringContract.TargetInput(layer), HostTensor.Zeros(dtype, [1, 1, 1]));
+            var names = manifest.InputsOf(layer);
+            feed.TryAdd(names.Add, HostTensor.Zeros(dtype, [1, 1, manifest.HiddenSize]));
+            if (names.Direction is { } direction) feed.TryAdd(direction, HostTensor.Zeros(dtype, [1, 1, manifest.HiddenSize]));
+            if (names.Target is { } target) feed.TryAdd(target, HostTensor.Zeros(dtype, [1, 1, 1]));
         }
         return feed;
     }

@@ -74,7 +74,7 @@ internal sealed partial record DecoderSignature
     /// inputs, are not graph inputs and are not listed).</summary>
     public required IReadOnlyList<DecoderInput> Inputs { get; init; }
     /// <summary>Steering inputs per layer with their dtype (empty for an unpatched model or without a manifest).</summary>
-    public required IReadOnlyDictionary<int, (string Add, string Direction, string Target, TensorElementType Type)> SteeringInputs { get; init; }
+    public required IReadOnlyDictionary<int, (string Add, string? Direction, string? Target, TensorElementType Type)> SteeringInputs { get; init; }
     /// <summary>Whether the steering inputs must be fed (no zero defaults in the graph).</summary>
     public bool SteeringRequired { get; init; }
     /// <summary>The graph uses com.microsoft::GroupQueryAttention, which ONNX Runtime supports with right padding
@@ -192,7 +192,7 @@ internal sealed partial record DecoderSignature
         // Order by layer then key/value so feeding is deterministic.
         cache.Sort((a, b) => string.CompareOrdinal(a.Input, b.Input));
 
-        var steering = new Dictionary<int, (string, string, string, TensorElementType)>();
+        var steering = new Dictionary<int, (string, string?, string?, TensorElementType)>();
         // Optional steering inputs have zero initializers of the same name: ONNX Runtime lists those as overridable
         // initializers, not inputs, yet feeding them by name works the same.
         var feedable = new Dictionary<string, NodeMetadata>(inputs);
@@ -201,11 +201,10 @@ internal sealed partial record DecoderSignature
         if (manifest is not null)
             foreach (var layer in manifest.SteeredLayers)
             {
-                var names = manifest.Inputs.TryGetValue(layer.ToString(System.Globalization.CultureInfo.InvariantCulture), out var n) ? n
-                    : new LayerSteeringInputs { Add = SteeringContract.AddInput(layer), Direction = SteeringContract.DirectionInput(layer), Target = SteeringContract.TargetInput(layer) };
-                if (!feedable.TryGetValue(names.Add, out var addMeta) || !feedable.ContainsKey(names.Direction) || !feedable.ContainsKey(names.Target))
+                var names = manifest.InputsOf(layer);
+                if (!feedable.TryGetValue(names.Add, out var addMeta) || (names.Direction is { } d && !feedable.ContainsKey(d)) || (names.Target is { } t && !feedable.ContainsKey(t)))
                     throw new OnnxSteerException(ErrorKind.InvalidModel,
-                        $"{modelPath}: steering.json lists layer {layer} as steered but the model lacks input {names.Add}, {names.Direction} or {names.Target}");
+                        $"{modelPath}: steering.json lists layer {layer} as steered but the model lacks input {string.Join(", ", new[] { names.Add, names.Direction, names.Target }.OfType<string>())}");
                 steering[layer] = (names.Add, names.Direction, names.Target, addMeta.ElementDataType);
             }
 

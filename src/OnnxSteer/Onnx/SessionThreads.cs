@@ -21,10 +21,16 @@ public static class SessionThreads
     };
 
     /// <summary>Sets <paramref name="options"/>' intra-op threads to <see cref="Resolve"/>(<paramref name="requested"/>)
-    /// and its inter-op threads to 1 (decoders are one chain of operators; a second pool would only compete).</summary>
-    internal static void Apply(SessionOptions options, int? requested)
+    /// and its inter-op threads to 1 (decoders are one chain of operators; a second pool would only compete).
+    /// <paramref name="spinning"/> false stops the pool's threads (and the caller waiting on them) from spinning between
+    /// operators (<c>session.intra_op.allow_spinning</c> 0); null keeps ONNX Runtime's default (spin).</summary>
+    internal static void Apply(SessionOptions options, int? requested, bool? spinning = null)
     {
         options.IntraOpNumThreads = Resolve(requested);
         options.InterOpNumThreads = 1;
+        if (spinning is bool spin) options.AddSessionConfigEntry(AllowSpinningKey, spin ? "1" : "0");
     }
+
+    /// <summary>ONNX Runtime's session config key for intra-op spinning.</summary>
+    internal const string AllowSpinningKey = "session.intra_op.allow_spinning";
 }

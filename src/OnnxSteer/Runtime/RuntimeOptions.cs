@@ -34,6 +34,12 @@ public sealed record RuntimeOptions
     /// (<see cref="OnnxSteer.Onnx.SessionThreads"/> says why it is set explicitly rather than left to ONNX Runtime).</summary>
     public int? IntraOpThreads { get; init; }
 
+    /// <summary>Whether ONNX Runtime's intra-op threads spin between operators instead of sleeping (null: ONNX Runtime's
+    /// default, spinning). Spinning saves the wake-up of each parallel operator when the cores are free; on a machine
+    /// busy with other work the spinning threads take time slices from the threads doing the work (docs/benchmarks.md,
+    /// "ONNX Runtime session settings"). No effect with one thread.</summary>
+    public bool? IntraOpSpinning { get; init; }
+
     /// <summary>The .onnx file inside the folder; null picks steering.json's model_file, genai_config.json's
     /// decoder filename, then model.onnx or decoder_model_merged.onnx.</summary>
     public string? ModelFile { get; init; }
@@ -52,4 +58,12 @@ public sealed record RuntimeOptions
     /// <summary>On the CPU provider, keep the bound cache in buffers from ONNX Runtime's allocator API instead of native host
     /// memory: the CUDA/DirectML code path, run on the CPU (tests).</summary>
     internal bool BoundCacheOnAllocator { get; init; }
+
+    /// <summary>Runs on the session options after the library has set them, before the session is created: the
+    /// benchmarks try ONNX Runtime settings (config entries, optimization level) against the defaults with it.</summary>
+    internal Action<Microsoft.ML.OnnxRuntime.SessionOptions>? ConfigureSession { get; init; }
+
+    /// <summary>Slice the LM head's input to the last position at load (<see cref="OnnxSteer.Runtime.LastPositionLogits"/>);
+    /// false loads the model file unchanged (tests compare the two, benchmarks measure them).</summary>
+    internal bool LastPositionLogits { get; init; } = true;
 }

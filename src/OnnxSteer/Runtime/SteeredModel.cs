@@ -130,7 +130,18 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         InferenceSession? session = null;
         try
         {
-            try { session = new InferenceSession(modelPath, sessionOptions); }
+            try
+            {
+                // Prefill needs the last position's logits only (LastPositionLogits); the folder is never changed.
+                var rewritten = options.LastPositionLogits ? LastPositionLogits.TryRewrite(modelPath) : null;
+                if (rewritten is null) session = new InferenceSession(modelPath, sessionOptions);
+                else
+                {
+                    // Bytes carry no folder: external weights are found beside the model file through this entry.
+                    sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(modelPath)!);
+                    session = new InferenceSession(rewritten, sessionOptions);
+                }
+            }
             catch (OnnxRuntimeException e)
             {
                 throw new OnnxSteerException(ErrorKind.InvalidModel, $"ONNX Runtime cannot load {modelPath}: {FirstLine(e.Message)}", e);
@@ -401,7 +412,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         var so = new SessionOptions();
         try
         {
-            SessionThreads.Apply(so, options.IntraOpThreads);
+            SessionThreads.Apply(so, options.IntraOpThreads, options.IntraOpSpinning);
             // A patched model's optional steering inputs are initializers listed as graph inputs by design; ONNX Runtime
             // warns once per input ("will not be treated as constant"), which is noise, not a problem.
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
@@ -421,6 +432,7 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
                     so.AppendExecutionProvider_DML(options.DeviceId);
                     break;
             }
+            options.ConfigureSession?.Invoke(so);
             return so;
         }
         catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)

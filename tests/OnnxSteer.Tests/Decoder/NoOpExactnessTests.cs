@@ -8,8 +8,8 @@ namespace OnnxSteer.Tests.Decoder;
 /// <summary>The no-op promise on every layout and dtype the ModelBuilder writes: with nothing fed, every output of the
 /// patched model (logits and presents) equals the source's byte for byte, at batch 1 and 2, over a prefill and three
 /// decode steps with the KV cache, with ONNX Runtime's graph optimizations off and on, for the default patch (steering
-/// and hidden states on every layer) and for steering alone (<c>--expose none</c>, where a tap's own nodes are the only
-/// new readers of the model's values).
+/// and hidden states on every layer), for steering alone (<c>--expose none</c>, where a tap's own nodes are the only
+/// new readers of the model's values) and for additive steering alone (<c>--additive-only</c>, no projection subgraph).
 /// <para>Combinations that do not exist: int4 in the optimum and optimum-merged layouts (the ModelBuilder writes
 /// MatMulNBits only in the genai, gemma2 and ort-fused layouts, where onnxruntime-genai's builder and ONNX Runtime's
 /// 4-bit quantizer put them). Gemma 2 float16 keeps its residual in float32.</para>
@@ -51,9 +51,10 @@ public sealed class NoOpExactnessTests
         var fixture = DecoderFixtures.Write(spec, dir.Combine("source"));
         var full = ModelPatcher.Patch(fixture.Directory, dir.Combine("patched"), new PatchOptions());
         var steerOnly = ModelPatcher.Patch(fixture.Directory, dir.Combine("steer-only"), new PatchOptions { Expose = LayerSelection.None });
-        foreach (var patched in new[] { full, steerOnly })
+        var additive = ModelPatcher.Patch(fixture.Directory, dir.Combine("additive-only"), new PatchOptions { Expose = LayerSelection.None, AdditiveOnly = true });
+        foreach (var (patched, kind) in new[] { (full, "steer + expose"), (steerOnly, "steer only"), (additive, "additive only") })
             foreach (var optimize in new[] { false, true })
-                AssertBitIdentical($"{name}, {(patched == full ? "steer + expose" : "steer only")}, optimizations {(optimize ? "on" : "off")}",
+                AssertBitIdentical($"{name}, {kind}, optimizations {(optimize ? "on" : "off")}",
                     fixture.ModelPath, Path.Combine(patched.OutputDirectory, patched.Manifest.ModelFile), optimize);
     }
 
@@ -64,9 +65,11 @@ public sealed class NoOpExactnessTests
     {
         using var dir = TestPaths.NewTempDir();
         var report = ModelPatcher.Patch(TestPaths.GenAiTinyLlamaFp16, dir.Combine("patched"), new PatchOptions { Expose = LayerSelection.None });
-        foreach (var optimize in new[] { false, true })
-            AssertBitIdentical($"real genai fp16, optimizations {(optimize ? "on" : "off")}", Path.Combine(TestPaths.GenAiTinyLlamaFp16, "model.onnx"),
-                Path.Combine(report.OutputDirectory, "model.onnx"), optimize);
+        var additive = ModelPatcher.Patch(TestPaths.GenAiTinyLlamaFp16, dir.Combine("additive-only"), new PatchOptions { Expose = LayerSelection.None, AdditiveOnly = true });
+        foreach (var (patched, kind) in new[] { (report, "steer only"), (additive, "additive only") })
+            foreach (var optimize in new[] { false, true })
+                AssertBitIdentical($"real genai fp16, {kind}, optimizations {(optimize ? "on" : "off")}", Path.Combine(TestPaths.GenAiTinyLlamaFp16, "model.onnx"),
+                    Path.Combine(patched.OutputDirectory, "model.onnx"), optimize);
     }
 
     /// <summary>Prefill of 5 tokens and 3 decode steps fed from the source's presents, at batch 1 and 2; every source output

@@ -317,6 +317,12 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
 
         var bad = Run("generate", fixture.Directory, "--prompt", "Hello", "--threads", "-1");
         Assert.Equal((int)ErrorKind.Usage, bad.Code);
+
+        // --spin off reaches a two-thread session (ONNX Runtime accepts the config entry and runs); other values are refused.
+        var sleeping = Run("generate", fixture.Directory, "--prompt", "Hello", "--no-chat-template", "--max-new-tokens", "6", "--json", "--threads", "2", "--spin", "off");
+        Assert.True(sleeping.Code == 0, sleeping.Err);
+        Assert.Equal(2, System.Text.Json.JsonDocument.Parse(sleeping.Out).RootElement.GetProperty("timing").GetProperty("threads").GetInt32());
+        Assert.Equal((int)ErrorKind.Usage, Run("generate", fixture.Directory, "--prompt", "Hello", "--spin", "sometimes").Code);
     }
 
     [Theory]

@@ -54,14 +54,22 @@ internal sealed class SteeringFeed : IDisposable
             if (numLayers is int n && term.Layer >= n)
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                     $"'{term.Name}' asks for layer {term.Layer}; the model has {n} layers (0-{n - 1}), steered: {LayerSelection.Format(signature.SteeringInputs.Keys)}");
-            if (!signature.SteeringInputs.ContainsKey(term.Layer))
+            if (!signature.SteeringInputs.TryGetValue(term.Layer, out var names))
                 throw new OnnxSteerException(ErrorKind.UnsupportedModel,
                     $"'{term.Name}' asks for layer {term.Layer}, which this model does not steer; steered layers: {LayerSelection.Format(signature.SteeringInputs.Keys)}");
+            if (term.Mode != SteeringMode.Add && names.Direction is null)
+                throw new OnnxSteerException(ErrorKind.UnsupportedModel, AdditiveOnlyRefusal(term.Name, term.Mode, term.Layer, modelPath));
             if (hiddenSize is int h && term.Vector.Direction.Length != h)
                 throw new OnnxSteerException(ErrorKind.InvalidVector,
                     $"'{term.Name}' at layer {term.Layer} has {term.Vector.Direction.Length} values; the model's hidden size is {h}");
         }
     }
+
+    /// <summary>The refusal of a projection or ablation on a model patched for additive steering only (shared with the
+    /// GenAI engine; library errors name options, not CLI flags).</summary>
+    internal static string AdditiveOnlyRefusal(string name, SteeringMode mode, int layer, string model) =>
+        $"'{name}' asks for {mode.ToString().ToLowerInvariant()} at layer {layer}, but {model} was patched for additive steering only " +
+        "(steering.json additive_only: no direction or target inputs); patch the original without AdditiveOnly for projection and ablation";
 
     /// <summary>Sums a row's terms per layer, for the terms active in this phase (prefill: the whole prompt).</summary>
     public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, bool prefill, int hidden) =>
@@ -124,8 +132,10 @@ internal sealed class SteeringFeed : IDisposable
                     target[b] = r.Target;
                 }
                 feed.Add(names.Add, add, [sb, 1, hidden], names.Type);
-                feed.Add(names.Direction, dir, [sb, 1, hidden], names.Type);
-                feed.Add(names.Target, target, [sb, 1, 1], names.Type);
+                // A model patched for additive steering only has no direction or target inputs (Validate refused any
+                // projection, so these hold zeros).
+                if (names.Direction is { } d) feed.Add(d, dir, [sb, 1, hidden], names.Type);
+                if (names.Target is { } t) feed.Add(t, target, [sb, 1, 1], names.Type);
             }
             return feed;
         }
