@@ -84,7 +84,7 @@ public sealed class GenAiSteeringInputs
         // prompt run in pieces, which only OnnxSteer's own loop does.
         if (steering.HeaderLength > 0)
             throw new OnnxSteerException(ErrorKind.Usage,
-                "header steering (terms scoped to one prompt position) runs on OnnxSteer's own engine only (--engine ort), not inside ONNX Runtime GenAI");
+                "header steering (terms scoped to one prompt position) runs on OnnxSteer's own engine (ort) only, not inside ONNX Runtime GenAI: the GenAI engine runs the prompt in one piece");
         foreach (var term in steering.Terms)
         {
             if (!Manifest.SteeredLayers.Contains(term.Layer))
