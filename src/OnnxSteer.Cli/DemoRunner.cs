@@ -72,7 +72,10 @@ internal static class DemoRunner
             var vectorsDir = Path.Combine(temp, "vectors");
             Directory.CreateDirectory(vectorsDir);
             var names = items.SelectMany(i => i.Checks).SelectMany(c => VectorNaming.Expand(steering[c.Id].Vector!, c)).Distinct().Order(StringComparer.Ordinal).ToList();
-            var counts = ExtractVectors(patched, Path.Combine(dataDir, "pairs"), names, vectorsDir, options.Threads, cancellationToken);
+            // Header-position vectors only where the selection header-steers: a model without a chat template has no header.
+            var header = items.SelectMany(i => i.Checks).Where(c => steering[c.Id].SteerMode == SteerMode.Header)
+                .SelectMany(c => VectorNaming.Expand(steering[c.Id].Vector!, c)).ToHashSet(StringComparer.Ordinal);
+            var counts = ExtractVectors(patched, Path.Combine(dataDir, "pairs"), names, vectorsDir, options.Threads, cancellationToken, header);
             output.WriteLine($"[2/4] extracted {names.Count} vectors at every layer ({string.Join(", ", names.Select(n => $"{n}: {counts[n]} pairs"))}) ({step.Elapsed.TotalSeconds:0.0} s)");
 
             var generation = new EvalGenerationOptions { MaxNewTokens = options.MaxNewTokens, BatchSize = 8, Threads = options.Threads, Engine = options.Engine };
@@ -150,7 +153,7 @@ internal static class DemoRunner
 
     /// <summary>Extracts each named vector from <c>pairs/&lt;name&gt;.jsonl</c> into <c>&lt;name&gt;.safetensors</c>.</summary>
     internal static IReadOnlyDictionary<string, int> ExtractVectors(string patched, string pairsDir, IReadOnlyList<string> names, string outDir,
-        int? threads, CancellationToken cancellationToken)
+        int? threads, CancellationToken cancellationToken, IReadOnlySet<string>? headerNames = null)
     {
         using var model = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = threads });
         using var extractor = VectorExtractor.Load(patched, new ExtractionOptions { Threads = threads });
@@ -161,8 +164,9 @@ internal static class DemoRunner
             var pairs = Path.Combine(pairsDir, name + ".jsonl");
             if (!File.Exists(pairs)) throw new OnnxSteerException(ErrorKind.NotFound, $"no extraction pairs for vector '{name}': '{pairs}' does not exist.");
             var list = PairsFile.Read(pairs).ToList();
-            // With the template's answer-header positions, so that a selection's header steering finds them.
-            extractor.Extract(list, Encode, new ExtractionOptions { Name = name, BatchSize = 16, HeaderPositions = ExtractionOptions.TemplateHeader }, null, cancellationToken)
+            // With the template's answer-header positions where the selection header-steers, so that it finds them.
+            var header = headerNames?.Contains(name) == true ? ExtractionOptions.TemplateHeader : 1;
+            extractor.Extract(list, Encode, new ExtractionOptions { Name = name, BatchSize = 16, HeaderPositions = header }, null, cancellationToken)
                 .Save(Path.Combine(outDir, name + ".safetensors"));
             counts[name] = list.Count;
         }

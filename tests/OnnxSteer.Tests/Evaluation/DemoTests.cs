@@ -27,6 +27,20 @@ public sealed class DemoTests
     }
 
     [Fact]
+    public void ExtractsHeaderPositionsOnlyForVectorsTheSelectionHeaderSteers()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var patched = dir.Combine("patched");
+        OnnxSteer.Decoder.ModelPatcher.Patch(Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"), patched, new OnnxSteer.Decoder.PatchOptions());
+        var vectors = dir.Combine("vectors");
+        Directory.CreateDirectory(vectors);
+        DemoRunner.ExtractVectors(patched, Path.Combine(TestPaths.RepoRoot, "models", "data", "pairs"), ["change_case.english_lowercase", "keywords.existence.summer"],
+            vectors, 1, CancellationToken.None, new HashSet<string> { "keywords.existence.summer" });
+        Assert.Single(OnnxSteer.Vectors.InstructionVectorFile.Load(Path.Combine(vectors, "change_case.english_lowercase.safetensors")).Vectors);
+        Assert.Equal(5, OnnxSteer.Vectors.InstructionVectorFile.Load(Path.Combine(vectors, "keywords.existence.summer.safetensors")).Vectors.Count);
+    }
+
+    [Fact]
     public void TakesInstructionsLayersAndModesFromTheSelectionFile()
     {
         using var dir = TestPaths.NewTempDir();
