@@ -140,8 +140,7 @@ public sealed class Steering
     /// model with a KV cache and the OnnxSteer engine.</summary>
     public Steering AddAtPromptPosition(SteeringVector vector, int layer, float weight, int fromEnd, string? name = null)
     {
-        if (fromEnd < 1 || fromEnd > HeaderVectors.MaxPositions)
-            throw new OnnxSteerException(ErrorKind.Usage, $"prompt position {fromEnd} of '{name ?? "vector"}' is outside 1-{HeaderVectors.MaxPositions} (counted from the end of the prompt)");
+        // The position's range is checked by With, for terms built elsewhere too.
         if (!float.IsFinite(weight)) throw new OnnxSteerException(ErrorKind.InvalidVector, $"weight of '{name ?? "vector"}' at layer {layer} is {weight}");
         return With(new SteeringTerm(name ?? "vector", layer, SteeringMode.Add, weight, 0, Checked(vector, name, layer)) { PromptPosition = fromEnd });
     }
