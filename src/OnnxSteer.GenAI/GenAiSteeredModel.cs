@@ -142,6 +142,10 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
             throw new OnnxSteerException(ErrorKind.Usage,
                 $"positions {steering.Positions.ToString().ToLowerInvariant()} on the genai engine run on the CPU provider only: GenAI 0.20 takes " +
                 "SetModelInput only before the prompt, and on CUDA/DirectML it may hold a device copy of the inputs; use --engine ort or --positions all");
+        if (steering.HeaderLength > 0 && Provider != ExecutionProvider.Cpu)
+            throw new OnnxSteerException(ErrorKind.Usage,
+                "header steering on the genai engine runs on the CPU provider only: the values change between the prompt's pieces in " +
+                "buffers GenAI reads on the CPU, and on CUDA/DirectML it may hold a device copy; use --engine ort");
     }
 
     /// <inheritdoc/>
@@ -242,7 +246,19 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
     private IReadOnlyList<GenerationResult> Run(List<Row> rows, GeneratorOptions options, Action<GeneratedPiece>? onPiece, CancellationToken ct,
         long callStart)
     {
-        if (rows.Select(r => r.Ids.Length).Distinct().Count() == 1) return RunBatch(rows, options, onPiece, ct, callStart);
+        // Header steering appends the prompt in pieces; GenAI's continued appends are run one row at a time.
+        bool header = rows.Any(r => r.Steering.HeaderLength > 0);
+        if (rows.Count == 1 || (!header && rows.Select(r => r.Ids.Length).Distinct().Count() == 1)) return RunBatch(rows, options, onPiece, ct, callStart);
+        if (header)
+        {
+            var alone = new GenerationResult[rows.Count];
+            for (int i = 0; i < rows.Count; i++)
+            {
+                int row = i;
+                alone[i] = RunBatch([rows[i]], options, onPiece is null ? null : p => onPiece(p with { Row = row }), ct, callStart)[0];
+            }
+            return alone;
+        }
         // Rows of unequal length run as one batch per prompt length, without padding: GroupQueryAttention takes right
         // padding only, and on the real fp16 export GenAI's left-padded batch gave a padded row other greedy ids than
         // the same row alone (near-ties in fp16), while every row must get what it would get alone.
@@ -304,7 +320,22 @@ public sealed class GenAiSteeredModel : ISteeredGenerator
                 rows[b].Ids.CopyTo(flat, b * promptLength + pad);
             }
             long start = Stopwatch.GetTimestamp();
-            generator.AppendTokens(flat);
+            int header = feed?.HeaderLength ?? 0;
+            if (header == 0) generator.AppendTokens(flat);
+            else
+            {
+                // Header steering (one row): the prompt up to the header, then each header position with its own values,
+                // written in place in the buffers GenAI reads at every run.
+                if (promptLength <= header)
+                    throw new OnnxSteerException(ErrorKind.InvalidData,
+                        $"the prompt has {promptLength} tokens; steering its last {header} positions one by one needs more");
+                generator.AppendTokens(flat.AsSpan(0, promptLength - header));
+                for (int k = header; k >= 1; k--)
+                {
+                    feed!.SwitchTo(SteeringPhase.AtPromptPosition(k));
+                    generator.AppendTokens(flat.AsSpan(promptLength - k, 1));
+                }
+            }
             feed?.PromptDone();
             bool first = true;
             long decodeStart = 0;

@@ -80,11 +80,6 @@ public sealed class GenAiSteeringInputs
     public void Validate(Steering steering)
     {
         ArgumentNullException.ThrowIfNull(steering);
-        // GenAI runs the whole prompt in one AppendTokens with one set of inputs; a term for one prompt position needs the
-        // prompt run in pieces, which only OnnxSteer's own loop does.
-        if (steering.HeaderLength > 0)
-            throw new OnnxSteerException(ErrorKind.Usage,
-                "header steering (terms scoped to one prompt position) runs on OnnxSteer's own engine (ort) only, not inside ONNX Runtime GenAI: the GenAI engine runs the prompt in one piece");
         foreach (var term in steering.Terms)
         {
             if (!Manifest.SteeredLayers.Contains(term.Layer))
@@ -103,20 +98,23 @@ public sealed class GenAiSteeringInputs
         if (rows.Count == 0) throw new OnnxSteerException(ErrorKind.Usage, "no rows to steer");
         foreach (var s in rows) Validate(s);
         int hidden = HiddenSize;
-        var prefill = rows.Select(r => SteeringFeed.Resolve(r, prefill: true, hidden)).ToList();
-        var decode = rows.Select(r => SteeringFeed.Resolve(r, prefill: false, hidden)).ToList();
-        var feed = new GenAiSteeringFeed(ElementType);
+        // The runs a generation makes: the prompt (up to the header when header steering is used), each header position,
+        // then decode; the values of each, per row.
+        int header = rows.Max(r => r.HeaderLength);
+        var phases = new List<SteeringPhase> { SteeringPhase.Prompt };
+        for (int k = header; k >= 1; k--) phases.Add(SteeringPhase.AtPromptPosition(k));
+        phases.Add(SteeringPhase.Decode);
+        var resolved = phases.Select(phase => rows.Select(r => SteeringFeed.Resolve(r, phase, hidden)).ToList()).ToList();
+        var feed = new GenAiSteeringFeed(ElementType, phases);
         try
         {
             foreach (var layer in Manifest.SteeredLayers.Order())
             {
                 var names = Manifest.InputsOf(layer);
-                var p = prefill.Select(r => r.GetValueOrDefault(layer)).ToArray();
-                var d = decode.Select(r => r.GetValueOrDefault(layer)).ToArray();
-                // One steering for every row when all rows agree in both phases; else one per row (steer_batch = batch).
-                bool same = Same(p) && Same(d);
-                int sb = same ? 1 : rows.Count;
-                feed.AddLayer(names, sb, hidden, p, d);
+                var perPhase = resolved.Select(rowsOfPhase => rowsOfPhase.Select(r => r.GetValueOrDefault(layer)).ToArray()).ToArray();
+                // One steering for every row when all rows agree in every phase; else one per row (steer_batch = batch).
+                int sb = perPhase.All(Same) ? 1 : rows.Count;
+                feed.AddLayer(names, sb, hidden, perPhase);
             }
             return feed;
         }
@@ -137,17 +135,28 @@ public sealed class GenAiSteeringInputs
 public sealed class GenAiSteeringFeed : IDisposable
 {
     private readonly ElementType _type;
-    private readonly List<(string Name, Array Buffer, GCHandle Pin, long[] Shape, float[] Prefill, float[] Decode)> _inputs = [];
+    // Values[phase index] per input, in the order of _phases (prompt, header positions, decode).
+    private readonly List<(string Name, Array Buffer, GCHandle Pin, long[] Shape, float[][] Values)> _inputs = [];
     private readonly List<Tensor> _tensors = [];
-    private bool _decodeWritten;
+    private readonly IReadOnlyList<SteeringPhase> _phases;
+    private int _written;
 
-    internal GenAiSteeringFeed(ElementType type) => _type = type;
+    internal GenAiSteeringFeed(ElementType type, IReadOnlyList<SteeringPhase> phases)
+    {
+        _type = type;
+        _phases = phases;
+    }
 
     /// <summary>Whether the prompt (prefill) and the generated tokens (decode) get different values, i.e. the steering has
-    /// positions prompt or generated and <see cref="PromptDone"/> must be called after the prompt's <c>AppendTokens</c>.</summary>
+    /// positions prompt or generated, or header steering, and <see cref="PromptDone"/> must be called after the prompt's
+    /// <c>AppendTokens</c>.</summary>
     public bool PhasesDiffer { get; private set; }
 
-    internal void AddLayer(LayerSteeringInputs names, int sb, int hidden, ResolvedLayer?[] prefill, ResolvedLayer?[] decode)
+    /// <summary>How many of the prompt's last positions get their own values (header steering): the prompt is then
+    /// appended in pieces, up to the header and then one position at a time (see <see cref="SwitchTo"/>).</summary>
+    internal int HeaderLength => _phases.Count - 2;
+
+    internal void AddLayer(LayerSteeringInputs names, int sb, int hidden, ResolvedLayer?[][] perPhase)
     {
         Add(names.Add, [sb, 1, hidden], r => r.Add, hidden);
         // A model patched with --additive-only has neither (Validate refused projections).
@@ -156,24 +165,24 @@ public sealed class GenAiSteeringFeed : IDisposable
 
         void Add(string name, long[] shape, Func<ResolvedLayer, float[]> pick, int width)
         {
-            var p = new float[sb * width];
-            var d = new float[sb * width];
-            for (int b = 0; b < sb; b++)
+            var values = perPhase.Select(rows =>
             {
-                if (prefill[b] is { } pr) pick(pr).CopyTo(p, b * width);
-                if (decode[b] is { } dr) pick(dr).CopyTo(d, b * width);
-            }
-            if (!p.AsSpan().SequenceEqual(d)) PhasesDiffer = true;
-            Array buffer = _type == ElementType.float16 ? new ushort[p.Length] : new float[p.Length];
+                var v = new float[sb * width];
+                for (int b = 0; b < sb; b++)
+                    if (rows[b] is { } r) pick(r).CopyTo(v, b * width);
+                return v;
+            }).ToArray();
+            if (values.Any(v => !v.AsSpan().SequenceEqual(values[0]))) PhasesDiffer = true;
+            Array buffer = _type == ElementType.float16 ? new ushort[values[0].Length] : new float[values[0].Length];
             var pin = GCHandle.Alloc(buffer, GCHandleType.Pinned);
-            _inputs.Add((name, buffer, pin, shape, p, d));
-            Write(buffer, p);
+            _inputs.Add((name, buffer, pin, shape, values));
+            Write(buffer, values[0]);
         }
     }
 
     internal void SetOn(Generator generator)
     {
-        foreach (var (name, _, pin, shape, _, _) in _inputs)
+        foreach (var (name, _, pin, shape, _) in _inputs)
         {
             var tensor = new Tensor(pin.AddrOfPinnedObject(), shape, _type);
             _tensors.Add(tensor);
@@ -186,11 +195,17 @@ public sealed class GenAiSteeringFeed : IDisposable
     /// GenAI 0.20 refuses SetModelInput once the prompt is appended ("input name cannot be empty"), so the values are
     /// rewritten in place in the buffers GenAI reads: this reaches the model on the CPU provider, where GenAI binds the
     /// buffers directly; on CUDA/DirectML GenAI may hold a device copy, so OnnxSteer refuses positions prompt/generated there.</summary>
-    public void PromptDone()
+    public void PromptDone() => SwitchTo(SteeringPhase.Decode);
+
+    /// <summary>Writes the values of <paramref name="phase"/> in place (the same mechanism as <see cref="PromptDone"/>).</summary>
+    internal void SwitchTo(SteeringPhase phase)
     {
-        if (_decodeWritten || !PhasesDiffer) return;
-        foreach (var input in _inputs) Write(input.Buffer, input.Decode);
-        _decodeWritten = true;
+        int index = -1;
+        for (int i = 0; i < _phases.Count; i++) if (_phases[i] == phase) index = i;
+        if (index < 0) throw new InvalidOperationException($"this feed has no values for {phase}");
+        if (index == _written || !PhasesDiffer) return;
+        foreach (var input in _inputs) Write(input.Buffer, input.Values[index]);
+        _written = index;
     }
 
     private static void Write(Array buffer, float[] values)

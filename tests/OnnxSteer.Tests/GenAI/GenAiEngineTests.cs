@@ -74,6 +74,9 @@ public sealed class GenAiEngineTests(GenAiModels models) : IClassFixture<GenAiMo
             "two-layers" => Steering.None.Add(Vector(h, 1), 0, w / 2).Project(Vector(h, 4), 1, target: -w),
             "prompt" => Steering.None.Add(Vector(h, 1), 1, w).At(SteeringPositions.Prompt),
             "generated" => Steering.None.Add(Vector(h, 1), 1, w).At(SteeringPositions.Generated),
+            // Header steering: the prompt's last positions, each with its own vector (the prompt runs in pieces), plus an
+            // unscoped add everywhere. Layer 0, since a change after the last layer at an earlier position reaches nothing.
+            "header" => Steering.None.AddAtPromptPosition(Vector(h, 6), 0, w, 1).AddAtPromptPosition(Vector(h, 7), 0, w, 3).Add(Vector(h, 8), 1, w / 4),
             _ => throw new ArgumentException(mode),
         };
     }
@@ -82,7 +85,7 @@ public sealed class GenAiEngineTests(GenAiModels models) : IClassFixture<GenAiMo
     {
         var data = new TheoryData<string, string>();
         foreach (var model in new[] { "tiny-instruct", "fp16" })
-            foreach (var mode in new[] { "none", "add", "project", "ablate", "two-layers", "prompt", "generated" })
+            foreach (var mode in new[] { "none", "add", "project", "ablate", "two-layers", "prompt", "generated", "header" })
                 data.Add(model, mode);
         return data;
     }
