@@ -58,10 +58,6 @@ internal static class DemoRunner
         var items = EvalDataset.Load(testPath).Where(i => i.Checks.Count == 1 && steering.ContainsKey(i.Checks[0].Id)).ToList();
         items = [.. EvalWorkflow.Limit(items, options.EvalPerInstruction)];
 
-        // The engine first: GenAI cannot run a header-steered selection, and that is said before any work.
-        var generation = EvalWorkflow.EngineFor(
-            new EvalGenerationOptions { MaxNewTokens = options.MaxNewTokens, BatchSize = 8, Threads = options.Threads, Engine = options.Engine },
-            modelDir, EvalWorkflow.HeaderSteered(new SteeringSelection { Instructions = steering }));
         var temp = Path.Combine(Path.GetTempPath(), $"onnxsteer-demo-{Guid.NewGuid():N}");
         try
         {
@@ -82,6 +78,7 @@ internal static class DemoRunner
             var counts = ExtractVectors(patched, Path.Combine(dataDir, "pairs"), names, vectorsDir, options.Threads, cancellationToken, header);
             output.WriteLine($"[2/4] extracted {names.Count} vectors at every layer ({string.Join(", ", names.Select(n => $"{n}: {counts[n]} pairs"))}) ({step.Elapsed.TotalSeconds:0.0} s)");
 
+            var generation = new EvalGenerationOptions { MaxNewTokens = options.MaxNewTokens, BatchSize = 8, Threads = options.Threads, Engine = options.Engine };
             using var backend = ModelBackend.Open(patched, vectorsDir, generation);
             var selection = new SteeringSelection { Instructions = steering };
 

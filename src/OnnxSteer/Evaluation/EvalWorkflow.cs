@@ -76,8 +76,7 @@ public static class EvalWorkflow
         var items = Limit(EvalDataset.Load(job.DataPath), job.LimitPerInstruction);
         var selection = job.SelectionPath is null ? null : SteeringSelection.Load(job.SelectionPath);
         var heldOut = HeldOutPhrasings.Load(job.SplitsPath ?? HeldOutPhrasings.FindBeside(job.DataPath));
-        var generation = EngineFor(job.Generation, job.ModelDirectory, HeaderSteered(selection));
-        var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, generation);
+        var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
         string? controlFolder = null;
         try
         {
@@ -92,7 +91,7 @@ public static class EvalWorkflow
                 controlFolder = Path.Combine(Path.GetTempPath(), $"onnxsteer-control-{Guid.NewGuid():N}");
                 RandomControl.PrepareFolder(job.VectorsPath, ops, controlFolder, seed);
                 backend.Dispose();
-                backend = ModelBackend.Open(job.ModelDirectory, controlFolder, generation);
+                backend = ModelBackend.Open(job.ModelDirectory, controlFolder, job.Generation);
             }
             var report = await Evaluator.RunAsync(items, selection, backend.Vectors, backend.Generator,
                 new EvalOptions
@@ -112,23 +111,6 @@ public static class EvalWorkflow
         }
     }
 
-    /// <summary>The instructions a selection header-steers (header steering runs on OnnxSteer's own engine only).</summary>
-    public static IReadOnlyList<string> HeaderSteered(SteeringSelection? selection) =>
-        selection is null ? [] : [.. selection.Instructions.Where(kv => kv.Value.SteerMode == SteerMode.Header).Select(kv => kv.Key)];
-
-    /// <summary>The generation options to run <paramref name="headerSteered"/> instructions with: "auto" becomes OnnxSteer's
-    /// own engine (GenAI cannot run header steering), and an explicit GenAI engine is refused before any work.</summary>
-    /// <exception cref="OnnxSteerException">(Usage) the GenAI engine with header-steered instructions.</exception>
-    public static EvalGenerationOptions EngineFor(EvalGenerationOptions generation, string modelDirectory, IReadOnlyList<string> headerSteered)
-    {
-        if (headerSteered.Count == 0) return generation;
-        if (generation.Engine == GenerationEngine.Auto) return generation with { Engine = GenerationEngine.Ort };
-        if (SteeredGenerator.Resolve(modelDirectory, generation.Engine) == GenerationEngine.GenAI)
-            throw new OnnxSteerException(ErrorKind.Usage,
-                $"the selection header-steers {string.Join(", ", headerSteered)}, which runs on OnnxSteer's own engine (ort) only, not on GenAI");
-        return generation;
-    }
-
     /// <summary>Runs a sweep.</summary>
     /// <param name="job">What to run.</param>
     /// <param name="progress">Receives generation progress.</param>
@@ -141,14 +123,7 @@ public static class EvalWorkflow
         using var backend = ModelBackend.Open(job.ModelDirectory, job.VectorsPath, job.Generation);
         foreach (var w in backend.Warnings) warn?.Invoke(w);
         WarnUnmatched(backend, null, warn);
-        var options = job.Options with { Progress = progress };
-        if (backend.Model.Engine != "ort" && options.HeaderScales.Count > 0)
-        {
-            // Header steering runs the prompt in pieces, which only OnnxSteer's own loop does: sweep the paper's modes only.
-            warn?.Invoke($"the {backend.Model.Engine} engine cannot run header steering; the sweep tries projection and additive steering only");
-            options = options with { HeaderScales = [] };
-        }
-        var result = await Sweeper.RunAsync(items, backend.Vectors, backend.Generator, options, cancellationToken).ConfigureAwait(false);
+        var result = await Sweeper.RunAsync(items, backend.Vectors, backend.Generator, job.Options with { Progress = progress }, cancellationToken).ConfigureAwait(false);
         return result with { Selection = result.Selection with { Data = Path.GetFileName(job.DataPath) }, Engine = backend.Model.Engine };
     }
 

@@ -109,31 +109,6 @@ public class DatasetAndSelectionTests
         Assert.Equal([new SteerOp("keywords.existence.ocean", 1, SteerMode.Header, 1.5f)], SteeringSelection.Load(path).OpsFor(item, null));
     }
 
-    [Fact]
-    public void HeaderSteeredSelectionsRunOnOnnxSteersOwnEngine()
-    {
-        var selection = new SteeringSelection
-        {
-            Instructions = new Dictionary<string, SelectionEntry>
-            {
-                [InstructionIds.KeywordExistence] = new() { Mode = "header", Vector = "keywords.existence.{word}", Layer = 1, Scale = 1 },
-                [InstructionIds.Lowercase] = new() { Mode = "project", Vector = "change_case.english_lowercase", Layer = 3 },
-            },
-        };
-        Assert.Equal([InstructionIds.KeywordExistence], EvalWorkflow.HeaderSteered(selection));
-        Assert.Empty(EvalWorkflow.HeaderSteered(null));
-        var dir = TestPaths.RepoRoot;
-        var header = EvalWorkflow.HeaderSteered(selection);
-        Assert.Equal(OnnxSteer.Runtime.GenerationEngine.Ort,
-            EvalWorkflow.EngineFor(new EvalGenerationOptions { Engine = OnnxSteer.Runtime.GenerationEngine.Auto }, dir, header).Engine);
-        var e = Assert.Throws<OnnxSteerException>(() => EvalWorkflow.EngineFor(new EvalGenerationOptions { Engine = OnnxSteer.Runtime.GenerationEngine.GenAI }, dir, header));
-        Assert.Equal(ErrorKind.Usage, e.Kind);
-        Assert.Contains("keywords:existence", e.Message);
-        // Without header steering the engine asked for is kept.
-        Assert.Equal(OnnxSteer.Runtime.GenerationEngine.GenAI,
-            EvalWorkflow.EngineFor(new EvalGenerationOptions { Engine = OnnxSteer.Runtime.GenerationEngine.GenAI }, dir, []).Engine);
-    }
-
     [Theory]
     [InlineData("""{"format_version": 1, "instructions": {"change_case:english_lowercase": {"mode": "project", "layer": 3}}}""", "needs \"vector\"")]
     [InlineData("""{"format_version": 1, "instructions": {"change_case:english_lowercase": {"mode": "project", "vector": "v"}}}""", "needs \"layer\"")]
