@@ -19,7 +19,8 @@ namespace OnnxSteer.GenAI;
 /// and chat template (so both engines see the same ids); GenAI runs the model, the KV cache and the search.</summary>
 /// <remarks>What differs from the <c>ort</c> engine: sampling (temperature &gt; 0) uses GenAI's sampler, so sampled ids
 /// differ from the ort engine's for the same seed (greedy ids are the same); <see cref="GeneratorOptions.ComputeLogProbs"/>
-/// is refused; positions prompt/generated run on the CPU provider only (see <see cref="GenAiSteeringFeed.PromptDone"/>);
+/// is refused; positions prompt/generated and header steering run on the CPU provider only (see <see cref="GenAiSteeringFeed.PromptDone"/>;
+/// a header-steered prompt is appended in pieces, one row at a time);
 /// a generation stops at genai_config's context_length.</remarks>
 public sealed class GenAiSteeredModel : ISteeredGenerator
 {

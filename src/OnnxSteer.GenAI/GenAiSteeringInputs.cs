@@ -63,6 +63,11 @@ public sealed class GenAiSteeringInputs
     public GenAiSteeringFeed Apply(Generator generator, IReadOnlyList<Steering> rows)
     {
         ArgumentNullException.ThrowIfNull(generator);
+        ArgumentNullException.ThrowIfNull(rows);
+        // An app's own generator appends the prompt in one piece, which would feed the header positions' values nowhere.
+        if (rows.Any(r => r is not null && r.HeaderLength > 0))
+            throw new OnnxSteerException(ErrorKind.Usage,
+                "header steering appends the prompt in pieces with other values for each header position; run it through GenAiSteeredModel, which does");
         var feed = Create(rows);
         try
         {

@@ -285,5 +285,13 @@ public sealed class GenAiEngineTests(GenAiModels models) : IClassFixture<GenAiMo
         Assert.Contains("--engine ort", e.Message);
         var wrong = Assert.Throws<OnnxSteerException>(() => model.Generate("hi", Steering.None.Add(Vector(128, 1), 9, 1f)));
         Assert.Equal(ErrorKind.UnsupportedModel, wrong.Kind);
+        // An app's own generator appends the prompt in one piece: header steering is refused there.
+        using var config = new Config(models.Dirs["tiny-instruct"]);
+        using var genAiModel = new Model(config);
+        using var parameters = new GeneratorParams(genAiModel);
+        using var generator = new Generator(genAiModel, parameters);
+        var header = Assert.Throws<OnnxSteerException>(() => GenAiSteeringInputs.Load(models.Dirs["tiny-instruct"])
+            .Apply(generator, Steering.None.AddAtPromptPosition(Vector(128, 1), 0, 1f, 1)));
+        Assert.Contains("GenAiSteeredModel", header.Message);
     }
 }
