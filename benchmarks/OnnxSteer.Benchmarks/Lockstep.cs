@@ -53,7 +53,7 @@ internal static class LockstepBench
                 var modelFile = Directory.GetFiles(folder, "*.onnx").Single();
                 using var session = Open(modelFile, o);
                 var sig = DecoderSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
-                var resolved = Enumerable.Repeat(SteeringFeed.Resolve(steering, prefill: false, m.Hidden), batch).ToList();
+                var resolved = Enumerable.Repeat(SteeringFeed.Resolve(steering, SteeringPhase.Decode, m.Hidden), batch).ToList();
                 using var feed = SteeringFeed.Create(resolved, sig, m.Hidden);
                 var ratios = new List<double>();
                 double sumA = 0, sumB = 0;

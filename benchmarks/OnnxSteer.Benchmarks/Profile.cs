@@ -38,7 +38,7 @@ internal static class ProfileBench
             so.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
             using var session = new InferenceSession(modelFile, so);
             var sig = DecoderSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
-            var resolved = new[] { SteeringFeed.Resolve(steering, prefill: false, m.Hidden) };
+            var resolved = new[] { SteeringFeed.Resolve(steering, SteeringPhase.Decode, m.Hidden) };
             using var feed = SteeringFeed.Create(resolved, sig, m.Hidden);
             using (var loop = new BareLoop(session, sig, prompts, o.Tokens, feed.Inputs))
                 loop.Run();

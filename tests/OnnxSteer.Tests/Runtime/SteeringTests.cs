@@ -143,7 +143,7 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
     {
         var u = Vector(1); var v = Vector(4); var p = Vector(2);
         var steering = Steering.None.Add(u, 0, 2f).Add(v, 0, 3f).Project(p, 0).Ablate(u, 1);
-        var layers = SteeringFeed.Resolve(steering, prefill: true, Hidden);
+        var layers = SteeringFeed.Resolve(steering, SteeringPhase.Prompt, Hidden);
         for (int i = 0; i < Hidden; i++)
         {
             Assert.Equal(2f * u.Direction[i] + 3f * v.Direction[i], layers[0].Add[i], 5);
@@ -152,8 +152,8 @@ public sealed class SteeringTests(PatchedFixtureModel fixture) : IClassFixture<P
         }
         Assert.Equal(3f, layers[0].Target);   // z_bar
         Assert.Equal(0f, layers[1].Target);   // ablation
-        Assert.Empty(SteeringFeed.Resolve(steering.At(SteeringPositions.Generated), prefill: true, Hidden));
-        Assert.Empty(SteeringFeed.Resolve(steering.At(SteeringPositions.Prompt), prefill: false, Hidden));
+        Assert.Empty(SteeringFeed.Resolve(steering.At(SteeringPositions.Generated), SteeringPhase.Prompt, Hidden));
+        Assert.Empty(SteeringFeed.Resolve(steering.At(SteeringPositions.Prompt), SteeringPhase.Decode, Hidden));
     }
 
     [Fact]

@@ -71,10 +71,6 @@ internal sealed class SteeringFeed : IDisposable
         $"'{name}' asks for {mode.ToString().ToLowerInvariant()} at layer {layer}, but {model} was patched for additive steering only " +
         "(steering.json additive_only: no direction or target inputs); patch the original without AdditiveOnly for projection and ablation";
 
-    /// <summary>Sums a row's terms per layer, for the terms active in this phase (prefill: the whole prompt).</summary>
-    public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, bool prefill, int hidden) =>
-        Resolve(steering, prefill ? SteeringPhase.Prompt : SteeringPhase.Decode, hidden);
-
     /// <summary>Sums a row's terms per layer, for the terms active in <paramref name="phase"/>: terms without a prompt
     /// position by <see cref="Steering.Positions"/>, terms scoped to a prompt position only in that position's run.</summary>
     public static Dictionary<int, ResolvedLayer> Resolve(Steering steering, SteeringPhase phase, int hidden)
