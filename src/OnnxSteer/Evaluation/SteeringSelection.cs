@@ -179,11 +179,24 @@ public static class VectorNaming
         _ => throw new OnnxSteerException(ErrorKind.InvalidData, $"unknown instruction id '{id}'."),
     };
 
+    /// <summary>The per-word exclusion vector (pairs "Do not use the word WORD."): <c>sweep</c> tries it, added, next to
+    /// the subtracted inclusion vector for keywords:forbidden_words. The paper preferred subtracting; on a model that
+    /// summarises the instruction in the chat template's answer header the exclusion vector itself can carry it.</summary>
+    public const string ExclusionTemplate = "keywords.forbidden_words." + WordPlaceholder;
+
+    /// <summary>The vectors <c>sweep</c> tries for an instruction, each with the sign of its weights: the default
+    /// (<see cref="DefaultFor"/>; subtracted for word exclusion) and, for word exclusion, <see cref="ExclusionTemplate"/> added.</summary>
+    internal static IReadOnlyList<(string Template, int Sign)> SweepVectors(string id) => id switch
+    {
+        InstructionIds.ForbiddenWords => [(DefaultFor(id), -1), (ExclusionTemplate, 1)],
+        _ => [(DefaultFor(id), 1)],
+    };
+
     /// <summary>The naming rule in words, for warnings and help.</summary>
     public const string Rule =
         "a vector steers an instruction when its name is the instruction id with ':' replaced by '.' (change_case:english_lowercase -> " +
         "change_case.english_lowercase; number_sentences uses length_constraints.number_sentences.at_most; both keyword instructions use " +
-        "keywords.existence.WORD), or when a selection file names it";
+        "keywords.existence.WORD; keywords:forbidden_words also keywords.forbidden_words.WORD), or when a selection file names it";
 
     /// <summary>Whether <paramref name="name"/> is what <paramref name="template"/> expands to (a <c>{word}</c> template
     /// matches any non-empty word).</summary>
@@ -199,7 +212,7 @@ public static class VectorNaming
     /// and no vector of <paramref name="selection"/> matches: vectors the evaluation will never use, usually a misnamed file.</summary>
     public static IReadOnlyList<string> Unmatched(IEnumerable<string> vectorNames, SteeringSelection? selection)
     {
-        var templates = InstructionIds.All.Select(DefaultFor)
+        var templates = InstructionIds.All.SelectMany(SweepVectors).Select(v => v.Template)
             .Concat(selection?.Instructions.Values.Select(e => e.Vector).OfType<string>() ?? []).Distinct().ToList();
         // A header-position vector (NAME.header-K) is used with its NAME.
         return [.. vectorNames.Where(n => !templates.Any(t => Matches(t, OnnxSteer.Contract.HeaderVectors.BaseName(n)))).Order(StringComparer.Ordinal)];

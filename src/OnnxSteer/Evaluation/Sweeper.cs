@@ -27,10 +27,11 @@ public sealed record SweepOptions
     /// <summary>Additive weights tried for length and word inclusion, as multiples of |u_L| (default 1, 2, 4, 8).</summary>
     public IReadOnlyList<float> AddScales { get; init; } = [1, 2, 4, 8];
 
-    /// <summary>Weights tried for word exclusion, as multiples of the inclusion vector's |u_L| (default −1, −2, −4, −8).</summary>
+    /// <summary>Weights tried for word exclusion with the subtracted inclusion vector, as multiples of its |u_L| (default
+    /// −1, −2, −4, −8). The exclusion vector (<see cref="VectorNaming.ExclusionTemplate"/>) is added with <see cref="AddScales"/>.</summary>
     public IReadOnlyList<float> ExclusionScales { get; init; } = [-1, -2, -4, -8];
 
-    /// <summary>Header-steering scales tried (negated for word exclusion), as multiples of each header position's |u_k|,
+    /// <summary>Header-steering scales tried (negated for the subtracted inclusion vector of word exclusion), as multiples of each header position's |u_k|,
     /// for every instruction whose vectors have header positions (<c>extract --header-positions</c>; default 1, 2).</summary>
     public IReadOnlyList<float> HeaderScales { get; init; } = [1, 2];
 
@@ -44,7 +45,7 @@ public sealed record SweepOptions
     /// <summary>Degenerate responses score 0.</summary>
     public QualityGuard Quality { get; init; } = new();
 
-    /// <summary>Vector name (template) per instruction id, overriding <see cref="VectorNaming.DefaultFor"/>.</summary>
+    /// <summary>Vector name (template) per instruction id, replacing <see cref="VectorNaming.SweepVectors"/>.</summary>
     public IReadOnlyDictionary<string, string>? VectorNames { get; init; }
 
     /// <summary>Instruction ids to sweep (default: every id with single-instruction prompts in the data).</summary>
@@ -219,33 +220,40 @@ internal static class Sweeper
             var mine = single.Where(i => i.Checks[0].Id == id).ToList();
             if (mine.Count == 0) { skipped[id] = "no single-instruction prompts in the data"; continue; }
             plans.Add((new SweepCandidate { Instruction = id, Mode = "none", Accuracy = 0, DegenerateRate = 0, Score = 0 }, new SelectionEntry { Mode = "none" }, mine));
-            var vector = options.VectorNames?.GetValueOrDefault(id) ?? VectorNaming.DefaultFor(id);
-            var names = mine.SelectMany(i => VectorNaming.Expand(vector, i.Checks[0])).Distinct().ToList();
-            var missing = names.Where(n => !catalog.Contains(n)).ToList();
-            if (missing.Count > 0)
+            var family = InstructionIds.FamilyOf(id);
+            // A vector named in the options replaces the defaults (subtracted for word exclusion, as the default is).
+            var alternatives = options.VectorNames?.GetValueOrDefault(id) is { } named
+                ? [(named, family == InstructionFamily.WordExclusion ? -1 : 1)]
+                : VectorNaming.SweepVectors(id);
+            var usable = alternatives
+                .Select(a => (a.Template, a.Sign, Names: mine.SelectMany(i => VectorNaming.Expand(a.Template, i.Checks[0])).Distinct().ToList()))
+                .ToList();
+            var present = usable.Where(u => u.Names.All(catalog.Contains)).ToList();
+            if (present.Count == 0)
             {
+                var missing = usable[0].Names.Where(n => !catalog.Contains(n)).ToList();
                 skipped[id] = $"no vector named {string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", ..." : "")}; only \"none\" was scored";
                 continue;
             }
-            var family = InstructionIds.FamilyOf(id);
             foreach (var layer in layers)
-            {
-                if (names.Any(n => !catalog.Layers(n).Contains(layer))) continue;
-                if (family == InstructionFamily.Format)
-                    plans.Add((new SweepCandidate { Instruction = id, Mode = "project", Vector = vector, Layer = layer, Accuracy = 0, DegenerateRate = 0, Score = 0 },
-                        new SelectionEntry { Mode = "project", Vector = vector, Layer = layer }, mine));
-                else
-                    foreach (var scale in (family == InstructionFamily.WordExclusion ? options.ExclusionScales : options.AddScales).OrderBy(Math.Abs))
-                        plans.Add((new SweepCandidate { Instruction = id, Mode = "add", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
-                            new SelectionEntry { Mode = "add", Vector = vector, Layer = layer, Scale = scale }, mine));
-                // Header steering, for any family, where every vector has header positions at this layer (extract
-                // --header-positions); exclusion subtracts, as it does the additive inclusion vector.
-                if (names.All(n => catalog.Contains(OnnxSteer.Contract.HeaderVectors.Name(n, 2))
-                    && catalog.Layers(OnnxSteer.Contract.HeaderVectors.Name(n, 2)).Contains(layer)))
-                    foreach (var scale in options.HeaderScales.OrderBy(Math.Abs).Select(s => family == InstructionFamily.WordExclusion ? -s : s))
-                        plans.Add((new SweepCandidate { Instruction = id, Mode = "header", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
-                            new SelectionEntry { Mode = "header", Vector = vector, Layer = layer, Scale = scale }, mine));
-            }
+                foreach (var (vector, sign, names) in present)
+                {
+                    if (names.Any(n => !catalog.Layers(n).Contains(layer))) continue;
+                    if (family == InstructionFamily.Format)
+                        plans.Add((new SweepCandidate { Instruction = id, Mode = "project", Vector = vector, Layer = layer, Accuracy = 0, DegenerateRate = 0, Score = 0 },
+                            new SelectionEntry { Mode = "project", Vector = vector, Layer = layer }, mine));
+                    else
+                        foreach (var scale in (sign < 0 ? options.ExclusionScales : options.AddScales).OrderBy(Math.Abs))
+                            plans.Add((new SweepCandidate { Instruction = id, Mode = "add", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
+                                new SelectionEntry { Mode = "add", Vector = vector, Layer = layer, Scale = scale }, mine));
+                    // Header steering, for any family, where every vector has header positions at this layer (extract
+                    // --header-positions); a subtracted vector (the inclusion vector for exclusion) is subtracted here too.
+                    if (names.All(n => catalog.Contains(OnnxSteer.Contract.HeaderVectors.Name(n, 2))
+                        && catalog.Layers(OnnxSteer.Contract.HeaderVectors.Name(n, 2)).Contains(layer)))
+                        foreach (var scale in options.HeaderScales.OrderBy(Math.Abs).Select(s => sign * s))
+                            plans.Add((new SweepCandidate { Instruction = id, Mode = "header", Vector = vector, Layer = layer, Scale = scale, Accuracy = 0, DegenerateRate = 0, Score = 0 },
+                                new SelectionEntry { Mode = "header", Vector = vector, Layer = layer, Scale = scale }, mine));
+                }
         }
         return plans;
     }

@@ -49,7 +49,9 @@ internal sealed class FakeModel : IResponseGenerator, IVectorCatalog
             text = text[..(text.IndexOf('.') + 1)];
         // Word inclusion at layer 1 with weight >= 4; exclusion (negative weight) at layer 5 with weight <= -8.
         if (p.Contains("include the word ocean") || Steered("keywords.existence.ocean", o => o.Layer == 1 && o.Weight >= 4)) text += " The ocean is near.";
-        if (p.Contains("do not use the word ocean") || Steered("keywords.existence.ocean", o => o.Layer == 5 && o.Weight <= -8))
+        // The per-word exclusion vector works added by header steering at layer 1.
+        if (p.Contains("do not use the word ocean") || Steered("keywords.existence.ocean", o => o.Layer == 5 && o.Weight <= -8)
+            || Steered("keywords.forbidden_words.ocean", o => o.Mode == SteerMode.Header && o.Layer == 1 && o.Weight >= 1))
             text = text.Replace("ocean", "sea").Replace("OCEAN", "SEA");
         return text;
     }

@@ -70,6 +70,26 @@ public class SweepTests
     }
 
     [Fact]
+    public async Task TriesTheExclusionVectorAddedNextToTheSubtractedInclusionVector()
+    {
+        var model = new FakeModel();
+        model.Vectors.UnionWith(["keywords.forbidden_words.ocean", "keywords.forbidden_words.ocean.header-2"]);
+        var result = await Sweeper.RunAsync(EvaluationTests.Items(Validation), model, model,
+            new SweepOptions { Instructions = [InstructionIds.ForbiddenWords] });
+        // Layer 1 header steering with the exclusion vector comes before the subtracted inclusion vector's layer 5.
+        Assert.Equal(new SelectionEntry { Mode = "header", Vector = VectorNaming.ExclusionTemplate, Layer = 1, Scale = 1, Score = 1, Baseline = 0 },
+            result.Selection.Instructions[InstructionIds.ForbiddenWords]);
+        var mine = result.Candidates.Where(c => c.Instruction == InstructionIds.ForbiddenWords).ToList();
+        // none + 6 layers x (4 subtracted inclusion weights + 4 added exclusion weights + 2 exclusion header scales).
+        Assert.Equal(61, mine.Count);
+        Assert.All(mine.Where(c => c.Vector == "keywords.existence.{word}"), c => Assert.True(c.Scale < 0));
+        Assert.All(mine.Where(c => c.Vector == VectorNaming.ExclusionTemplate), c => Assert.True(c.Scale > 0));
+        Assert.Contains(model.Batches.SelectMany(b => b), r => r.Steering.Any(o => o.Mode == SteerMode.Header && o.Vector == "keywords.forbidden_words.ocean" && o.Weight == 2));
+        // The exclusion vectors are a known name, not a misnamed file.
+        Assert.Empty(VectorNaming.Unmatched(["keywords.forbidden_words.ocean", "keywords.forbidden_words.ocean.header-2"], null));
+    }
+
+    [Fact]
     public async Task MissingVectorsLeaveTheInstructionUnsteered()
     {
         var model = new FakeModel { Vectors = ["change_case.english_lowercase"] };
