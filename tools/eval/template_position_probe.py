@@ -3,7 +3,8 @@
 The paper's word vector is the with-minus-without mean difference of the residual at the LAST prompt token, added at
 every position. On tiny-instruct that breaks answers (docs/evaluation.md). This probe loads the bundled ONNX weights
 into tools/train's PyTorch Llama (checked against reference.json) and compares, for keywords:existence (and for
-keywords:forbidden_words, by subtracting the inclusion vector as the paper does), on prompts WITHOUT the instruction:
+keywords:forbidden_words, by subtracting the inclusion vector as the paper does, and by adding the per-word exclusion
+vector of `keywords.forbidden_words.W.jsonl` at the header positions), on prompts WITHOUT the instruction:
 
   paper        the last-token vector at every position (additive, c x the raw mean difference)
   suffix       the same last-token vector, only at the last K prompt positions (the chat template's answer header)
@@ -26,11 +27,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
 
-import onnx  # noqa: E402
 import torch  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
 
-from model import LlamaConfig, LlamaForCausalLM, rope_cos_sin  # noqa: E402
+from model import rope_cos_sin  # noqa: E402
+from onnx_weights import load_onnx_llama, reproduces  # noqa: E402
 from sample import on_topic  # noqa: E402
 from tokenizer import ENDOFTEXT, IM_END, Tokenizer, render_chat  # noqa: E402
 
@@ -43,31 +43,8 @@ WEIGHTS = (1.0, 2.0)
 
 
 def load_model():
-    """The bundled genai export's initializers mapped onto the training model (MatMul weights are [in, out])."""
-    graph = onnx.load(os.path.join(MODEL, "model.onnx"))  # reads model.onnx.data beside it
-    w = {i.name: torch.tensor(numpy_helper.to_array(i).copy()) for i in graph.graph.initializer}
-    n_layers = sum(1 for k in w if k.endswith("input_layernorm.weight"))
-    hidden = w["model.embed_tokens.weight"].shape[1]
-    cfg = LlamaConfig(vocab_size=w["model.embed_tokens.weight"].shape[0], hidden_size=hidden,
-                      intermediate_size=w["model.layers.0.mlp.gate_proj.MatMul.weight"].shape[1],
-                      num_hidden_layers=n_layers, num_attention_heads=hidden // (2 * w["cos_cache"].shape[1]),
-                      num_key_value_heads=w["model.layers.0.attn.k_proj.MatMul.weight"].shape[1] // (2 * w["cos_cache"].shape[1]),
-                      max_position_embeddings=w["cos_cache"].shape[0])
-    sd = {"model.embed_tokens.weight": w["model.embed_tokens.weight"],
-          "model.norm.weight": w[f"model.layers.{n_layers}.final_norm_layernorm.weight"],
-          "lm_head.weight": w["lm_head.MatMul.weight"].T}
-    for i in range(n_layers):
-        p = f"model.layers.{i}."
-        sd[p + "input_layernorm.weight"] = w[p + "input_layernorm.weight"]
-        sd[p + "post_attention_layernorm.weight"] = w[p + "post_attention_layernorm.weight"]
-        for n in "qkvo":
-            sd[p + f"self_attn.{n}_proj.weight"] = w[p + f"attn.{n}_proj.MatMul.weight"].T
-        for n in ("gate", "up", "down"):
-            sd[p + f"mlp.{n}_proj.weight"] = w[p + f"mlp.{n}_proj.MatMul.weight"].T
-    m = LlamaForCausalLM(cfg)
-    m.load_state_dict(sd)
-    m.eval()
-    return m
+    """The bundled genai export's weights in tools/train's PyTorch Llama (tools/train/onnx_weights.py)."""
+    return load_onnx_llama(MODEL)
 
 
 torch.set_num_threads(1)
@@ -79,14 +56,8 @@ def encode(content):
     return tok.encode(render_chat([{"role": "user", "content": content}], True))
 
 
-@torch.no_grad()
 def check_reference():
-    ref = json.load(open(os.path.join(ROOT, "tools", "train", "results", "tiny-instruct", "reference.json")))["greedy"]
-    ids, out = list(ref["prompt_ids"]), []
-    for _ in range(len(ref["generated_ids"])):
-        out.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-        ids.append(out[-1])
-    if out != ref["generated_ids"]:
+    if not reproduces(model, os.path.join(ROOT, "tools", "train", "results", "tiny-instruct", "reference.json")):
         sys.exit("the ONNX weights loaded into PyTorch do not reproduce reference.json")
 
 
@@ -213,6 +184,8 @@ def main():
     words = {w for iid in ("keywords:existence", "keywords:forbidden_words")
              for split in ("validation", "test") for r in rows(split, iid) for w in [word_of(r)]}
     diffs = {w: mean_difference(f"keywords.existence.{w}.jsonl") for w in sorted(words)}
+    exclusion = {w: mean_difference(f"keywords.forbidden_words.{w}.jsonl")
+                 for w in sorted({word_of(r) for split in ("validation", "test") for r in rows(split, "keywords:forbidden_words")})}
     print("# Word steering on tiny-instruct: the paper's last-token vector against header-position vectors (probe)\n")
     print(f"`tools/eval/template_position_probe.py` (PyTorch, the bundled ONNX weights; K = {K} header positions; "
           f"layers {LAYERS.start}-{LAYERS.stop - 1} and c in {WEIGHTS} chosen on the validation split; test split; "
@@ -229,10 +202,14 @@ def main():
         lo, hi = wilson(inst, len(test))
         print(f"| with the instruction, unsteered | - | - | {inst}/{len(test)} | [{lo:.2f}, {hi:.2f}] |")
         shown = []
-        for kind in ("paper", "suffix", "per-position"):
-            best = max(((score(val, diffs, kind, layer, c, sign)[0], -layer, -c) for layer in LAYERS for c in WEIGHTS))
+        settings = [(kind, diffs, sign) for kind in ("paper", "suffix", "per-position")]
+        if sign < 0:  # the per-word exclusion vector ("Do not use the word W."), added at its header positions
+            settings.append(("per-position, exclusion vector added", exclusion, 1.0))
+        for kind, vectors, s in settings:
+            place = kind.split(",")[0]
+            best = max(((score(val, vectors, place, layer, c, s)[0], -layer, -c) for layer in LAYERS for c in WEIGHTS))
             layer, c = -best[1], -best[2]
-            k, examples = score(test, diffs, kind, layer, c, sign)
+            k, examples = score(test, vectors, place, layer, c, s)
             lo, hi = wilson(k, len(test))
             print(f"| no instruction, {kind} | L{layer}, c={c:g} | {best[0]}/{len(val)} | {k}/{len(test)} | [{lo:.2f}, {hi:.2f}] |")
             shown.append((kind, examples))

@@ -2,7 +2,8 @@
 # Rebuilds OnnxSteer's bundled tiny models from nothing (no downloads):
 #   corpus -> tokenizer -> tiny-base -> tiny-instruct (fine-tuned from tiny-base) -> ONNX export.
 # Usage: tools/train/build_models.sh [--no-export]
-# The step budgets (2,400 base + 4,000 instruct + 1,500 copy-stage + 1,500 hiding-stage steps of 16 sequences) end the runs. The CPU-time
+# The step budgets (2,400 base + 4,000 instruct + 1,500 copy-stage + 1,500 hiding-stage + 800 exclusion-stage steps of 16
+# sequences) end the runs. The CPU-time
 # and wall-clock caps are guards for a busy machine only.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -25,9 +26,16 @@ cd "$HERE"
 # layer 2 on neither may the chat-template tokens after it, so the instruction is summarised at the end of the
 # prompt in layers 0-1 (where steering vectors are extracted). Without it nothing is steerable (README).
 "$PY" train.py --variant instruct --seed "$SEED" --steps 1500 --batch 16 --lr 1e-3 --max-minutes 20 --max-cpu-minutes 20 \
-  --probe-every 500 --init work/tiny-instruct-copy/ckpt.pt --corpus instruct_copy.jsonl --instr-mask 0.9 --instr-late-from 2
+  --probe-every 500 --init work/tiny-instruct-copy/ckpt.pt --corpus instruct_copy.jsonl --instr-mask 0.9 --instr-late-from 2 \
+  --out tiny-instruct-hiding
+# Exclusion stage: the hiding stage's mix with 40% "do not use the word W" examples, same masks. Before it the model
+# followed word exclusion 0.67 of the time with the instruction and the header summary did not carry it (nothing
+# steered it); after it, the per-word exclusion vector steers it (docs/evaluation.md).
+"$PY" corpus.py --seed "$SEED" --exclusion-stage 20000
+"$PY" train.py --variant instruct --seed "$SEED" --steps 800 --batch 16 --lr 5e-4 --max-minutes 20 --max-cpu-minutes 20 \
+  --probe-every 400 --init work/tiny-instruct-hiding/ckpt.pt --corpus instruct_exclusion.jsonl --instr-mask 0.9 --instr-late-from 2
 "$PY" sample.py --variant instruct --n 3 || true
-for v in tiny-base tiny-instruct-stage1 tiny-instruct-copy tiny-instruct; do
+for v in tiny-base tiny-instruct-stage1 tiny-instruct-copy tiny-instruct-hiding tiny-instruct; do
   mkdir -p "results/$v"
   cp "work/$v/train_log.json" "work/$v/train.log" "work/$v/reference.json" "results/$v/"
 done

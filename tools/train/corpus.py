@@ -548,12 +548,19 @@ def combo_example(rng, t, fa, fb):
 FAMILY_KEYS = list(PHRASINGS.keys())
 
 
-def gen_instruct(rng, topics, n):
-    """Chat examples for the instruct variant: 30% default style, 62% one instruction, 8% two."""
+def gen_instruct(rng, topics, n, focus=None, focus_share=0.0):
+    """Chat examples for the instruct variant: 30% default style, 62% one instruction, 8% two. With ``focus`` (a
+    family key), a share ``focus_share`` of the examples is that one instruction instead (the exclusion stage); the
+    extra draw happens only then, so the other corpora are unchanged."""
     out = []
     for _ in range(n):
         t = pick_topic(rng, topics)
         q = base_query(rng, t)
+        if focus is not None and rng.random() < focus_share:
+            p = sample_params(rng, focus, "train")
+            instr = make_instruction(rng, focus, rng.choice(PHRASINGS[focus][0]), p)
+            out.append(chat(q + " " + instr, respond(rng, t, focus, p)))
+            continue
         r = rng.random()
         if r < 0.30:
             out.append(chat(q, " ".join(default_sentences(rng, t))))
@@ -681,8 +688,11 @@ def main():
     ap.add_argument("--copy-stage", type=int, default=0,
                     help="write only work/corpus/instruct_copy.jsonl: N instruct examples whose made-up topics are "
                          "mostly glued from the pieces of work/tokenizer (run after tokenizer.py)")
+    ap.add_argument("--exclusion-stage", type=int, default=0,
+                    help="write only work/corpus/instruct_exclusion.jsonl: N copy-stage-style instruct examples of "
+                         "which 40%% are keywords:forbidden_words (run after tokenizer.py)")
     args = ap.parse_args()
-    if args.copy_stage:
+    if args.copy_stage or args.exclusion_stage:
         global PIECES
         with open(os.path.join(args.work, "tokenizer", "tokenizer.json"), encoding="utf-8") as f:
             vocab = json.load(f)["model"]["vocab"]
@@ -691,11 +701,17 @@ def main():
         rest = [t for t in vocab if t.isalpha() and t.islower() and t.isascii() and len(t) <= 4]
         PIECES = (first, rest)
         train_t, val_t, test_t = split_topics(args.seed)
-        rng = random.Random(args.seed + 5)
-        copy = gen_instruct(rng, train_t, args.copy_stage)
-        check_held_out(copy, val_t + test_t)
-        write_jsonl(os.path.join(args.work, "corpus", "instruct_copy.jsonl"), copy)
-        print(f"copy stage: {len(copy)} examples from {len(first)} first and {len(rest)} continuation pieces")
+        if args.exclusion_stage:
+            rng = random.Random(args.seed + 6)
+            stage = gen_instruct(rng, train_t, args.exclusion_stage, focus="keywords:forbidden_words", focus_share=0.4)
+            name = "instruct_exclusion.jsonl"
+        else:
+            rng = random.Random(args.seed + 5)
+            stage = gen_instruct(rng, train_t, args.copy_stage)
+            name = "instruct_copy.jsonl"
+        check_held_out(stage, val_t + test_t)
+        write_jsonl(os.path.join(args.work, "corpus", name), stage)
+        print(f"{name}: {len(stage)} examples from {len(first)} first and {len(rest)} continuation pieces")
         return
 
     train_t, val_t, test_t = split_topics(args.seed)
@@ -715,6 +731,11 @@ def main():
     for w in PAIR_WORDS:
         write_jsonl(os.path.join(args.data, "pairs", "keywords.existence." + w + ".jsonl"),
                     pair_rows(rng, train_t, "keywords:existence", 24, word=w))
+    # Per-word exclusion pairs ("Do not use the word W."), after the others so their rows stay unchanged: header
+    # steering adds these where subtracting the inclusion vector (the paper's choice) does not steer.
+    for w in TEST_FORBID_WORDS:
+        write_jsonl(os.path.join(args.data, "pairs", "keywords.forbidden_words." + w + ".jsonl"),
+                    pair_rows(rng, train_t, "keywords:forbidden_words", 24, word=w))
 
     rng = random.Random(args.seed + 4)
     val = eval_rows(rng, val_t, "validation", 10, "train")

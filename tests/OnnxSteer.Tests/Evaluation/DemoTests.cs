@@ -21,9 +21,11 @@ public sealed class DemoTests
         Assert.Contains("  with:     ", text);
         Assert.Contains("layers and modes from ", text);
         Assert.Contains("| instruction | n | steering | no instr. | no instr. + steer | p | with instr. | with instr. + steer | p | on topic", text);
-        // The committed selection header-steers lowercase and projects title; the demo extracts the header vectors itself.
+        // The committed selection header-steers lowercase, projects quotation and header-steers word exclusion with the
+        // per-word exclusion vectors; the demo extracts them (header positions too) from models/data/pairs itself.
         Assert.Contains("| change_case:english_lowercase | 1 | header change_case.english_lowercase@", text);
-        Assert.Contains("| detectable_format:title | 1 | project detectable_format.title@", text);
+        Assert.Contains("| startend:quotation | 1 | project startend.quotation@", text);
+        Assert.Contains("| keywords:forbidden_words | 1 | header keywords.forbidden_words.{word}@", text);
     }
 
     [Fact]
