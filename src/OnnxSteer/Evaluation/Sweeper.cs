@@ -134,7 +134,8 @@ public sealed record SweepResult
         return SvgCharts.Lines(title, Layers, series, baselines);
     }
 
-    // Candidates are ordered "none" first, then by layer and |weight|: the first maximum wins, so ties go to no steering.
+    // Candidates are ordered "none" first, then by layer, then (per layer) by vector and mode, then by |weight| (Plan):
+    // the first maximum wins, so ties go to no steering, then to the earlier layer.
     internal static SweepCandidate? Best(IEnumerable<SweepCandidate> candidates)
     {
         SweepCandidate? best = null;
