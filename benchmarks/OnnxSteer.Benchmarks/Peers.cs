@@ -61,11 +61,12 @@ internal static class PeersBench
                     (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
             foreach (var setting in o.OrtSettings)
             {
-                // full_logits=1: the model file as it is (the LM head over every prompt position), not an ONNX Runtime setting.
-                bool fullLogits = setting == "full_logits=1";
-                var configure = fullLogits ? null : OrtSetting(setting);
+                // full_logits=1: the LM head over every prompt position; fuse_matmuls=0: q/k/v and gate/up as separate
+                // MatMuls (both the model file as it is, not ONNX Runtime settings).
+                bool fullLogits = setting == "full_logits=1", unfused = setting == "fuse_matmuls=0";
+                var configure = fullLogits || unfused ? null : OrtSetting(setting);
                 contenders.Add(new($"{Ours}, original, {setting}, {threads}t", $"{Ours} ({setting})", false, threads,
-                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits), first));
+                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits, fuseMatMuls: !unfused), first));
             }
             contenders.Add(new($"{GenAiName}, original, {threads}t", GenAiName, false, threads, (p, n) => RunGenAi(m.Original, p, n, threads), null));
             if (gguf is not null)
@@ -211,10 +212,13 @@ internal static class PeersBench
     }
 
     private static Sample RunOurs(string folder, int[] prompt, int tokens, int threads, Steering? steering,
-        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true)
+        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true, bool fuseMatMuls = true)
     {
         long t0 = Stopwatch.GetTimestamp();
-        using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits });
+        using var model = SteeredModel.Load(folder, new RuntimeOptions
+        {
+            IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits, FuseMatMuls = fuseMatMuls,
+        });
         double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         double cpuFirst = double.NaN;
         int pieces = 0;

@@ -66,4 +66,9 @@ public sealed record RuntimeOptions
     /// <summary>Slice the LM head's input to the last position at load (<see cref="OnnxSteer.Runtime.LastPositionLogits"/>);
     /// false loads the model file unchanged (tests compare the two, benchmarks measure them).</summary>
     internal bool LastPositionLogits { get; init; } = true;
+
+    /// <summary>Run parallel MatMuls that read the same input (q/k/v, gate/up) as one MatMul and a Split at load
+    /// (<see cref="OnnxSteer.Runtime.MatMulFusion"/>); false loads them as the file has them (tests compare the two,
+    /// benchmarks measure them).</summary>
+    internal bool FuseMatMuls { get; init; } = true;
 }
