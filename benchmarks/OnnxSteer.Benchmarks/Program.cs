@@ -51,7 +51,8 @@ internal sealed record Options
                    --ort KEY=VALUE adds an unsteered onnxsteer row with that ONNX Runtime session config entry (several
                    joined by ';'; opt_level=basic|extended|all|layout sets the graph optimization level;
                    full_logits=1 loads the model file as it is, the LM head over every prompt position;
-                   fuse_matmuls=0 keeps q/k/v and gate/up as separate MatMuls)
+                   fuse_matmuls=0 keeps q/k/v and gate/up as separate MatMuls; both combine with the others by ';';
+                   fuse_matmuls=0 alone also measures memory in fresh processes, fused and not)
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
@@ -129,6 +130,7 @@ internal static class Program
     public static int Main(string[] args)
     {
         if (args is [TokenizerLoadBench.ChildFlag, var tokenizerFolder]) return TokenizerLoadBench.Child(tokenizerFolder);
+        if (args is [PeersBench.MemoryChildFlag, .. var memoryArgs]) return PeersBench.MemoryChild(memoryArgs);
         Options o;
         try { o = Options.Parse(args); }
         catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
