@@ -65,14 +65,15 @@ internal static class PeersBench
                     (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
             foreach (var setting in o.OrtSettings)
             {
-                // full_logits=1: the LM head over every prompt position; fuse_matmuls=0: q/k/v and gate/up as separate
-                // MatMuls (both the model file as it is, not ONNX Runtime settings).
+                // full_logits=1: the LM head over every prompt position (the model file as it is); fuse_matmuls=1 / =0:
+                // q/k/v and gate/up as one MatMul each, or as the file has them. Not ONNX Runtime settings.
                 var parts = setting.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-                bool fullLogits = parts.Contains("full_logits=1"), unfused = parts.Contains("fuse_matmuls=0");
-                var sessionSettings = string.Join(';', parts.Where(x => x is not ("full_logits=1" or "fuse_matmuls=0")));
+                bool fullLogits = parts.Contains("full_logits=1");
+                bool? fuse = parts.Contains("fuse_matmuls=1") ? true : parts.Contains("fuse_matmuls=0") ? false : null;
+                var sessionSettings = string.Join(';', parts.Where(x => x is not ("full_logits=1" or "fuse_matmuls=0" or "fuse_matmuls=1")));
                 var configure = sessionSettings.Length == 0 ? null : OrtSetting(sessionSettings);
                 contenders.Add(new($"{Ours}, original, {setting}, {threads}t", $"{Ours} ({setting})", false, threads,
-                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits, fuseMatMuls: !unfused), first));
+                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits, fuseMatMuls: fuse), first));
             }
             contenders.Add(new($"{GenAiName}, original, {threads}t", GenAiName, false, threads, (p, n) => RunGenAi(m.Original, p, n, threads), null));
             if (gguf is not null)
@@ -157,7 +158,7 @@ internal static class PeersBench
 
         // The same in a fresh process per load (the numbers above share a heap with earlier runs), fused and unfused
         // alternating: resident and peak memory after the load and after generating.
-        if (o.OrtSettings.Contains("fuse_matmuls=0"))
+        if (o.OrtSettings.Any(x => x is "fuse_matmuls=0" or "fuse_matmuls=1"))
         {
             var rows = new[] { true, false }.ToDictionary(f => f, _ => new List<double[]>());
             for (int r = 0; r < 3; r++)
@@ -167,7 +168,7 @@ internal static class PeersBench
             report.Row("MatMuls", "resident after load", "peak after load", "resident after generating", "peak after generating");
             report.Rule(5);
             foreach (var (fuse, list) in rows)
-                report.Row([fuse ? "fused (default)" : "as in the file (fuse_matmuls=0)",
+                report.Row([fuse ? "fused (fuse_matmuls=1)" : "as in the file (fuse_matmuls=0)",
                     .. Enumerable.Range(0, 4).Select(k => Summary.Of(list.Select(x => x[k])).Format("F0"))]);
         }
 
@@ -242,14 +243,15 @@ internal static class PeersBench
     }
 
     private static Sample RunOurs(string folder, int[] prompt, int tokens, int threads, Steering? steering,
-        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true, bool fuseMatMuls = true)
+        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true, bool? fuseMatMuls = null)
     {
         bool peakReset = Machine.ResetPeak();
         var before = Machine.Memory();
         long t0 = Stopwatch.GetTimestamp();
         using var model = SteeredModel.Load(folder, new RuntimeOptions
         {
-            IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits, FuseMatMuls = fuseMatMuls,
+            IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits,
+            FuseMatMuls = fuseMatMuls ?? new RuntimeOptions().FuseMatMuls,
         });
         double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         var after = Machine.Memory();

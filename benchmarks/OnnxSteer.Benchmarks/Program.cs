@@ -51,8 +51,8 @@ internal sealed record Options
                    --ort KEY=VALUE adds an unsteered onnxsteer row with that ONNX Runtime session config entry (several
                    joined by ';'; opt_level=basic|extended|all|layout sets the graph optimization level;
                    full_logits=1 loads the model file as it is, the LM head over every prompt position;
-                   fuse_matmuls=0 keeps q/k/v and gate/up as separate MatMuls; both combine with the others by ';';
-                   fuse_matmuls=0 alone also measures memory in fresh processes, fused and not)
+                   fuse_matmuls=1 / fuse_matmuls=0 runs q/k/v and gate/up as one MatMul each / as the file has them;
+                   these combine with the others by ';'; either alone also measures memory in fresh processes)
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)

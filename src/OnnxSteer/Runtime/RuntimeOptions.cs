@@ -68,7 +68,8 @@ public sealed record RuntimeOptions
     internal bool LastPositionLogits { get; init; } = true;
 
     /// <summary>Run parallel MatMuls that read the same input (q/k/v, gate/up) as one MatMul and a Split at load
-    /// (<see cref="OnnxSteer.Runtime.MatMulFusion"/>); false loads them as the file has them (tests compare the two,
-    /// benchmarks measure them).</summary>
-    internal bool FuseMatMuls { get; init; } = true;
+    /// (<see cref="OnnxSteer.Runtime.MatMulFusion"/>). Off by default: on the 134M model it made load 160-240 ms slower
+    /// and decode was not faster in a steady way (docs/benchmarks.md, "MatMul fusion at load"); tests compare the two,
+    /// benchmarks measure them (<c>peers --ort fuse_matmuls=1</c>).</summary>
+    internal bool FuseMatMuls { get; init; }
 }

@@ -133,8 +133,8 @@ public sealed class MatMulFusionTests(ITestOutputHelper output)
         ModelPatcher.Patch(Prepare(name, dir), patched, new PatchOptions { Layers = OnnxSteer.Contract.LayerSelection.Of(1) });
         var fusedGroups = MatMulFusion.Rewrite(OnnxModelFile.Parse(ModelFile(patched)));
         Assert.True(fusedGroups > 0);
-        using var fused = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = 1 });
-        using var plain = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = 1, FuseMatMuls = false });
+        using var fused = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = 1, FuseMatMuls = true });
+        using var plain = SteeredModel.Load(patched, new RuntimeOptions { IntraOpThreads = 1 });
         int hidden = fused.HiddenSize ?? throw new InvalidOperationException("hidden size unknown");
         var random = new Random(3);
         var vector = SteeringVector.FromRaw([.. Enumerable.Range(0, hidden).Select(_ => (float)(random.NextDouble() * 2 - 1))], zBar: 2f);
