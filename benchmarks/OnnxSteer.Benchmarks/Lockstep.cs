@@ -23,6 +23,8 @@ internal static class LockstepBench
         var cases = new (string Name, string Folder, Steering Steering)[]
         {
             ("null control: original vs original", m.Original, Steering.None),
+            // MatMulFusion as SteeredModel.Load applies it: q/k/v and gate/up as one MatMul and a Split each.
+            ($"original, MatMuls fused{FusedSuffix}", m.Original, Steering.None),
             ("patched (expose all), nothing fed", m.PatchedExposeAll, Steering.None),
             ("patched (expose none), nothing fed", m.PatchedExposeNone, Steering.None),
             ($"patched (expose all), add @ layer {mid}", m.PatchedExposeAll, Steering.None.Add(vectors[mid], mid, 4f, "bench")),
@@ -51,7 +53,7 @@ internal static class LockstepBench
             foreach (var (name, folder, steering) in cases)
             {
                 var modelFile = Directory.GetFiles(folder, "*.onnx").Single();
-                using var session = Open(modelFile, o);
+                using var session = name.EndsWith(FusedSuffix, StringComparison.Ordinal) ? OpenFused(modelFile, o) : Open(modelFile, o);
                 var sig = DecoderSignature.Discover(session, SteeringManifest.TryLoad(folder), modelFile);
                 var resolved = Enumerable.Repeat(SteeringFeed.Resolve(steering, SteeringPhase.Decode, m.Hidden), batch).ToList();
                 using var feed = SteeringFeed.Create(resolved, sig, m.Hidden);
@@ -127,12 +129,23 @@ internal static class LockstepBench
         return (ratios, sumOurs, sumBare, loads);
     }
 
-    private static InferenceSession Open(string modelFile, Options o)
+    private const string FusedSuffix = " (q/k/v, gate/up)";
+
+    private static InferenceSession OpenFused(string modelFile, Options o)
+    {
+        var bytes = LoadRewrites.TryApply(modelFile, lastPositionLogits: false, fuseMatMuls: true)
+            ?? throw new InvalidOperationException($"no MatMuls to fuse in {modelFile}");
+        return Open(modelFile, o, bytes);
+    }
+
+    private static InferenceSession Open(string modelFile, Options o, byte[]? bytes = null)
     {
         using var so = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         so.IntraOpNumThreads = o.Threads ?? 1;
         // An experiment switch: flush denormals to zero, to tell data-dependent slowdowns from graph overhead.
         if (Environment.GetEnvironmentVariable("ONNXSTEER_BENCH_FTZ") == "1") so.AddSessionConfigEntry("session.set_denormal_as_zero", "1");
-        return new InferenceSession(modelFile, so);
+        if (bytes is null) return new InferenceSession(modelFile, so);
+        so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(modelFile)!);
+        return new InferenceSession(bytes, so);
     }
 }

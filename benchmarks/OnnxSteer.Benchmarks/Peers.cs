@@ -23,7 +23,11 @@ internal static class PeersBench
     /// <param name="DecodeTokensPerCpuSecond">Decode steps per second of the calling thread's CPU time: with one thread
     /// every engine computes on the caller, so this is the work per token with the waiting for a core (most of a loaded
     /// machine's noise) left out. NaN for more threads, whose work is elsewhere.</param>
-    private sealed record Sample(double LoadMs, double FirstTokenMs, double DecodeTokensPerSecond, double DecodeTokensPerCpuSecond, int[] Tokens);
+    /// <param name="LoadPeakMiB">OnnxSteer rows: the process's peak resident memory during the load above what was resident
+    /// before it (NaN for the peers, and where /proc cannot say).</param>
+    /// <param name="LoadResidentMiB">OnnxSteer rows: resident memory after the load above what was resident before it.</param>
+    private sealed record Sample(double LoadMs, double FirstTokenMs, double DecodeTokensPerSecond, double DecodeTokensPerCpuSecond, int[] Tokens,
+        double LoadPeakMiB = double.NaN, double LoadResidentMiB = double.NaN);
 
     /// <param name="Engine">What is compared across thread counts ("onnxsteer", "GenAI", "llama.cpp"), with
     /// <paramref name="Steered"/> telling the two settings apart.</param>
@@ -61,11 +65,15 @@ internal static class PeersBench
                     (p, n) => RunOurs(m.PatchedExposeAll, p, n, threads, Steering.None.Add(direction, middle, weight, "bench")), null));
             foreach (var setting in o.OrtSettings)
             {
-                // full_logits=1: the model file as it is (the LM head over every prompt position), not an ONNX Runtime setting.
-                bool fullLogits = setting == "full_logits=1";
-                var configure = fullLogits ? null : OrtSetting(setting);
+                // full_logits=1: the LM head over every prompt position (the model file as it is); fuse_matmuls=1 / =0:
+                // q/k/v and gate/up as one MatMul each, or as the file has them. Not ONNX Runtime settings.
+                var parts = setting.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                bool fullLogits = parts.Contains("full_logits=1");
+                bool? fuse = parts.Contains("fuse_matmuls=1") ? true : parts.Contains("fuse_matmuls=0") ? false : null;
+                var sessionSettings = string.Join(';', parts.Where(x => x is not ("full_logits=1" or "fuse_matmuls=0" or "fuse_matmuls=1")));
+                var configure = sessionSettings.Length == 0 ? null : OrtSetting(sessionSettings);
                 contenders.Add(new($"{Ours}, original, {setting}, {threads}t", $"{Ours} ({setting})", false, threads,
-                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits), first));
+                    (p, n) => RunOurs(m.Original, p, n, threads, null, configure, lastPositionLogits: !fullLogits, fuseMatMuls: fuse), first));
             }
             contenders.Add(new($"{GenAiName}, original, {threads}t", GenAiName, false, threads, (p, n) => RunGenAi(m.Original, p, n, threads), null));
             if (gguf is not null)
@@ -140,6 +148,30 @@ internal static class PeersBench
             report.Row(x.Name, Ratio(c, baseline), $"{(Summary.Of(samples[c].Select(s => s.FirstTokenMs)).Median / Summary.Of(samples[baseline].Select(s => s.FirstTokenMs)).Median).ToString("F2", CultureInfo.InvariantCulture)} (per round {firstToken.Format("F2")})");
         }
 
+        // Memory of a load (the fused MatMuls' concatenated weights must not stay resident beside the originals).
+        report.Note($"onnxsteer rows, memory of the load ({m.Name}; MiB above the process's resident size before it, median (min-max)):");
+        report.Row("contender", "peak during load", "resident after load");
+        report.Rule(3);
+        for (int c = 0; c < contenders.Count; c++)
+            if (contenders[c].Engine.StartsWith(Ours, StringComparison.Ordinal))
+                report.Row(contenders[c].Name, Summary.Of(samples[c].Select(s => s.LoadPeakMiB)).Format("F0"), Summary.Of(samples[c].Select(s => s.LoadResidentMiB)).Format("F0"));
+
+        // The same in a fresh process per load (the numbers above share a heap with earlier runs), fused and unfused
+        // alternating: resident and peak memory after the load and after generating.
+        if (o.OrtSettings.Any(x => x is "fuse_matmuls=0" or "fuse_matmuls=1"))
+        {
+            var rows = new[] { true, false }.ToDictionary(f => f, _ => new List<double[]>());
+            for (int r = 0; r < 3; r++)
+                foreach (var fuse in r % 2 == 0 ? new[] { true, false } : [false, true])
+                    rows[fuse].Add(RunMemoryChild(m.Original, fuse, threadCounts[0], prompt.Length, tokens));
+            report.Note($"Memory of one load in a fresh process ({m.Name}, {threadCounts[0]} thread(s); MiB, median (min-max) of 3; /proc/self/status after the load and after generating {tokens} tokens):");
+            report.Row("MatMuls", "resident after load", "peak after load", "resident after generating", "peak after generating");
+            report.Rule(5);
+            foreach (var (fuse, list) in rows)
+                report.Row([fuse ? "fused (fuse_matmuls=1)" : "as in the file (fuse_matmuls=0)",
+                    .. Enumerable.Range(0, 4).Select(k => Summary.Of(list.Select(x => x[k])).Format("F0"))]);
+        }
+
         // The issue's targets compare each engine at its best thread count.
         report.Note($"Best thread count per engine ({m.Name}), decode tokens/s (median) and ratios of the bests:");
         report.Row("setting", Ours, GenAiName, LlamaCpp, "onnxsteer / GenAI", "onnxsteer / llama.cpp");
@@ -211,18 +243,62 @@ internal static class PeersBench
     }
 
     private static Sample RunOurs(string folder, int[] prompt, int tokens, int threads, Steering? steering,
-        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true)
+        Action<Microsoft.ML.OnnxRuntime.SessionOptions>? configure = null, bool lastPositionLogits = true, bool? fuseMatMuls = null)
     {
+        bool peakReset = Machine.ResetPeak();
+        var before = Machine.Memory();
         long t0 = Stopwatch.GetTimestamp();
-        using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits });
+        using var model = SteeredModel.Load(folder, new RuntimeOptions
+        {
+            IntraOpThreads = threads, ConfigureSession = configure, LastPositionLogits = lastPositionLogits,
+            FuseMatMuls = fuseMatMuls ?? new RuntimeOptions().FuseMatMuls,
+        });
         double load = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        var after = Machine.Memory();
         double cpuFirst = double.NaN;
         int pieces = 0;
         var result = model.Generate([new GenerationRequest { PromptTokenIds = prompt, Steering = steering ?? Steering.None }],
             new GeneratorOptions { MaxNewTokens = tokens, UseChatTemplate = false }, _ => { if (pieces++ == 0) cpuFirst = ThreadCpu.Ms(); })[0];
         double cpu = ThreadCpu.Ms() - cpuFirst;
         return new Sample(load, result.TimeToFirstToken.TotalMilliseconds, result.TokensPerSecond,
-            threads == 1 ? (result.TokenIds.Length - 1) / (cpu / 1000) : double.NaN, result.TokenIds);
+            threads == 1 ? (result.TokenIds.Length - 1) / (cpu / 1000) : double.NaN, result.TokenIds,
+            peakReset ? after.Peak - before.Rss : double.NaN, after.Rss - before.Rss);
+    }
+
+    public const string MemoryChildFlag = "--peers-memory-child";
+
+    /// <summary>Runs <see cref="MemoryChild"/> in a fresh process: [resident after load, peak after load, resident after
+    /// generating, peak after generating] in MiB.</summary>
+    private static double[] RunMemoryChild(string folder, bool fuse, int threads, int promptLength, int tokens)
+    {
+        var self = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
+        var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(typeof(PeersBench).Assembly.Location);
+        foreach (var a in new[] { MemoryChildFlag, folder, fuse ? "1" : "0", threads.ToString(CultureInfo.InvariantCulture),
+                     promptLength.ToString(CultureInfo.InvariantCulture), tokens.ToString(CultureInfo.InvariantCulture) })
+            psi.ArgumentList.Add(a);
+        using var child = Process.Start(psi)!;
+        var line = child.StandardOutput.ReadToEnd().Trim();
+        child.WaitForExit();
+        if (child.ExitCode != 0) throw new InvalidOperationException($"the memory child exited with {child.ExitCode}: {line}");
+        return [.. line.Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture))];
+    }
+
+    /// <summary>The child: loads <paramref name="args"/>' folder with or without the MatMul fusion, generates, and prints
+    /// resident and peak memory after each.</summary>
+    public static int MemoryChild(string[] args)
+    {
+        var (folder, fuse, threads, promptLength, tokens) = (args[0], args[1] == "1", int.Parse(args[2], CultureInfo.InvariantCulture),
+            int.Parse(args[3], CultureInfo.InvariantCulture), int.Parse(args[4], CultureInfo.InvariantCulture));
+        using var model = SteeredModel.Load(folder, new RuntimeOptions { IntraOpThreads = threads, FuseMatMuls = fuse });
+        GC.Collect();
+        var loaded = Machine.Memory();
+        var vocab = model.Signature.VocabularySize ?? 1000;
+        var prompt = DecodeBench.Prompts(1, promptLength, vocab)[0];
+        model.Generate([new GenerationRequest { PromptTokenIds = prompt }], new GeneratorOptions { MaxNewTokens = tokens, UseChatTemplate = false });
+        var generated = Machine.Memory();
+        Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{loaded.Rss:F1} {loaded.Peak:F1} {generated.Rss:F1} {generated.Peak:F1}"));
+        return 0;
     }
 
     private static Sample RunGenAi(string folder, int[] prompt, int tokens, int threads)

@@ -50,7 +50,9 @@ internal sealed record Options
                    --all-layers adds the default patch (every layer steerable and exposed) as its own row;
                    --ort KEY=VALUE adds an unsteered onnxsteer row with that ONNX Runtime session config entry (several
                    joined by ';'; opt_level=basic|extended|all|layout sets the graph optimization level;
-                   full_logits=1 loads the model file as it is, the LM head over every prompt position)
+                   full_logits=1 loads the model file as it is, the LM head over every prompt position;
+                   fuse_matmuls=1 / fuse_matmuls=0 runs q/k/v and gate/up as one MatMul each / as the file has them;
+                   these combine with the others by ';'; either alone also measures memory in fresh processes)
           lockstep steering overhead measured step by step: the original and a patched model decode in lockstep,
                    alternating which goes first, and each step's thread CPU time is paired (a null control, the
                    original against itself, shows the method's resolution)
@@ -128,6 +130,7 @@ internal static class Program
     public static int Main(string[] args)
     {
         if (args is [TokenizerLoadBench.ChildFlag, var tokenizerFolder]) return TokenizerLoadBench.Child(tokenizerFolder);
+        if (args is [PeersBench.MemoryChildFlag, .. var memoryArgs]) return PeersBench.MemoryChild(memoryArgs);
         Options o;
         try { o = Options.Parse(args); }
         catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }

@@ -30,6 +30,27 @@ internal static class Machine
         catch (UnauthorizedAccessException) { return "n/a"; }
     }
 
+    /// <summary>Resident and peak resident memory of this process in MiB (/proc/self/status VmRSS, VmHWM; NaN elsewhere).</summary>
+    public static (double Rss, double Peak) Memory()
+    {
+        double Read(string[] lines, string key) => lines.FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal)) is { } l
+            ? long.Parse(l[key.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0 : double.NaN;
+        try
+        {
+            var lines = File.ReadAllLines("/proc/self/status");
+            return (Read(lines, "VmRSS:"), Read(lines, "VmHWM:"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return (double.NaN, double.NaN); }
+    }
+
+    /// <summary>Resets the peak (VmHWM) to the current resident size (Linux: 5 to /proc/self/clear_refs), so the next
+    /// <see cref="Memory"/> reads the peak since now; false where that is not possible.</summary>
+    public static bool ResetPeak()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); return true; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
     public static double LoadValue() => double.TryParse(Load(), NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v : double.NaN;
 
     public static string Describe()

@@ -31,6 +31,15 @@ internal sealed class DecoderRunner : IDisposable
             : ["logits", .. Enumerable.Range(0, Layers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })];
     }
 
+    /// <summary>Opens a model given as bytes (a graph rewritten in memory) with <paramref name="options"/>, which must name
+    /// the folder of its external weights (<c>session.model_external_initializers_file_folder_path</c>).</summary>
+    public static DecoderRunner Load(byte[] model, SessionOptions options)
+    {
+        var session = new InferenceSession(model, options);
+        try { return new DecoderRunner(session); }
+        catch { session.Dispose(); throw; }
+    }
+
     /// <summary>Opens <paramref name="modelPath"/> on the CPU (or with <paramref name="options"/>).</summary>
     public static DecoderRunner Load(string modelPath, SessionOptions? options = null)
     {

@@ -66,4 +66,10 @@ public sealed record RuntimeOptions
     /// <summary>Slice the LM head's input to the last position at load (<see cref="OnnxSteer.Runtime.LastPositionLogits"/>);
     /// false loads the model file unchanged (tests compare the two, benchmarks measure them).</summary>
     internal bool LastPositionLogits { get; init; } = true;
+
+    /// <summary>Run parallel MatMuls that read the same input (q/k/v, gate/up) as one MatMul and a Split at load
+    /// (<see cref="OnnxSteer.Runtime.MatMulFusion"/>). Off by default: on the 134M model it made load 160-240 ms slower
+    /// and decode was not faster in a steady way (docs/benchmarks.md, "MatMul fusion at load"); tests compare the two,
+    /// benchmarks measure them (<c>peers --ort fuse_matmuls=1</c>).</summary>
+    internal bool FuseMatMuls { get; init; }
 }

@@ -132,8 +132,10 @@ public sealed class SteeredModel : ISteeredGenerator, IAsyncDisposable
         {
             try
             {
-                // Prefill needs the last position's logits only (LastPositionLogits); the folder is never changed.
-                var rewritten = options.LastPositionLogits ? LastPositionLogits.TryRewrite(modelPath) : null;
+                // Prefill needs the last position's logits only (LastPositionLogits), and parallel MatMuls run as one
+                // (MatMulFusion, whose concatenated weights only constant folding makes free); the folder is never changed.
+                var rewritten = LoadRewrites.TryApply(modelPath, options.LastPositionLogits,
+                    options.FuseMatMuls && sessionOptions.GraphOptimizationLevel != GraphOptimizationLevel.ORT_DISABLE_ALL);
                 if (rewritten is null) session = new InferenceSession(modelPath, sessionOptions);
                 else
                 {

@@ -86,7 +86,7 @@ public sealed class BoundDecodeTests
         Assert.True(a[0].BoundDecode);
     }
 
-    public static TheoryData<string> AllocationCases() => ["greedy", "greedy-batch", "sampled", "stop-strings", "steered", "steered-batch", "fp16", "optimum-merged", "gpt2-combined-cache"];
+    public static TheoryData<string> AllocationCases() => ["greedy", "greedy-batch", "sampled", "stop-strings", "steered", "steered-batch", "fp16", "optimum-merged", "gpt2-combined-cache", "steered-fused-matmuls"];
 
     /// <summary>Issue 6: zero managed allocations per generated token in steady state. Measured inside the loop from the
     /// second decode step to the last, on the thread that runs it (no listener for pieces: a streaming caller gets one
@@ -103,7 +103,7 @@ public sealed class BoundDecodeTests
             "gpt2-combined-cache" => "ortfused-gpt2-fp32",
             _ => "genai-mha-fp32",
         }, dir);
-        using var model = SteeredModel.Load(path, new RuntimeOptions { IntraOpThreads = 1 });
+        using var model = SteeredModel.Load(path, new RuntimeOptions { IntraOpThreads = 1, FuseMatMuls = name.EndsWith("fused-matmuls", StringComparison.Ordinal) });
         var options = new GeneratorOptions { MaxNewTokens = 40, UseChatTemplate = false };
         options = name switch
         {

@@ -1,5 +1,3 @@
-using Google.Protobuf;
-using OnnxSteer.Onnx;
 using OnnxSteer.Onnx.Proto;
 
 namespace OnnxSteer.Runtime;
@@ -12,25 +10,13 @@ namespace OnnxSteer.Runtime;
 /// <para>Applied only where it is unambiguous and exact: the graph output <c>logits</c> is declared rank 3 and is
 /// produced directly by a MatMul with a 2-D weight, whose output rank is its first input's, so that input is
 /// <c>[batch, sequence, hidden]</c>; default opset 10 or later (Slice with input starts/ends); and the .onnx file is small
-/// (weights external), so parsing it costs milliseconds. ONNX Runtime's float MatMul gives the last row the same bits
+/// (weights external), so parsing it costs milliseconds (<see cref="LoadRewrites"/>). ONNX Runtime's float MatMul gives the last row the same bits
 /// for one row as for the whole prompt (tests compare log-probabilities exactly); its 4-bit MatMulNBits does not (another
 /// kernel for a single row, about 1e-9 apart), so int4 LM heads are left alone, as is anything else (an If-wrapped
 /// merged decoder, a logits Cast or bias Add, weights inside the file).</para></summary>
 internal static class LastPositionLogits
 {
-    /// <summary>Larger .onnx files hold their weights inline: parsing and re-serialising them would cost seconds and
-    /// double the memory, so they load unchanged.</summary>
-    private const long MaxGraphBytes = 64L << 20;
-
     internal const string SliceNodeName = "/onnxsteer/last_position_logits";
-
-    /// <summary>The rewritten model's bytes, or null when the model is left as it is.</summary>
-    public static byte[]? TryRewrite(string modelPath)
-    {
-        if (new FileInfo(modelPath).Length > MaxGraphBytes) return null;
-        var model = OnnxModelFile.Parse(modelPath);
-        return Rewrite(model) ? model.ToByteArray() : null;
-    }
 
     /// <summary>Inserts the Slice into <paramref name="model"/>; false (and the model untouched) when it does not apply.</summary>
     internal static bool Rewrite(ModelProto model)
