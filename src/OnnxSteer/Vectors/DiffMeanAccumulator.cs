@@ -3,7 +3,7 @@ namespace OnnxSteer.Vectors;
 /// <summary>Streaming diff-mean statistics over pairs, for several layers at once. Memory is flat in the number of pairs:
 /// per layer it keeps the running sums of h+ and h− in double precision. Separability needs every pair's difference
 /// projected on the final direction, which is known only at the end, so each pair's h+ − h− is appended (float32) to a
-/// temporary spill file that is deleted on dispose and read back once by <see cref="Finish"/>.</summary>
+/// temporary spill file, nameless while open on Unix and deleted on close on Windows, read back once by <see cref="Finish"/>.</summary>
 internal sealed class DiffMeanAccumulator : IDisposable
 {
     private readonly IReadOnlyList<int> _layers;
@@ -22,6 +22,10 @@ internal sealed class DiffMeanAccumulator : IDisposable
         _row = new byte[hidden * sizeof(float)];
         var path = Path.Combine(spillDirectory ?? Path.GetTempPath(), $"onnxsteer-extract-{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
         _spill = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.DeleteOnClose);
+        // Unix only emulates DeleteOnClose (the name goes at Dispose), so a process killed or force-exited mid-extraction
+        // (a second Ctrl+C ends with _exit) would leave the file behind: drop the name now, the open handle keeps the
+        // data. Windows deletes on close itself, even when the process dies.
+        if (!OperatingSystem.IsWindows()) File.Delete(path);
     }
 
     /// <summary>Number of pairs added so far.</summary>
