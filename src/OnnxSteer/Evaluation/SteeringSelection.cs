@@ -185,12 +185,13 @@ public static class VectorNaming
     public const string ExclusionTemplate = "keywords.forbidden_words." + WordPlaceholder;
 
     /// <summary>The vectors <c>sweep</c> tries for an instruction, each with the sign of its weights: the default
-    /// (<see cref="DefaultFor"/>; subtracted for word exclusion) and, for word exclusion, <see cref="ExclusionTemplate"/> added.</summary>
-    internal static IReadOnlyList<(string Template, int Sign)> SweepVectors(string id) => id switch
+    /// (<see cref="DefaultFor"/>, or <paramref name="named"/> in its place; subtracted for word exclusion) and, for word
+    /// exclusion without a named vector, <see cref="ExclusionTemplate"/> added.</summary>
+    internal static IReadOnlyList<(string Template, int Sign)> SweepVectors(string id, string? named = null)
     {
-        InstructionIds.ForbiddenWords => [(DefaultFor(id), -1), (ExclusionTemplate, 1)],
-        _ => [(DefaultFor(id), 1)],
-    };
+        var primary = (named ?? DefaultFor(id), InstructionIds.FamilyOf(id) == InstructionFamily.WordExclusion ? -1 : 1);
+        return named is null && id == InstructionIds.ForbiddenWords ? [primary, (ExclusionTemplate, 1)] : [primary];
+    }
 
     /// <summary>The naming rule in words, for warnings and help.</summary>
     public const string Rule =
@@ -212,7 +213,7 @@ public static class VectorNaming
     /// and no vector of <paramref name="selection"/> matches: vectors the evaluation will never use, usually a misnamed file.</summary>
     public static IReadOnlyList<string> Unmatched(IEnumerable<string> vectorNames, SteeringSelection? selection)
     {
-        var templates = InstructionIds.All.SelectMany(SweepVectors).Select(v => v.Template)
+        var templates = InstructionIds.All.SelectMany(id => SweepVectors(id)).Select(v => v.Template)
             .Concat(selection?.Instructions.Values.Select(e => e.Vector).OfType<string>() ?? []).Distinct().ToList();
         // A header-position vector (NAME.header-K) is used with its NAME.
         return [.. vectorNames.Where(n => !templates.Any(t => Matches(t, OnnxSteer.Contract.HeaderVectors.BaseName(n)))).Order(StringComparer.Ordinal)];

@@ -222,11 +222,7 @@ internal static class Sweeper
             if (mine.Count == 0) { skipped[id] = "no single-instruction prompts in the data"; continue; }
             plans.Add((new SweepCandidate { Instruction = id, Mode = "none", Accuracy = 0, DegenerateRate = 0, Score = 0 }, new SelectionEntry { Mode = "none" }, mine));
             var family = InstructionIds.FamilyOf(id);
-            // A vector named in the options replaces the defaults (subtracted for word exclusion, as the default is).
-            var alternatives = options.VectorNames?.GetValueOrDefault(id) is { } named
-                ? [(named, family == InstructionFamily.WordExclusion ? -1 : 1)]
-                : VectorNaming.SweepVectors(id);
-            var usable = alternatives
+            var usable = VectorNaming.SweepVectors(id, options.VectorNames?.GetValueOrDefault(id))
                 .Select(a => (a.Template, a.Sign, Names: mine.SelectMany(i => VectorNaming.Expand(a.Template, i.Checks[0])).Distinct().ToList()))
                 .ToList();
             var present = usable.Where(u => u.Names.All(catalog.Contains)).ToList();
