@@ -15,8 +15,8 @@ internal static class SweepCommand
         var vectors = new Option<string>("--vectors") { Description = "A vector file or a folder of .safetensors vector files.", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "Selection file to write (JSON), read by onnxsteer eval --selection.", Required = true };
         var layers = new Option<string?>("--layers") { Description = "Candidate layers: all, or e.g. 1,3,5 or 2-5 (default: every other layer from n_layers/5 to the last; all layers for models of 8 layers or fewer)." };
-        var scales = new Option<string?>("--scales") { Description = "Additive weights tried, as multiples of the vector's |u_L| (1,2,4,8 when not given; word exclusion uses the negatives)." };
-        var headerScales = new Option<string?>("--header-scales") { Description = "Header-steering scales tried for word instructions whose vectors have header positions (extract --header-positions), as multiples of each position's |u_k| (1,2 when not given; exclusion uses the negatives)." };
+        var scales = new Option<string?>("--scales") { Description = "Additive weights tried, as multiples of the vector's |u_L| (1,2,4,8 when not given; word exclusion subtracts the inclusion vector with the negatives and adds its exclusion vector keywords.forbidden_words.WORD, where present, with these)." };
+        var headerScales = new Option<string?>("--header-scales") { Description = "Header-steering scales tried for instructions whose vectors have header positions (extract --header-positions), as multiples of each position's |u_k| (1,2 when not given; negated for the subtracted inclusion vector of word exclusion)." };
         var objective = new Option<string>("--objective")
         {
             Description = "without: loose accuracy without the instruction (the paper); both: mean of the steered accuracies without and with the instruction; "
