@@ -1,9 +1,7 @@
 using OnnxSteer.Decoder;
-using OnnxSteer.ModelBuilder;
 using OnnxSteer.Modeling;
 using OnnxSteer.Onnx;
 using OnnxSteer.Runtime;
-using MbLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -14,20 +12,7 @@ public sealed class LastPositionLogitsTests
 {
     public static TheoryData<string> Folders => ["bundled", "fp16 export", "optimum fp32"];
 
-    private static string Prepare(string name, TempDir dir) => name switch
-    {
-        "bundled" => Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"),
-        "fp16 export" => TestPaths.GenAiTinyLlamaFp16,
-        "optimum fp32" => Built(DecoderSpec.Tiny(MbLayout.Optimum), dir.Combine("optimum")),
-        _ => Built(DecoderSpec.Tiny(MbLayout.GenAi, DecoderDType.Float16) with { Quantization = WeightQuantization.Int4 }, dir.Combine("int4")),
-    };
-
-    private static string Built(DecoderSpec spec, string folder)
-    {
-        var fixture = DecoderFixtures.Write(spec, folder);
-        ByteLevelFixture.Write(folder); // a tokenizer for decoding text; prompts are given as ids
-        return fixture.Directory;
-    }
+    private static string Prepare(string name, TempDir dir) => RewriteEquivalence.Folder(name, dir);
 
     [Theory]
     [MemberData(nameof(Folders))]

@@ -7,7 +7,6 @@ using OnnxSteer.Onnx;
 using OnnxSteer.Onnx.Proto;
 using OnnxSteer.Runtime;
 using Xunit.Abstractions;
-using MbLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -17,21 +16,7 @@ public sealed class MatMulFusionTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Folders => ["bundled", "genai fp32 gqa", "optimum fp32"];
 
-    private static string Prepare(string name, TempDir dir) => name switch
-    {
-        "bundled" => Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"),
-        "fp16 export" => TestPaths.GenAiTinyLlamaFp16,
-        "genai fp32 gqa" => Built(DecoderSpec.Tiny(MbLayout.GenAi, attention: AttentionKind.GroupQuery), dir.Combine("gqa")),
-        "optimum fp32" => Built(DecoderSpec.Tiny(MbLayout.Optimum), dir.Combine("optimum")),
-        _ => Built(DecoderSpec.Tiny(MbLayout.GenAi, DecoderDType.Float16) with { Quantization = WeightQuantization.Int4 }, dir.Combine("int4")),
-    };
-
-    private static string Built(DecoderSpec spec, string folder)
-    {
-        var fixture = DecoderFixtures.Write(spec, folder);
-        ByteLevelFixture.Write(folder); // a tokenizer for decoding text; prompts are given as ids
-        return fixture.Directory;
-    }
+    private static string Prepare(string name, TempDir dir) => RewriteEquivalence.Folder(name, dir);
 
     private static string ModelFile(string folder) => Directory.GetFiles(folder, "*.onnx").Single();
 

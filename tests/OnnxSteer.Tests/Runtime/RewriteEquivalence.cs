@@ -1,4 +1,6 @@
+using OnnxSteer.ModelBuilder;
 using OnnxSteer.Runtime;
+using MbLayout = OnnxSteer.ModelBuilder.DecoderLayout;
 
 namespace OnnxSteer.Tests.Runtime;
 
@@ -7,6 +9,24 @@ namespace OnnxSteer.Tests.Runtime;
 /// log-probabilities bit for bit.</summary>
 internal static class RewriteEquivalence
 {
+    /// <summary>The model folders the rewrite tests run on, by name: the bundled model, the real fp16 GenAI export, and
+    /// tiny fixtures (genai fp32 with grouped-query attention, Optimum fp32, genai int4 for any other name).</summary>
+    public static string Folder(string name, TempDir dir) => name switch
+    {
+        "bundled" => Path.Combine(TestPaths.RepoRoot, "models", "tiny-instruct"),
+        "fp16 export" => TestPaths.GenAiTinyLlamaFp16,
+        "genai fp32 gqa" => Built(DecoderSpec.Tiny(MbLayout.GenAi, attention: AttentionKind.GroupQuery), dir.Combine("gqa")),
+        "optimum fp32" => Built(DecoderSpec.Tiny(MbLayout.Optimum), dir.Combine("optimum")),
+        _ => Built(DecoderSpec.Tiny(MbLayout.GenAi, DecoderDType.Float16) with { Quantization = WeightQuantization.Int4 }, dir.Combine("int4")),
+    };
+
+    private static string Built(DecoderSpec spec, string folder)
+    {
+        var fixture = DecoderFixtures.Write(spec, folder);
+        ByteLevelFixture.Write(folder); // a tokenizer for decoding text; prompts are given as ids
+        return fixture.Directory;
+    }
+
     public static void AssertSameGeneration(SteeredModel rewritten, SteeredModel file, int maxNewTokens)
     {
         int hidden = rewritten.HiddenSize ?? throw new InvalidOperationException("hidden size unknown");
