@@ -186,6 +186,8 @@ public static class ByteLevelFixture
             """{"add_bos_token": false, "bos_token": null, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "tokenizer_class": "Qwen2Tokenizer"}""");
     }
 
+    // GPT-2's byte-to-character table written out again rather than taken from ByteLevelMap: the fixture is the test's
+    // oracle, so a mistake in the library's table must not also be in the file the library reads.
     private static char[] ByteToUnicode()
     {
         var map = new char[256];
