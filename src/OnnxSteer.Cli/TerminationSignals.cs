@@ -23,9 +23,14 @@ internal sealed class TerminationSignals : IDisposable
     private readonly TextWriter _stderr;
     private int _exitCode;
     private int _exiting;
-    private int _reported;
+    private readonly Lock _report = new();
+    private bool _reported;
 
-    private TerminationSignals(TextWriter stderr) => _stderr = stderr;
+    /// <summary>How long the forced exit waits for a "cancelled" line another thread is writing (a stderr pipe nobody
+    /// reads must not keep the process alive).</summary>
+    internal static readonly TimeSpan ReportWait = TimeSpan.FromSeconds(1);
+
+    internal TerminationSignals(TextWriter stderr) => _stderr = stderr;
 
     /// <summary>Registers the handlers; dispose to remove them.</summary>
     public static TerminationSignals Register(TextWriter stderr)
@@ -45,17 +50,23 @@ internal sealed class TerminationSignals : IDisposable
     /// <summary>130 (SIGINT) or 143 (SIGTERM) once a signal has arrived; null before.</summary>
     public int? ExitCode => Volatile.Read(ref _exitCode) is var c and > 0 ? c : null;
 
-    /// <summary>Prints the one "cancelled" line (once, whoever gets there first: the verb unwinding or the forced exit).</summary>
+    /// <summary>Prints the one "cancelled" line (once, whoever gets there first: the verb unwinding or the forced exit).
+    /// The line is claimed and written under one lock: a second signal's forced exit that finds the verb's thread
+    /// writing it waits (up to <see cref="ReportWait"/>) instead of ending the process between the claim and the write,
+    /// which left stderr empty.</summary>
     public void ReportCancelled(TextWriter stderr)
     {
-        if (Interlocked.Exchange(ref _reported, 1) != 0) return;
+        if (!_report.TryEnter(ReportWait)) return;
         try
         {
+            if (_reported) return;
+            _reported = true;
             stderr.WriteLine("onnxsteer: cancelled");
             stderr.Flush();
         }
         catch (IOException) { } // stderr closed: nothing to tell
         catch (ObjectDisposedException) { }
+        finally { _report.Exit(); }
     }
 
     /// <summary>The verb has returned: the grace period need not end in a forced exit.</summary>

@@ -109,6 +109,37 @@ public sealed class SignalTests(Xunit.Abstractions.ITestOutputHelper log)
         Assert.Empty(Directory.GetFiles(dir.Path, ".v.safetensors.*"));
     }
 
+    /// <summary>The forced exit of a second signal reports "cancelled" too: when the verb's thread has claimed the line
+    /// but not yet written it, the exit must wait for the write, or the process ends with stderr empty (seen in
+    /// <see cref="TwoSignalsMillisecondsApartDuringExtractionNeverCrash"/> under load).</summary>
+    [Fact]
+    public async Task A_second_report_waits_for_the_cancelled_line_being_written()
+    {
+        using var writer = new BlockingWriter();
+        using var signals = new OnnxSteer.Cli.TerminationSignals(writer);
+        var verb = Task.Run(() => signals.ReportCancelled(writer));
+        Assert.True(writer.Entered.Wait(TimeSpan.FromSeconds(10)));
+        var forcedExit = Task.Run(() => signals.ReportCancelled(writer));
+        var first = await Task.WhenAny(forcedExit, Task.Delay(300));
+        Assert.False(first == forcedExit, "the second report returned while the line was still being written");
+        writer.Release.Set();
+        await Task.WhenAll(verb, forcedExit).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal("onnxsteer: cancelled" + Environment.NewLine, writer.ToString());
+    }
+
+    private sealed class BlockingWriter : StringWriter
+    {
+        public readonly ManualResetEventSlim Entered = new();
+        public readonly ManualResetEventSlim Release = new();
+
+        public override void WriteLine(string? value)
+        {
+            Entered.Set();
+            Release.Wait();
+            base.WriteLine(value);
+        }
+    }
+
     [Fact]
     public void TwoSignalsMillisecondsApartDuringExtractionNeverCrash()
     {
